@@ -1,0 +1,407 @@
+"""Catalogs: nested intake-v1 YAML files of ocean datasets, searchable and lazily opened.
+
+The YAML is intake's own format, so ``intake.open_catalog`` with intake-xarray reads
+the same files. oceandata reads them itself to validate each entry's metadata
+(:mod:`oceandata.catalog.schema`), to report errors with file and line, to search, to
+enforce access levels, and to open entries through :mod:`oceandata.catalog.drivers`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import xarray as xr
+import yaml
+from pydantic import ValidationError
+
+from ..config import get_settings
+from ..errors import CatalogError, DatasetNotFound, NotAuthorized, UsageError, suggest
+from .drivers import open_source
+from .schema import BBox, CatalogFile, EntryMetadata, Source
+
+_TEMPLATE = re.compile(r"\{\{\s*CATALOG_DIR\s*\}\}")
+_ENV_TEMPLATE = re.compile(r"\{\{\s*env\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*\)\s*\}\}")
+
+
+def _render(value: Any, catalog_dir: Path) -> Any:
+    """Expand intake's ``{{ CATALOG_DIR }}`` and ``{{ env(NAME) }}`` templates in *value*."""
+    if isinstance(value, str):
+        value = _TEMPLATE.sub(catalog_dir.as_posix(), value)
+        return _ENV_TEMPLATE.sub(lambda m: os.environ.get(m.group(1), ""), value)
+    if isinstance(value, dict):
+        return {k: _render(v, catalog_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, catalog_dir) for v in value]
+    return value
+
+
+def _source_lines(text: str) -> dict[str, int]:
+    """Map each ``sources:`` key to its 1-based line number, for error messages."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if key.value == "sources" and isinstance(value, yaml.MappingNode):
+                for skey, _ in value.value:
+                    lines[str(skey.value)] = skey.start_mark.line + 1
+    return lines
+
+
+def _format_validation(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {err['msg']}{more}"
+
+
+def current_groups() -> set[str]:
+    """Groups of the current user, as granted by the platform (``OCEANDATA_GROUPS``).
+
+    In the hub the spawner sets this from the user's JupyterHub groups; the storage
+    layer enforces the same grant, this check gives a clear message early.
+    """
+    raw = os.environ.get("OCEANDATA_GROUPS", "")
+    return {g.strip() for g in raw.split(",") if g.strip()}
+
+
+@dataclass
+class Entry:
+    """One dataset of a catalog.
+
+    Attributes
+    ----------
+    name
+        Entry name, unique across the catalog tree.
+    driver
+        ``netcdf``, ``zarr``, ``opendap`` or ``csv``.
+    args
+        The driver arguments, templates expanded.
+    metadata
+        Validated metadata.
+    description
+        One line from the YAML.
+    source_file, line
+        Where the entry is defined.
+    """
+
+    name: str
+    driver: str
+    args: dict[str, Any]
+    metadata: EntryMetadata
+    description: str | None
+    source_file: Path
+    line: int | None = None
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the definition."""
+        return f"{self.source_file}:{self.line}" if self.line else str(self.source_file)
+
+    def paths(self) -> list[str]:
+        """Local paths or URLs that back the entry, fetching sample files first."""
+        if self.metadata.sample:
+            from .. import sample_data
+
+            found: list[str] = []
+            for pattern in self.metadata.sample:
+                found.extend(str(p) for p in sample_data.fetch_matching(pattern))
+            return found
+        urlpath = self.args.get("urlpath")
+        if urlpath is None:
+            raise CatalogError(f"{self.where}: entry {self.name!r} has no args.urlpath")
+        urls = [urlpath] if isinstance(urlpath, str) else list(urlpath)
+        out: list[str] = []
+        for url in urls:
+            if "://" not in url and any(ch in url for ch in "*?["):
+                out.extend(sorted(str(p) for p in Path("/").glob(url.lstrip("/"))))
+            else:
+                out.append(url)
+        return out
+
+    def check_access(self, groups: set[str] | None = None) -> None:
+        """Raise :class:`NotAuthorized` unless the caller may open this entry."""
+        access = self.metadata.access
+        if access.level == "public":
+            return
+        groups = current_groups() if groups is None else groups
+        if not groups.intersection(access.groups):
+            raise NotAuthorized(
+                f"dataset {self.name!r} is restricted to groups {', '.join(access.groups)}; "
+                "request access with an allocation (see `oceandata catalog show "
+                f"{self.name}`)"
+            )
+
+    def to_dask(self, *, chunks: Any = None) -> xr.Dataset:
+        """Open the entry as a lazy, CF-decoded, dask-backed :class:`xarray.Dataset`.
+
+        Parameters
+        ----------
+        chunks
+            Dask chunks; default the entry's ``args.chunks``, else the setting
+            ``OCEANDATA_CHUNKS`` (``auto``).
+        """
+        self.check_access()
+        if chunks is None:
+            chunks = self.args.get("chunks", get_settings().chunks)
+        ds = open_source(self.driver, self.paths(), self.args, chunks=chunks,
+                         fix_attrs=self.metadata.fix_attrs)
+        ds.attrs.setdefault("oceandata_entry", self.name)
+        return ds
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description: name, driver, where defined, and the metadata."""
+        return {
+            "name": self.name,
+            "driver": self.driver,
+            "description": self.description,
+            "defined_in": self.where,
+            "args": self.args,
+            "metadata": self.metadata.model_dump(mode="json", exclude_none=True),
+        }
+
+    # -- search predicates -------------------------------------------------------------
+    def matches_text(self, text: str) -> bool:
+        """Case-insensitive match of every word of *text* in names, titles, tags, variables."""
+        md = self.metadata
+        hay = " ".join(
+            [self.name, md.title, md.description or "", self.description or "", md.provider,
+             " ".join(md.tags)]
+            + [" ".join(filter(None, [v.name, v.standard_name, v.long_name]))
+               for v in md.variables]
+        ).lower()
+        return all(word in hay for word in text.lower().split())
+
+    def matches_standard_name(self, standard_name: str) -> bool:
+        """Whether a variable has this CF standard name (``*`` wildcards allowed)."""
+        return any(v.standard_name and fnmatch.fnmatch(v.standard_name, standard_name)
+                   for v in self.metadata.variables)
+
+    def intersects_bbox(self, bbox: Sequence[float]) -> bool:
+        """Whether the entry's bbox overlaps *bbox* (any longitude convention, dateline-aware)."""
+        if self.metadata.bbox is None:
+            return False
+        return _boxes_overlap(self.metadata.bbox.as_tuple(), tuple(bbox))
+
+    def overlaps_time(self, start: Any, end: Any) -> bool:
+        """Whether the entry's time range overlaps ``[start, end]`` (open ends allowed)."""
+        tr = self.metadata.time_range
+        if tr is None or (tr.start is None and tr.end is None):
+            return False
+        lo = pd.Timestamp(tr.start) if tr.start else pd.Timestamp.min
+        hi = pd.Timestamp(tr.end) if tr.end else pd.Timestamp.max
+        q_lo = pd.Timestamp(start) if start else pd.Timestamp.min
+        q_hi = pd.Timestamp(end) if end else pd.Timestamp.max
+        return lo <= q_hi and q_lo <= hi
+
+
+def _lon_intervals(west: float, east: float) -> list[tuple[float, float]]:
+    """Split a longitude span into intervals on [0, 360)."""
+    if east - west >= 360 or (west == -180 and east == 180):
+        return [(0.0, 360.0)]
+    w, e = west % 360, east % 360
+    if (east - west) % 360 == 0 and east != west:
+        return [(0.0, 360.0)]
+    if w <= e:
+        return [(w, e)]
+    return [(w, 360.0), (0.0, e)]
+
+
+def _boxes_overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    if a[1] > b[3] or b[1] > a[3]:
+        return False
+    return any(lo1 <= hi2 and lo2 <= hi1
+               for lo1, hi1 in _lon_intervals(a[0], a[2])
+               for lo2, hi2 in _lon_intervals(b[0], b[2]))
+
+
+@dataclass
+class Catalog:
+    """A catalog tree: its entries (flattened across sub-catalogs) and its sub-catalogs.
+
+    Use :func:`open_catalog` to build one. ``cat["name"]`` returns an :class:`Entry`
+    (or a sub-catalog by name); iterating yields entry names.
+    """
+
+    name: str
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)
+    children: dict[str, Catalog] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries or name in self.children
+
+    def __getitem__(self, name: str) -> Entry | Catalog:
+        if name in self.entries:
+            return self.entries[name]
+        if name in self.children:
+            return self.children[name]
+        raise DatasetNotFound(
+            f"no dataset {name!r} in catalog {self.path}.{suggest(name, self.entries)} "
+            "Run `oceandata catalog list` to see every name."
+        )
+
+    def entry(self, name: str) -> Entry:
+        """Return the data entry *name* (never a sub-catalog)."""
+        item = self[name]
+        if not isinstance(item, Entry):
+            raise DatasetNotFound(f"{name!r} is a sub-catalog, not a dataset; its datasets: "
+                                  f"{', '.join(item.entries)}")
+        return item
+
+    def search(self, text: str | None = None, *, standard_name: str | None = None,
+               bbox: Sequence[float] | None = None,
+               time: tuple[Any, Any] | None = None) -> Catalog:
+        """Return a catalog of the entries matching every given criterion.
+
+        Parameters
+        ----------
+        text
+            Words that must all appear in the name, title, description, provider, tags or
+            variable names (case-insensitive).
+        standard_name
+            CF standard name of a variable; ``*`` wildcards allowed.
+        bbox
+            ``(west, south, east, north)`` that the entry's extent must overlap; west >
+            east crosses the antimeridian.
+        time
+            ``(start, end)``; either may be None.
+
+        Examples
+        --------
+        >>> cat = open_catalog()  # doctest: +SKIP
+        >>> list(cat.search(standard_name="sea_surface_temperature", bbox=(170, -10, -170, 10)))
+        """
+        if bbox is not None:
+            bbox = BBox.parse(bbox).as_tuple()
+        found = {}
+        for name, entry in self.entries.items():
+            if text and not entry.matches_text(text):
+                continue
+            if standard_name and not entry.matches_standard_name(standard_name):
+                continue
+            if bbox is not None and not entry.intersects_bbox(bbox):
+                continue
+            if time is not None and not entry.overlaps_time(*time):
+                continue
+            found[name] = entry
+        return Catalog(name=f"{self.name} (search)", path=self.path, metadata=self.metadata,
+                       entries=found)
+
+    def to_dask(self, name: str, **kwargs: Any) -> xr.Dataset:
+        """Shortcut for ``cat.entry(name).to_dask()``."""
+        return self.entry(name).to_dask(**kwargs)
+
+
+def _read_catalog_file(path: Path) -> tuple[CatalogFile, dict[str, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CatalogError(f"catalog file {path} does not exist; set OCEANDATA_CATALOG or give "
+                           "a path to a catalog YAML") from None
+    except OSError as exc:
+        raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CatalogError(f"{path}{line}: malformed YAML: {problem}") from None
+    if not isinstance(raw, dict) or "sources" not in raw:
+        raise CatalogError(f"{path}: not an intake catalog (a mapping with 'sources:' expected)")
+    lines = _source_lines(text)
+    try:
+        return CatalogFile.model_validate(raw), lines
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        line = f":{lines[str(loc[1])]}" if len(loc) > 1 and str(loc[1]) in lines else ""
+        raise CatalogError(f"{path}{line}: {_format_validation(exc)}") from None
+
+
+def _build(path: Path, seen: dict[str, Entry], stack: tuple[Path, ...]) -> Catalog:
+    path = path.resolve()
+    if path in stack:
+        raise CatalogError(f"{path}: catalog includes itself through "
+                           f"{' -> '.join(p.name for p in stack)}")
+    parsed, lines = _read_catalog_file(path)
+    catalog_dir = path.parent
+    cat = Catalog(name=parsed.name or path.stem, path=path, metadata=parsed.metadata)
+    for name, source in parsed.sources.items():
+        where = f"{path}:{lines.get(name, '?')}"
+        if source.is_catalog:
+            sub_path = _render(source.args.get("path", ""), catalog_dir)
+            if not sub_path:
+                raise CatalogError(f"{where}: sub-catalog {name!r} needs args.path")
+            child = _build(Path(sub_path), seen, (*stack, path))
+            child.name = name
+            cat.children[name] = child
+            cat.entries.update(child.entries)
+            continue
+        cat.entries[name] = _entry(name, source, path, lines.get(name), seen)
+    return cat
+
+
+def _entry(name: str, source: Source, path: Path, line: int | None,
+           seen: dict[str, Entry]) -> Entry:
+    where = f"{path}:{line}" if line else str(path)
+    if name in seen:
+        raise CatalogError(f"{where}: entry name {name!r} is already defined at "
+                           f"{seen[name].where}; names must be unique across the catalog tree")
+    try:
+        metadata = EntryMetadata.model_validate(source.metadata)
+    except ValidationError as exc:
+        raise CatalogError(f"{where}: entry {name!r} metadata.{_format_validation(exc)}") from None
+    entry = Entry(name=name, driver=source.driver, args=_render(source.args, path.parent),
+                  metadata=metadata, description=source.description, source_file=path, line=line)
+    seen[name] = entry
+    return entry
+
+
+def open_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    """Open a catalog tree.
+
+    Parameters
+    ----------
+    path
+        A catalog YAML file; default the platform's root catalog (setting
+        ``OCEANDATA_CATALOG``, ``catalogs/ocean.yaml`` in a source checkout).
+
+    Returns
+    -------
+    Catalog
+        Entries of the file and of every nested sub-catalog.
+
+    Raises
+    ------
+    CatalogError
+        Malformed YAML (with file and line), invalid metadata, duplicate names.
+
+    Examples
+    --------
+    >>> import oceandata
+    >>> cat = oceandata.open_catalog()  # doctest: +SKIP
+    >>> ds = cat["cobe_sst2"].to_dask()  # doctest: +SKIP
+    """
+    target = Path(path) if path is not None else get_settings().catalog
+    if target.is_dir():
+        target = target / "ocean.yaml"
+    if not target.exists() and path is None:
+        raise UsageError(f"the default catalog {target} does not exist; set OCEANDATA_CATALOG")
+    return _build(target, {}, ())

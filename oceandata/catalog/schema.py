@@ -1,0 +1,218 @@
+"""The schema every catalog entry's ``metadata`` follows (pydantic).
+
+A catalog file is YAML in the intake v1 format::
+
+    metadata:
+      version: 1
+      title: ...
+    sources:
+      cobe_sst2:
+        driver: netcdf       # netcdf | zarr | opendap | csv | a YAMLFileCatalog
+        description: ...
+        args: {urlpath: "{{ CATALOG_DIR }}/../data/sample/gridded/cobe-sst2/year*.nc"}
+        metadata: {...}           # EntryMetadata below
+
+intake itself ignores what it does not know in ``metadata``; oceandata validates it
+with the models here so that search, access control and ``catalog validate`` can
+rely on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+GridKind = Literal["regular", "curvilinear", "dsg", "unstructured"]
+FeatureType = Literal["point", "timeSeries", "trajectory", "profile", "timeSeriesProfile",
+                      "trajectoryProfile"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Variable(_Strict):
+    """A data variable the entry provides."""
+
+    name: str = Field(description="Variable name in the opened dataset.")
+    standard_name: str | None = Field(default=None, description="CF standard name.")
+    units: str | None = Field(default=None, description="Units as stored (UDUNITS string).")
+    long_name: str | None = Field(default=None, description="Human-readable name.")
+
+
+class BBox(_Strict):
+    """Spatial extent in degrees; ``west > east`` means the box crosses the antimeridian."""
+
+    west: float = Field(ge=-180, le=360)
+    south: float = Field(ge=-90, le=90)
+    east: float = Field(ge=-180, le=360)
+    north: float = Field(ge=-90, le=90)
+
+    @model_validator(mode="after")
+    def _south_le_north(self) -> BBox:
+        if self.south > self.north:
+            raise ValueError(f"south ({self.south}) is greater than north ({self.north})")
+        return self
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        """Return ``(west, south, east, north)``."""
+        return (self.west, self.south, self.east, self.north)
+
+    @classmethod
+    def parse(cls, values: Any) -> BBox:
+        """Build a box from ``(west, south, east, north)`` or raise a one-line UsageError."""
+        from ..errors import UsageError
+
+        try:
+            west, south, east, north = (float(v) for v in values)
+        except (TypeError, ValueError):
+            raise UsageError(f"bbox {values!r} is not four numbers: give W,S,E,N in degrees, "
+                             "e.g. 120,-10,280,10") from None
+        if not -90 <= south <= 90 or not -90 <= north <= 90:
+            raise UsageError(f"bbox latitudes {south}, {north} are outside -90..90")
+        if not -180 <= west <= 360 or not -180 <= east <= 360:
+            raise UsageError(f"bbox longitudes {west}, {east} are outside -180..360")
+        if south > north:
+            raise UsageError(f"bbox south ({south}) is greater than north ({north}): give "
+                             "W,S,E,N with S <= N")
+        return cls(west=west, south=south, east=east, north=north)
+
+
+class TimeRange(_Strict):
+    """Temporal extent (ISO 8601 dates, either end may be open).
+
+    Climatologies with no calendar year leave both ends empty and say so in
+    ``metadata.tags`` (``climatology``).
+    """
+
+    start: str | None = None
+    end: str | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, dt.date | dt.datetime):
+            return value.isoformat()
+        return str(value)
+
+
+class DepthRange(_Strict):
+    """Vertical extent in metres, positive down (negative values are heights above sea level)."""
+
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DepthRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Access(_Strict):
+    """Who may open an entry."""
+
+    level: Literal["public", "restricted"] = "public"
+    groups: list[str] = Field(
+        default_factory=list, description="Groups granted a restricted entry."
+    )
+
+    @model_validator(mode="after")
+    def _groups_for_restricted(self) -> Access:
+        if self.level == "restricted" and not self.groups:
+            raise ValueError("a restricted entry must name the groups granted it")
+        return self
+
+
+class EntryMetadata(_Strict):
+    """What a catalog entry says about its data; checked by ``oceandata catalog validate``."""
+
+    title: str
+    description: str | None = None
+    variables: list[Variable] = Field(min_length=1)
+    bbox: BBox | None = Field(default=None, description="None for data with no position.")
+    time_range: TimeRange | None = None
+    depth_range: DepthRange | None = None
+    grid: GridKind
+    feature_type: FeatureType | None = Field(
+        default=None, description="CF featureType, for discrete sampling geometries."
+    )
+    provider: str
+    license: str
+    citation: str | None = None
+    doi: str | None = None
+    access: Access = Field(default_factory=Access)
+    tags: list[str] = Field(default_factory=list)
+    sample: list[str] | None = Field(
+        default=None,
+        description=(
+            "Sample-data registry names (or glob patterns over them) that back this entry; "
+            "they are fetched before the entry is opened."
+        ),
+    )
+    fix_attrs: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description=(
+            "Attributes to set on variables before CF decoding, for files whose metadata "
+            "are incomplete (e.g. a calendar stated only in a global attribute)."
+        ),
+    )
+
+    @field_validator("sample", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _dsg_has_feature_type(self) -> EntryMetadata:
+        if self.grid == "dsg" and self.feature_type is None:
+            raise ValueError("grid 'dsg' needs a feature_type (point, timeSeries, ...)")
+        return self
+
+    @property
+    def variable_names(self) -> list[str]:
+        """Names of the declared variables."""
+        return [v.name for v in self.variables]
+
+
+DATA_DRIVERS = ("netcdf", "zarr", "opendap", "csv")
+CATALOG_DRIVERS = ("intake.catalog.local.YAMLFileCatalog", "yaml_file_cat")
+
+
+class Source(BaseModel):
+    """One ``sources:`` item: a data entry or a reference to a sub-catalog."""
+
+    model_config = ConfigDict(extra="allow")
+
+    driver: str
+    description: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("driver")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value not in DATA_DRIVERS + CATALOG_DRIVERS:
+            valid = ", ".join(DATA_DRIVERS + CATALOG_DRIVERS[:1])
+            raise ValueError(f"unknown driver {value!r}; valid drivers: {valid}")
+        return value
+
+    @property
+    def is_catalog(self) -> bool:
+        """Whether this item references a nested catalog."""
+        return self.driver in CATALOG_DRIVERS
+
+
+class CatalogFile(BaseModel):
+    """A whole catalog YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    sources: dict[str, Source]
+    name: str | None = None
+    description: str | None = None

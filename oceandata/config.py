@@ -1,0 +1,88 @@
+"""Settings of oceandata, declared once with a type, a default and a sentence.
+
+Every setting is read from an environment variable ``OCEANDATA_<NAME>`` (for example
+``OCEANDATA_SAMPLE_DATA``). ``oceandata config show`` prints them with their help.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The source checkout this package lives in, if it is run from one (editable install).
+_CHECKOUT = Path(__file__).resolve().parent.parent
+_IN_CHECKOUT = (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "catalogs").is_dir()
+
+
+def _default_catalog() -> Path:
+    if _IN_CHECKOUT:
+        return _CHECKOUT / "catalogs" / "ocean.yaml"
+    return Path.home() / ".local" / "share" / "oceandata" / "catalogs" / "ocean.yaml"
+
+
+def _default_sample_cache() -> Path:
+    if _IN_CHECKOUT:
+        return _CHECKOUT / "data" / "sample"
+    import pooch
+
+    return Path(pooch.os_cache("oceandata"))
+
+
+def _default_data_dir() -> Path:
+    if _IN_CHECKOUT:
+        return _CHECKOUT / "var"
+    return Path.home() / ".local" / "share" / "oceandata"
+
+
+class Settings(BaseSettings):
+    """oceandata settings (environment variables ``OCEANDATA_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="OCEANDATA_", extra="ignore")
+
+    catalog: Path = Field(
+        default_factory=_default_catalog,
+        description="Root catalog opened by `open_catalog()` and the CLI when no path is given.",
+    )
+    sample_data: Path | None = Field(
+        default=None,
+        description=(
+            "A local folder with the sample files (same layout as their registry paths), "
+            "looked at before the cache and the network; CI sets it to ../shared/data."
+        ),
+    )
+    sample_cache: Path = Field(
+        default_factory=_default_sample_cache,
+        description=(
+            "Where sample files are kept once fetched (links to OCEANDATA_SAMPLE_DATA or "
+            "downloads); the sample catalog's paths point here."
+        ),
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Runtime state of the platform: databases, secrets (0600), logs, stores.",
+    )
+    chunks: str = Field(
+        default="auto",
+        description="Default dask chunking for `open_dataset` ('auto', or '{}' for file chunks).",
+    )
+
+
+@lru_cache(maxsize=1)
+def _cached() -> Settings:
+    return Settings()
+
+
+def get_settings(*, reload: bool = False) -> Settings:
+    """Return the process-wide settings, read once from the environment.
+
+    Parameters
+    ----------
+    reload
+        Read the environment again (tests that change ``OCEANDATA_*`` use this).
+    """
+    if reload:
+        _cached.cache_clear()
+    return _cached()

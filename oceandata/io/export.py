@@ -1,0 +1,206 @@
+"""Write datasets to NetCDF, Zarr or CSV with provenance, atomically.
+
+Outputs are written under a temporary name beside the target and renamed only when
+complete, so an interrupted or failed write never leaves a half file under the
+requested name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from ..errors import DataError, UsageError
+
+FORMATS = {".nc": "netcdf", ".nc4": "netcdf", ".zarr": "zarr", ".csv": "csv"}
+
+#: Encoding keys that still make sense after a subset; the rest (chunk sizes, source
+#: file details) describe the input, not the output, and would be refused.
+_KEEP_ENCODING = {"dtype", "_FillValue", "missing_value", "units", "calendar", "scale_factor",
+                  "add_offset"}
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """Return ``netcdf``, ``zarr`` or ``csv`` from the suffix of *path*.
+
+    Raises
+    ------
+    UsageError
+        For any other suffix.
+    """
+    suffix = Path(path).suffix.lower()
+    try:
+        return FORMATS[suffix]
+    except KeyError:
+        raise UsageError(f"output {os.fspath(path)!r}: suffix {suffix or '(none)'} is not one of "
+                         ".nc, .zarr, .csv") from None
+
+
+def with_provenance(ds: xr.Dataset, *, source: str | None = None,
+                    request: Mapping[str, Any] | None = None,
+                    command: str | None = None) -> xr.Dataset:
+    """Return *ds* with CF ``history`` and oceandata provenance attributes added.
+
+    Parameters
+    ----------
+    ds
+        The dataset to describe.
+    source
+        Catalog entry name or source path it came from.
+    request
+        What was asked (bbox, time, depth, variables), stored as JSON.
+    command
+        The command line, default ``sys.argv``.
+
+    Returns
+    -------
+    xarray.Dataset
+        A shallow copy with ``history`` (newest line first, as NCO and CDO do),
+        ``source_entry``, ``oceandata_request``, ``oceandata_version`` and
+        ``date_created`` set.
+    """
+    from .. import __version__
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    req = json.dumps(dict(request or {}), default=str, sort_keys=True)
+    line = f"{stamp}: oceandata {__version__}: {command} (source={source}, request={req})"
+    out = ds.copy()
+    previous = str(ds.attrs.get("history", "")).strip()
+    out.attrs["history"] = f"{line}\n{previous}" if previous else line
+    if source is not None:
+        out.attrs["source_entry"] = source
+    out.attrs["oceandata_request"] = req
+    out.attrs["oceandata_version"] = __version__
+    out.attrs["date_created"] = stamp
+    return out
+
+
+def _clean_encoding(ds: xr.Dataset, *, compress: bool) -> xr.Dataset:
+    out = ds.copy()
+    for var in out.variables.values():
+        var.encoding = {k: v for k, v in var.encoding.items() if k in _KEEP_ENCODING}
+        if compress and var.dtype.kind in "fiu" and var.ndim > 0:
+            var.encoding.update(zlib=True, complevel=4)
+    return out
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, description: str) -> Iterator[None]:
+    """Show a rich progress bar over the dask tasks of a write."""
+    if not enabled:
+        yield
+        return
+    from dask.callbacks import Callback
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} tasks"), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        class _Tasks(Callback):
+            def _start_state(self, dsk: Any, state: Any) -> None:
+                bar.update(task, total=sum(len(state[k]) for k in
+                                           ("ready", "waiting", "running", "finished")))
+
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any,
+                          ) -> None:
+                bar.advance(task)
+
+        with _Tasks():
+            yield
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def export(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = False,
+           progress: bool = False) -> Path:
+    """Write *ds* to *path* (``.nc``, ``.zarr`` or ``.csv``) atomically.
+
+    Parameters
+    ----------
+    ds
+        Usually lazy (dask); computed chunk by chunk while writing.
+    path
+        Target; the suffix chooses the format.
+    overwrite
+        Replace an existing target (only once the new one is complete).
+    progress
+        Show a progress bar over the write's tasks.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+
+    Raises
+    ------
+    UsageError
+        Unknown suffix, an existing target without *overwrite*, or a missing folder.
+    DataError
+        The data cannot be written in that format.
+    """
+    target = Path(path)
+    fmt = output_format(target)
+    if target.exists() and not overwrite:
+        raise UsageError(f"output {target} already exists; remove it or pass --overwrite")
+    if not target.parent.is_dir():
+        raise UsageError(f"output folder {target.parent} does not exist")
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        with _progress(progress, f"writing {target.name}"):
+            if fmt == "netcdf":
+                _clean_encoding(ds, compress=True).to_netcdf(tmp, engine="netcdf4")
+            elif fmt == "zarr":
+                _clean_encoding(ds, compress=False).to_zarr(tmp, mode="w", zarr_format=3,
+                                                             consolidated=False)
+            else:
+                _write_csv(ds, tmp)
+        if target.exists():
+            _remove(target)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        _remove(tmp)
+        if isinstance(exc, (ValueError, TypeError, OSError)) and not isinstance(exc, UsageError):
+            raise DataError(f"cannot write {target} as {fmt}: {exc}") from exc
+        raise
+    return target
+
+
+def _write_csv(ds: xr.Dataset, tmp: Path) -> None:
+    """One row per point, one column per dimension, coordinate and variable.
+
+    CSV has no attributes, so the provenance goes first as ``# name: value`` comment
+    lines (``pandas.read_csv(path, comment="#")`` skips them). Written one dask
+    partition at a time, so memory stays bounded.
+    """
+    flat = ds.reset_coords()
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        for key in ("title", "source_entry", "oceandata_request", "oceandata_version",
+                    "date_created", "history"):
+            if key in ds.attrs:
+                for line in str(ds.attrs[key]).splitlines():
+                    fh.write(f"# {key}: {line}\n")
+        if flat.chunks:
+            frame = flat.to_dask_dataframe()
+            for i in range(frame.npartitions):
+                frame.get_partition(i).compute().to_csv(fh, header=i == 0, index=False)
+        else:
+            flat.to_dataframe().reset_index().to_csv(fh, index=False)

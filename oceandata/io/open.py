@@ -1,0 +1,89 @@
+"""``open_dataset``: the one entry point from a catalog name or a path to a lazy subset."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from ..catalog import Catalog, open_catalog
+from ..catalog.drivers import driver_for_path, open_source
+from ..errors import DatasetNotFound
+from .subset import subset
+
+
+def _looks_like_path(name: str) -> bool:
+    return (os.sep in name or "://" in name or Path(name).suffix.lower() in
+            {".nc", ".nc4", ".cdf", ".zarr", ".csv", ".h5"})
+
+
+def open_dataset(
+    name_or_path: str | os.PathLike[str],
+    *,
+    bbox: Sequence[float] | None = None,
+    time: tuple[Any, Any] | None = None,
+    depth: tuple[float | None, float | None] | None = None,
+    variables: Sequence[str] | None = None,
+    chunks: Any = "auto",
+    catalog: Catalog | str | os.PathLike[str] | None = None,
+) -> xr.Dataset:
+    """Open a catalog entry or a file lazily, cut to a box, a period and depths.
+
+    Parameters
+    ----------
+    name_or_path
+        A catalog entry name (see ``oceandata catalog list``), or a path/URL to a
+        NetCDF, Zarr or CSV source.
+    bbox
+        ``(west, south, east, north)`` in degrees; ``west > east`` crosses the
+        antimeridian. Longitudes in -180..180 or 0..360 whatever the data use.
+    time
+        ``(start, end)``, ISO strings or datetimes; either may be None.
+    depth
+        ``(min, max)`` in metres, positive down.
+    variables
+        Data variables to keep (with their coordinates and bounds).
+    chunks
+        Dask chunks (``"auto"`` default; ``{}`` keeps the storage chunks).
+    catalog
+        Catalog to look names up in; default the root catalog.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy, CF-decoded and dask-backed; axes found through CF attributes.
+
+    Raises
+    ------
+    DatasetNotFound
+        Unknown name (with the closest names).
+    UsageError, DataError
+        Bad box or ranges, or ranges outside the data (the message gives the data's extent).
+
+    Examples
+    --------
+    >>> import oceandata
+    >>> ds = oceandata.open_dataset("cobe_sst2", bbox=(170, -5, -120, 5),
+    ...                             time=("1997-01", "1998-12"))  # doctest: +SKIP
+    """
+    text = os.fspath(name_or_path)
+    if isinstance(catalog, Catalog):
+        cat: Catalog | None = catalog
+    elif catalog is not None or not _looks_like_path(text):
+        cat = open_catalog(catalog)
+    else:
+        cat = None
+    if cat is not None and text in cat.entries:
+        ds = cat.entries[text].to_dask(chunks=chunks)
+    elif _looks_like_path(text) and (Path(text).exists() or "://" in text):
+        ds = open_source(driver_for_path(text), [text], {}, chunks=chunks)
+    elif cat is not None:
+        cat.entry(text)  # raises DatasetNotFound with suggestions
+        raise AssertionError("unreachable")  # pragma: no cover
+    else:
+        raise DatasetNotFound(f"{text} does not exist; give an existing file or a catalog name "
+                              "(`oceandata catalog list`)")
+    return subset(ds, bbox=bbox, time=time, depth=depth, variables=variables)
