@@ -153,7 +153,8 @@ class Entry:
         self.check_access()
         if chunks is None:
             chunks = self.args.get("chunks", get_settings().chunks)
-        ds = open_source(self.driver, self.paths(), self.args, chunks=chunks,
+        args = {**self.args, **(self.metadata.table or {})}
+        ds = open_source(self.driver, self.paths(), args, chunks=chunks,
                          fix_attrs=self.metadata.fix_attrs)
         ds.attrs.setdefault("oceandata_entry", self.name)
         return ds

@@ -64,6 +64,13 @@ def _open_opendap(paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr
 
 
 def _open_csv(paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.Dataset:
+    """A table as a Dataset indexed by one column, or by date and time columns joined.
+
+    ``args``: ``csv_kwargs`` (passed to :func:`pandas.read_csv`), ``datetime_columns``
+    (columns joined with a space and parsed as the index, e.g. ``[Date, Time (GMT)]``),
+    ``index_name`` (default ``time`` when ``datetime_columns`` is given), ``rename``
+    (column → variable name) and ``attrs`` (variable → attributes, e.g. units).
+    """
     import pandas as pd
 
     csv_kwargs = dict(args.get("csv_kwargs") or {})
@@ -73,10 +80,23 @@ def _open_csv(paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.Dat
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise _describe_read_error(", ".join(paths[:3]), exc) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
-    if index is None:
+    joined = args.get("datetime_columns")
+    if joined:
+        missing = [c for c in joined if c not in frame.columns]
+        if missing:
+            raise DataError(f"{paths[0]}: datetime columns {missing} not in {list(frame.columns)}")
+        index = args.get("index_name") or "time"
+        text = frame[joined].astype(str).agg(" ".join, axis=1)
+        try:
+            frame[index] = pd.to_datetime(text, format=args.get("datetime_format"))
+        except ValueError as exc:
+            raise DataError(f"{paths[0]}: cannot parse {joined} as dates: {exc}") from exc
+        frame = frame.drop(columns=joined)
+    elif index is None:
         index = frame.columns[0]
     if index not in frame.columns:
         raise DataError(f"{paths[0]}: index column {index!r} not in {list(frame.columns)}")
+    frame = frame.rename(columns=args.get("rename") or {})
     ds = xr.Dataset.from_dataframe(frame.set_index(index))
     for name, attrs in (args.get("attrs") or {}).items():
         if name in ds.variables:

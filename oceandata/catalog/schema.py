@@ -162,6 +162,14 @@ class EntryMetadata(_Strict):
         ),
     )
 
+    table: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "For csv entries: how rows become a Dataset (datetime_columns, datetime_format, "
+            "index_name, rename, attrs). Kept in metadata so intake's csv driver ignores it."
+        ),
+    )
+
     @field_validator("sample", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:

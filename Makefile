@@ -1,0 +1,40 @@
+# oceandata: two commands. `make up` runs the platform, `make test` runs every test.
+# Both bootstrap .venv from pyproject.toml themselves (idempotent, quick when unchanged).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 8888
+
+# Real sample files: a local mirror when there is one (CI and developers: ../shared/data),
+# otherwise the registry downloads them into data/sample.
+ifneq ($(wildcard ../shared/data/MANIFEST.md),)
+export OCEANDATA_SAMPLE_DATA ?= $(abspath ../shared/data)
+endif
+
+.PHONY: up test lint sample venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,hub]'
+	@touch $@
+
+sample: $(STAMP)
+	$(BIN)/oceandata sample fetch --all
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+up: $(STAMP) sample
+	$(BIN)/oceandata catalog validate
+	$(BIN)/oceandata lab --port $(PORT)
+
+clean:
+	rm -rf $(VENV) data/sample .pytest_cache .ruff_cache

@@ -1,0 +1,278 @@
+"""The ``oceandata`` command line (typer + rich).
+
+Every error raised on purpose (:class:`oceandata.errors.OceandataError`) becomes one
+line on stderr and exit code 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import OceandataError
+
+app = typer.Typer(help="oceandata: ocean data catalogs, access and compute.",
+                  no_args_is_help=True, pretty_exceptions_enable=False,
+                  add_completion=False)
+catalog_app = typer.Typer(help="Browse, search and validate the data catalog.",
+                          no_args_is_help=True)
+sample_app = typer.Typer(help="The registry of real sample files.", no_args_is_help=True)
+config_app = typer.Typer(help="Settings (environment variables OCEANDATA_*).",
+                         no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(sample_app, name="sample")
+app.add_typer(config_app, name="config")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+CatalogOpt = Annotated[Path | None, typer.Option("--catalog", "-c", help=(
+    "Catalog YAML (default: OCEANDATA_CATALOG, catalogs/ocean.yaml in a checkout)."))]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _summary(entry: Any) -> dict[str, Any]:
+    md = entry.metadata
+    return {
+        "name": entry.name,
+        "title": md.title,
+        "driver": entry.driver,
+        "grid": md.grid,
+        "variables": md.variable_names,
+        "bbox": md.bbox.as_tuple() if md.bbox else None,
+        "time_range": md.time_range.model_dump() if md.time_range else None,
+        "access": md.access.level,
+    }
+
+
+def _entries_table(entries: Any, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("name", "title", "grid", "variables", "time"):
+        table.add_column(col, overflow="fold")
+    for entry in entries:
+        md = entry.metadata
+        tr = md.time_range
+        time = f"{tr.start or ''}/{tr.end or ''}" if tr and (tr.start or tr.end) else ""
+        table.add_row(entry.name, md.title, md.grid, ", ".join(md.variable_names), time)
+    return table
+
+
+@catalog_app.command("list")
+def catalog_list(catalog: CatalogOpt = None, as_json: JsonOpt = False) -> None:
+    """List every dataset of the catalog tree."""
+    from .catalog import open_catalog
+
+    cat = open_catalog(catalog)
+    if as_json:
+        _print_json([_summary(e) for e in cat.entries.values()])
+    else:
+        out.print(_entries_table(cat.entries.values(), f"{cat.path} ({len(cat)} datasets)"))
+
+
+@catalog_app.command("search")
+def catalog_search(
+    text: Annotated[str | None, typer.Argument(help="Words to look for.")] = None,
+    standard_name: Annotated[str | None, typer.Option(help="CF standard name (* allowed).")]
+    = None,
+    bbox: Annotated[str | None, typer.Option(help="W,S,E,N in degrees.")] = None,
+    time: Annotated[str | None, typer.Option(help="START/END (either may be empty).")] = None,
+    catalog: CatalogOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find datasets by text, CF standard name, area and period."""
+    from .catalog import open_catalog
+    from .io.subset import parse_bbox, parse_range
+
+    box = parse_bbox(bbox) if bbox else None
+    period = parse_range(time, option="--time") if time else None
+    found = open_catalog(catalog).search(text, standard_name=standard_name, bbox=box,
+                                         time=period)
+    if as_json:
+        _print_json([_summary(e) for e in found.entries.values()])
+    else:
+        out.print(_entries_table(found.entries.values(), f"{len(found)} datasets found"))
+
+
+@catalog_app.command("show")
+def catalog_show(name: str, catalog: CatalogOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one dataset's metadata and how to open it."""
+    from .catalog import open_catalog
+
+    entry = open_catalog(catalog).entry(name)
+    info = entry.describe()
+    if as_json:
+        _print_json(info)
+        return
+    md = info["metadata"]
+    out.print(f"[bold]{entry.name}[/bold]: {md['title']}")
+    for key in ("description", "provider", "license", "citation", "doi", "grid",
+                "feature_type", "bbox", "time_range", "depth_range", "access", "tags"):
+        if md.get(key) not in (None, [], {}):
+            out.print(f"  {key}: {md[key]}", markup=False)
+    out.print("  variables:")
+    for var in md["variables"]:
+        extra = ", ".join(f"{k}={v}" for k, v in var.items() if k != "name")
+        out.print(f"    {var['name']} ({extra})", markup=False)
+    out.print(f"  defined in: {info['defined_in']}", markup=False)
+    out.print(f"  open with: oceandata.open_dataset({entry.name!r})", markup=False)
+
+
+@catalog_app.command("validate")
+def catalog_validate(
+    path: Annotated[Path | None, typer.Argument(help="Catalog YAML (default: root).")] = None,
+    schema_only: Annotated[bool, typer.Option(help="Check the YAML and schema only.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the schema, and that every local entry opens and matches its metadata."""
+    from .catalog import open_catalog
+    from .io.validate import validate_catalog
+
+    cat = open_catalog(path)
+    problems = [] if schema_only else validate_catalog(cat)
+    if as_json:
+        _print_json({"catalog": str(cat.path), "entries": len(cat),
+                     "problems": [p.as_dict() for p in problems]})
+    else:
+        for problem in problems:
+            err.print(str(problem), markup=False)
+        status = "FAILED" if problems else "OK"
+        out.print(f"{cat.path}: {len(cat)} entries, {len(problems)} problems: {status}",
+                  markup=False)
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("subset")
+def subset_command(
+    name: Annotated[str, typer.Argument(help="Catalog entry name or a file path.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.nc, OUT.zarr or OUT.csv")],
+    bbox: Annotated[str | None, typer.Option(help="W,S,E,N in degrees.")] = None,
+    time: Annotated[str | None, typer.Option(help="START/END, ISO dates.")] = None,
+    depth: Annotated[str | None, typer.Option(help="MIN/MAX metres, positive down.")] = None,
+    var: Annotated[list[str] | None, typer.Option("--var", help="Variable to keep (repeat).")]
+    = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Cut a dataset to a box, period, depths and variables, and write it with provenance."""
+    from .io import export, open_dataset
+    from .io.export import output_format, with_provenance
+    from .io.subset import parse_bbox, parse_depth, parse_range
+
+    output_format(output)  # fail on a bad suffix before reading anything
+    request = {"bbox": parse_bbox(bbox) if bbox else None,
+               "time": parse_range(time, option="--time") if time else None,
+               "depth": parse_depth(depth) if depth else None,
+               "variables": list(var) if var else None}
+    ds = open_dataset(name, catalog=catalog, **request)
+    ds = with_provenance(ds, source=name, request={k: v for k, v in request.items() if v})
+    written = export(ds, output, overwrite=overwrite, progress=sys.stderr.isatty())
+    out.print(f"wrote {written} ({', '.join(map(str, ds.data_vars))}; "
+              f"{dict(ds.sizes)})", markup=False)
+
+
+@sample_app.command("list")
+def sample_list(as_json: JsonOpt = False) -> None:
+    """List the sample files of the registry."""
+    from . import sample_data
+
+    rows = [sample_data.info(n) for n in sample_data.names()]
+    if as_json:
+        _print_json([{"name": r.name, "path": r.path, "size": r.size, "sha256": r.sha256,
+                      "url": r.url} for r in rows])
+        return
+    table = Table(title=f"{len(rows)} sample files")
+    for col in ("name", "path", "size"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, r.path, f"{r.size:,}")
+    out.print(table)
+
+
+@sample_app.command("fetch")
+def sample_fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="Names, paths or globs.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every file of the registry.")] = False,
+    force: Annotated[bool, typer.Option(help="Fetch again even if cached.")] = False,
+) -> None:
+    """Fetch sample files (from OCEANDATA_SAMPLE_DATA, the cache, or their public URL)."""
+    from . import sample_data
+
+    if all_:
+        paths = sample_data.fetch_all(progress=sys.stderr.isatty())
+    elif names:
+        paths = []
+        for name in names:
+            if any(ch in name for ch in "*?["):
+                paths.extend(sample_data.fetch_matching(name))
+            else:
+                paths.append(sample_data.fetch(name, force=force))
+    else:
+        raise OceandataError("give sample names (see `oceandata sample list`) or --all")
+    out.print(f"{len(paths)} sample files ready", markup=False)
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False) -> None:
+    """Print every setting with its value, environment variable and help."""
+    from .config import Settings, get_settings
+
+    settings = get_settings()
+    rows = [{"name": name, "env": f"OCEANDATA_{name.upper()}",
+             "value": getattr(settings, name), "help": field.description}
+            for name, field in Settings.model_fields.items()]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="oceandata settings")
+    for col in ("env", "value", "help"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(row["env"], str(row["value"]), row["help"] or "")
+    out.print(table)
+
+
+@app.command("lab")
+def lab(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8888,
+    root_dir: Annotated[Path | None, typer.Option(help="Folder JupyterLab serves.")] = None,
+) -> None:
+    """Run JupyterLab on 127.0.0.1 with oceandata and the catalog configured."""
+    from .lab import run_lab
+
+    run_lab(port=port, root_dir=root_dir)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the oceandata version."""
+    from . import __version__
+
+    out.print(__version__)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, map known errors to one line and exit 2."""
+    try:
+        app()
+    except OceandataError as exc:
+        message = " ".join(str(exc).split())
+        err.print(f"oceandata: error: {message}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("oceandata: interrupted; nothing was written under the requested name")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
