@@ -45,8 +45,8 @@ def lab(tmp_path: Path):
     try:
         for line in proc.stdout:  # wait on the server's own readiness line
             log.append(line)
-            if "is running at" in line or "http://127.0.0.1" in line and "/lab" in line \
-                    and "Jupyter" in line:
+            if "is running at" in line or ("http://127.0.0.1" in line and "/lab" in line \
+                    and "Jupyter" in line):
                 break
         else:
             pytest.fail("JupyterLab exited before serving:\n" + "".join(log))

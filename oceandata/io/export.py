@@ -72,7 +72,7 @@ def with_provenance(ds: xr.Dataset, *, source: str | None = None,
 
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    command = command or " ".join(["oceandata", *sys.argv[1:]])
     req = json.dumps(dict(request or {}), default=str, sort_keys=True)
     line = f"{stamp}: oceandata {__version__}: {command} (source={source}, request={req})"
     out = ds.copy()
