@@ -368,9 +368,6 @@ def test_oceandata_reads_the_same_tree() -> None:
          "sst_ndjfm_anom", "str_sst_climatology", "tos_bipolar"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "oceandata.catalog.drivers.open_source decodes with the entry's decode_times=False, so "
-    "fix_attrs' calendar never reaches the time axis; remove this marker once it does"))
 def test_foam_time_is_decoded_with_the_360_day_calendar_by_oceandata() -> None:
     from oceandata.catalog import open_catalog
 

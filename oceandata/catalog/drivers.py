@@ -180,6 +180,9 @@ def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
     decode = {k: v for k, v in (args.get("xarray_kwargs") or {}).items()
               if k in ("decode_times", "mask_and_scale", "decode_coords", "use_cftime",
                        "decode_timedelta")}
+    # decode_times=False is there for plain intake; the fixed attributes make times decodable.
+    if any({"calendar", "units"} & set(attrs) for attrs in fix_attrs.values()):
+        decode.pop("decode_times", None)
     if "use_cftime" in decode:
         from xarray.coders import CFDatetimeCoder
 
