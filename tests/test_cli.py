@@ -80,7 +80,6 @@ def test_subset_to_netcdf_matches_direct_selection(tmp_path, cobe_1997) -> None:
     assert got.attrs["source_entry"] == "cobe_sst2"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 2 open: see the closing note (validate module, CSV/provenance fixes)")
 def test_subset_to_csv_across_the_dateline(tmp_path, cobe_1997) -> None:
     out = tmp_path / "dateline.csv"
     proc = run("subset", "cobe_sst2", "--bbox", "178,-1,-178,1", "--time", "1997-03/1997-03",
@@ -90,7 +89,7 @@ def test_subset_to_csv_across_the_dateline(tmp_path, cobe_1997) -> None:
 
     table = pd.read_csv(out, comment="#")
     ref = cobe_1997.sst.sel(time="1997-03", lat=slice(1, -1))
-    ref = ref.sel(lon=(ref.lon >= 178) | (ref.lon <= 182))
+    ref = ref.sel(lon=(ref.lon >= 178) & (ref.lon <= 182))  # COBE longitudes are 0..360
     assert len(table) == ref.size == 8
     assert sorted(table.lon.unique()) == [178.5, 179.5, 180.5, 181.5]
     assert np.isclose(np.sort(table.sst.values), np.sort(ref.values.ravel())).all()
@@ -122,7 +121,6 @@ def test_malformed_catalog_names_file_and_line(tmp_path) -> None:
     assert f"{bad}:4: malformed YAML" in line
 
 
-@pytest.mark.xfail(strict=True, reason="issue 2 open: see the closing note (validate module, CSV/provenance fixes)")
 def test_truncated_file_is_a_data_error(tmp_path, sample) -> None:
     src = sample("gridded/pop.nc")
     cut = tmp_path / "pop_truncated.nc"
@@ -133,7 +131,6 @@ def test_truncated_file_is_a_data_error(tmp_path, sample) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pop_truncated.nc"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 2 open: see the closing note (validate module, CSV/provenance fixes)")
 def test_catalog_validate_passes_on_the_sample_catalog() -> None:
     proc = run("catalog", "validate", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -141,7 +138,6 @@ def test_catalog_validate_passes_on_the_sample_catalog() -> None:
     assert report["problems"] == [] and report["entries"] >= 15
 
 
-@pytest.mark.xfail(strict=True, reason="issue 2 open: see the closing note (validate module, CSV/provenance fixes)")
 def test_catalog_validate_reports_entry_and_field_on_mismatch(tmp_path, repo) -> None:
     copy = tmp_path / "catalogs"
     shutil.copytree(repo / "catalogs", copy)

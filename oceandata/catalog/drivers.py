@@ -27,9 +27,34 @@ def _describe_read_error(target: str, exc: Exception) -> DataError:
     )
 
 
+def _check_classic_complete(path: str) -> None:
+    """Refuse a netCDF-3 file shorter than its header says.
+
+    netCDF-C reads past the end of a truncated classic file as fill values without an
+    error, so a cut download would otherwise pass as data. scipy's reader maps every
+    variable at the offset its header declares and fails when the bytes are not there.
+    HDF5-based files need no check: the HDF5 library refuses them on open.
+    """
+    local = Path(path)
+    if not local.is_file():
+        return
+    with open(local, "rb") as fh:
+        if fh.read(3) != b"CDF":
+            return
+    from scipy.io import netcdf_file
+
+    try:
+        with netcdf_file(local, mmap=True, maskandscale=False) as nc:
+            nc.variables.clear()
+    except (ValueError, TypeError, OSError) as exc:
+        raise _describe_read_error(path, exc) from exc
+
+
 def _open_netcdf(paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.Dataset:
     kwargs = dict(args.get("xarray_kwargs") or {})
     kwargs.setdefault("chunks", chunks)
+    for path in paths:
+        _check_classic_complete(path)
     try:
         if len(paths) == 1:
             return xr.open_dataset(paths[0], **kwargs)

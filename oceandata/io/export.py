@@ -193,8 +193,8 @@ def _write_csv(ds: xr.Dataset, tmp: Path) -> None:
     """
     flat = ds.reset_coords()
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        for key in ("title", "source_entry", "oceandata_request", "oceandata_version",
-                    "date_created", "history"):
+        for key in ("source_entry", "oceandata_request", "oceandata_version", "date_created",
+                    "title", "history"):
             if key in ds.attrs:
                 for line in str(ds.attrs[key]).splitlines():
                     fh.write(f"# {key}: {line}\n")
