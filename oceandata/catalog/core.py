@@ -151,6 +151,10 @@ class Entry:
             ``OCEANDATA_CHUNKS`` (``auto``).
         """
         self.check_access()
+        return self._open(chunks=chunks)
+
+    def _open(self, *, chunks: Any = None) -> xr.Dataset:
+        """Open without the access check (operators' validation, which reads no values)."""
         if chunks is None:
             chunks = self.args.get("chunks", get_settings().chunks)
         args = {**self.args, **(self.metadata.table or {})}
