@@ -13,7 +13,7 @@ ifneq ($(wildcard ../shared/data/MANIFEST.md),)
 export OCEANDATA_SAMPLE_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: up test lint sample venv clean
+.PHONY: up test lint sample venv clean bench
 
 venv: $(STAMP)
 
@@ -35,6 +35,9 @@ test: $(STAMP) lint
 up: $(STAMP) sample
 	$(BIN)/oceandata catalog validate
 	$(BIN)/oceandata lab --port $(PORT)
+
+bench: $(STAMP) sample
+	$(BIN)/python benchmarks/bench_open_subset.py
 
 clean:
 	rm -rf $(VENV) data/sample .pytest_cache .ruff_cache
