@@ -39,8 +39,13 @@ def secret_file(path: Path, *, nbytes: int = 32) -> str:
 
 def lab_command(port: int, root_dir: Path) -> list[str]:
     """The JupyterLab command line: loopback only, no browser, no token in the logs."""
-    return [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-            f"--port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root_dir}"]
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+           f"--port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root_dir}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Containers and CI machines often run as root; the server still listens on
+        # loopback only and requires the token.
+        cmd.append("--allow-root")
+    return cmd
 
 
 def lab_environment() -> dict[str, str]:
@@ -48,6 +53,7 @@ def lab_environment() -> dict[str, str]:
     settings = get_settings()
     env = dict(os.environ)
     env["JUPYTER_TOKEN"] = secret_file(settings.data_dir / "secrets" / "lab-token")
+    env["JUPYTER_RUNTIME_DIR"] = str(settings.data_dir / "jupyter-runtime")
     env["OCEANDATA_CATALOG"] = str(settings.catalog)
     env["OCEANDATA_SAMPLE_CACHE"] = str(settings.sample_cache)
     if settings.sample_data is not None:

@@ -219,52 +219,62 @@ def _days(parts: tuple[int, ...], calendar: str) -> float:
     return float(cftime.date2num(date, "days since 0001-01-01", calendar=calendar))
 
 
+def _axis(entry: Entry, ds: xr.Dataset, axes: _Axes, field: str,
+          kind: str) -> tuple[Any, xr.DataArray | None, str | None]:
+    """The declared range *field*, the data's *kind* axis, and a problem if one is missing."""
+    declared = getattr(entry.metadata, field)
+    coord = axes.get(kind, ds) if declared is not None else None
+    missing = (f"declared, but the data have no {kind} coordinate"
+               if declared is not None and coord is None else None)
+    return declared, coord, missing
+
+
+def _compare_ends(field: str, ends: Iterable[tuple[str, Any, float, float, str]],
+                  tolerance: float, unit: str) -> Iterable[tuple[str, str]]:
+    """Problems for each (side, declared, declared number, data number, data text) apart."""
+    for side, declared, wanted, actual, shown in ends:
+        if declared is not None and abs(wanted - actual) > tolerance:
+            yield (f"{field}.{side}", f"declared {declared}, the data's {side} is {shown} "
+                                      f"(tolerance {tolerance:g} {unit})")
+
+
 def _check_time(entry: Entry, ds: xr.Dataset, axes: _Axes) -> Iterable[tuple[str, str]]:
-    declared = entry.metadata.time_range
-    coord = axes.get("time", ds)
-    if declared is None:
-        return
+    declared, coord, missing = _axis(entry, ds, axes, "time_range", "time")
+    if missing:
+        yield "time_range", missing
     if coord is None:
-        yield "time_range", "declared, but the data have no CF time coordinate"
         return
     calendar = str(coord.encoding.get("calendar", coord.attrs.get("calendar", "standard")))
     fields = _time_fields(coord).reshape(7, -1)  # (year, ..., microsecond) per time
-    valid = np.all(np.isfinite(fields), axis=0)
-    if not valid.any():
+    valid = np.flatnonzero(np.all(np.isfinite(fields), axis=0))
+    if not valid.size:
         yield "time_range", "the data's time coordinate has no valid values"
         return
-    days = np.array([_days(tuple(int(f) for f in fields[:6, i]), calendar)
-                     for i in np.flatnonzero(valid)])
-    tolerance = max(1.0, _half_step(np.unique(days)))
-    for side, actual in (("start", days.min()), ("end", days.max())):
+    days = np.array([_days(tuple(int(f) for f in fields[:6, i]), calendar) for i in valid])
+
+    def end(side: str, index: int) -> tuple[str, Any, float, float, str]:
         value = getattr(declared, side)
-        if value is None:
-            continue
-        wanted = _days(_time_parts(value, f"time_range.{side}")[:6], calendar)
-        if abs(wanted - actual) > tolerance:
-            index = int(np.flatnonzero(valid)[np.argmin(np.abs(days - actual))])
-            year, month, day = (int(f) for f in fields[:3, index])
-            shown = f"{year:04d}-{month:02d}-{day:02d}"
-            yield (f"time_range.{side}", f"declared {value}, the data's {side} is {shown} "
-                                         f"(tolerance {tolerance:g} days)")
+        wanted = (np.nan if value is None
+                  else _days(_time_parts(value, f"time_range.{side}")[:6], calendar))
+        year, month, day = (int(f) for f in fields[:3, valid[index]])
+        return side, value, wanted, float(days[index]), f"{year:04d}-{month:02d}-{day:02d}"
+
+    tolerance = max(1.0, _half_step(np.unique(days)))
+    yield from _compare_ends("time_range", [end("start", int(days.argmin())),
+                                            end("end", int(days.argmax()))], tolerance, "days")
 
 
 def _check_depth(entry: Entry, ds: xr.Dataset, axes: _Axes) -> Iterable[tuple[str, str]]:
-    declared = entry.metadata.depth_range
-    coord = axes.get("vertical", ds)
-    if declared is None:
-        return
+    declared, coord, missing = _axis(entry, ds, axes, "depth_range", "vertical")
+    if missing:
+        yield "depth_range", missing
     if coord is None:
-        yield "depth_range", "declared, but the data have no vertical coordinate"
         return
     depth = _depth_in_metres(coord)
-    tolerance = _half_step(np.unique(depth[np.isfinite(depth)]))
-    finite = depth[np.isfinite(depth)]
+    finite = np.unique(depth[np.isfinite(depth)])
     if not finite.size:
         yield "depth_range", "the data's vertical coordinate has no valid values"
         return
-    for side, actual in (("min", finite.min()), ("max", finite.max())):
-        value: Any = getattr(declared, side)
-        if abs(value - actual) > tolerance:
-            yield (f"depth_range.{side}", f"declared {value:g} m, the data reach {actual:g} m "
-                                          f"(tolerance {tolerance:g} m)")
+    ends = [(side, f"{getattr(declared, side):g} m", getattr(declared, side), actual,
+             f"{actual:g} m") for side, actual in (("min", finite[0]), ("max", finite[-1]))]
+    yield from _compare_ends("depth_range", ends, _half_step(finite), "m")
