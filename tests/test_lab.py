@@ -7,6 +7,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -49,15 +50,17 @@ def lab(tmp_path: Path):
                 break
         else:
             pytest.fail("JupyterLab exited before serving:\n" + "".join(log))
+        # keep draining the log so the server never blocks on a full pipe
+        drain = threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True)
+        drain.start()
         yield port, tmp_path / "var", log
     finally:
         proc.terminate()
         try:
-            rest, _ = proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            rest, _ = proc.communicate()
-        log.append(rest or "")
+            proc.wait()
 
 
 def test_lab_serves_with_a_secret_token_that_is_never_logged(lab) -> None:
@@ -67,7 +70,11 @@ def test_lab_serves_with_a_secret_token_that_is_never_logged(lab) -> None:
     token = token_file.read_text().strip()
     assert len(token) >= 32
 
-    status, body = _get(f"http://127.0.0.1:{port}/api/status", token)
+    try:
+        status, body = _get(f"http://127.0.0.1:{port}/api/status", token)
+    except urllib.error.URLError as exc:
+        pytest.fail(f"JupyterLab logged readiness but refused a connection ({exc}):\n"
+                    + "".join(log))
     assert status == 200, body
     assert _get(f"http://127.0.0.1:{port}/api/status")[0] == 403
     assert _get(f"http://127.0.0.1:{port}/api/status", "wrong-token")[0] == 403
