@@ -124,13 +124,15 @@ def catalog_show(name: str, catalog: CatalogOpt = None, as_json: JsonOpt = False
         extra = ", ".join(f"{k}={v}" for k, v in var.items() if k != "name")
         out.print(f"    {var['name']} ({extra})", markup=False)
     out.print(f"  defined in: {info['defined_in']}", markup=False)
-    out.print(f"  open with: oceandata.open_dataset({entry.name!r})", markup=False)
+    where = "" if catalog is None else f", catalog={str(catalog)!r}"
+    out.print(f"  open with: oceandata.open_dataset({entry.name!r}{where})", markup=False)
 
 
 @catalog_app.command("validate")
 def catalog_validate(
     path: Annotated[Path | None, typer.Argument(help="Catalog YAML (default: root).")] = None,
     schema_only: Annotated[bool, typer.Option(help="Check the YAML and schema only.")] = False,
+    remote: Annotated[bool, typer.Option(help="Also open OPeNDAP/http entries.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check the schema, and that every local entry opens and matches its metadata."""
@@ -138,7 +140,7 @@ def catalog_validate(
     from .io.validate import validate_catalog
 
     cat = open_catalog(path)
-    problems = [] if schema_only else validate_catalog(cat)
+    problems = [] if schema_only else validate_catalog(cat, remote=remote)
     if as_json:
         _print_json({"catalog": str(cat.path), "entries": len(cat),
                      "problems": [p.as_dict() for p in problems]})
@@ -175,7 +177,8 @@ def subset_command(
                "depth": parse_depth(depth) if depth else None,
                "variables": list(var) if var else None}
     ds = open_dataset(name, catalog=catalog, **request)
-    ds = with_provenance(ds, source=name, request={k: v for k, v in request.items() if v})
+    ds = with_provenance(ds, source=name, request={k: v for k, v in request.items() if v},
+                         command=" ".join(["oceandata", *sys.argv[1:]]))
     written = export(ds, output, overwrite=overwrite, progress=sys.stderr.isatty())
     out.print(f"wrote {written} ({', '.join(map(str, ds.data_vars))}; "
               f"{dict(ds.sizes)})", markup=False)
@@ -209,12 +212,12 @@ def sample_fetch(
     from . import sample_data
 
     if all_:
-        paths = sample_data.fetch_all(progress=sys.stderr.isatty())
+        paths = sample_data.fetch_all(progress=sys.stderr.isatty(), force=force)
     elif names:
         paths = []
         for name in names:
             if any(ch in name for ch in "*?["):
-                paths.extend(sample_data.fetch_matching(name))
+                paths.extend(sample_data.fetch_matching(name, force=force))
             else:
                 paths.append(sample_data.fetch(name, force=force))
     else:

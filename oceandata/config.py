@@ -6,11 +6,15 @@ Every setting is read from an environment variable ``OCEANDATA_<NAME>`` (for exa
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import UsageError
 
 #: The source checkout this package lives in, if it is run from one (editable install).
 _CHECKOUT = Path(__file__).resolve().parent.parent
@@ -66,8 +70,31 @@ class Settings(BaseSettings):
     )
     chunks: str = Field(
         default="auto",
-        description="Default dask chunking for `open_dataset` ('auto', or '{}' for file chunks).",
+        description=("Default dask chunking for `open_dataset` when the catalog entry sets "
+                     "none: 'auto', or JSON such as '{}' (the files' own chunks) or "
+                     "'{\"time\": 12}'."),
     )
+
+    def dask_chunks(self) -> Any:
+        """The ``chunks`` setting as dask takes it: ``"auto"`` or a dict.
+
+        Raises
+        ------
+        UsageError
+            When it is neither ``auto`` nor a JSON object of dimension sizes.
+        """
+        text = self.chunks.strip()
+        if text == "auto":
+            return "auto"
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict) or not all(
+                isinstance(v, int) or v in (None, "auto") for v in value.values()):
+            raise UsageError(f"OCEANDATA_CHUNKS={self.chunks!r} is not 'auto' or a JSON object "
+                             'of dimension sizes, e.g. {} or {"time": 12}')
+        return value
 
 
 @lru_cache(maxsize=1)

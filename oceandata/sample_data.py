@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -288,7 +289,7 @@ def fetch(name: str, *, force: bool = False) -> Path:
     return target
 
 
-def fetch_matching(pattern: str) -> list[Path]:
+def fetch_matching(pattern: str, *, force: bool = False) -> list[Path]:
     """Fetch every sample file whose short name or registry path matches a glob.
 
     Parameters
@@ -297,6 +298,8 @@ def fetch_matching(pattern: str) -> list[Path]:
         An :mod:`fnmatch` pattern over short names and registry paths, e.g.
         ``gridded/cobe-sst2/year*.nc`` or ``cobe_sst2_19[5-6]?``. A plain name or path
         matches itself.
+    force
+        Fetch again even if cached (see :func:`fetch`).
 
     Returns
     -------
@@ -325,27 +328,28 @@ def fetch_matching(pattern: str) -> list[Path]:
             f"no sample file matches {pattern!r}.{hint} Run `oceandata sample list` to see "
             "every name and path."
         )
-    return [fetch(f.name) for f in chosen]
+    return [fetch(f.name, force=force) for f in chosen]
 
 
-def fetch_all(*, progress: bool = False) -> list[Path]:
+def fetch_all(*, progress: bool = False, force: bool = False) -> list[Path]:
     """Fetch every file of the registry.
 
     Parameters
     ----------
     progress
         Show a progress bar (rich) on stderr.
+    force
+        Fetch again even if cached (see :func:`fetch`).
 
     Returns
     -------
     list of pathlib.Path
         Cache paths, in registry-path order.
     """
-    entries = list(_registry())
-    if not progress:
-        return [fetch(name) for name in entries]
-    from rich.console import Console
-    from rich.progress import track
+    entries: Iterable[str] = list(_registry())
+    if progress:
+        from rich.console import Console
+        from rich.progress import track
 
-    return [fetch(name) for name in track(entries, description="sample files",
-                                          console=Console(stderr=True))]
+        entries = track(entries, description="sample files", console=Console(stderr=True))
+    return [fetch(name, force=force) for name in entries]

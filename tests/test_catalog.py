@@ -157,6 +157,25 @@ def test_search_by_time_overlap(tree: Path) -> None:
     assert sorted(cat.search(time=(None, "1989-12-31"))) == []
 
 
+def test_search_by_time_reads_partial_dates_as_whole_periods(tree: Path) -> None:
+    cat = open_catalog(tree)
+    # "1995" is the whole year, so it reaches atlantic's last day (1995-12-31)
+    assert sorted(cat.search(time=("1995", "1995"))) == ["atlantic"]
+    assert sorted(cat.search(time=("1996-01", "1999-12"))) == []
+    assert sorted(cat.search(time=("2020-12", None))) == ["indian"]
+    # years outside pandas' 1678..2261 range are ordinary years here
+    assert sorted(cat.search(time=("0900", "1000"))) == []
+    assert sorted(cat.search(time=(None, "2500"))) == ["atlantic", "indian", "pacific"]
+
+
+def test_impossible_date_in_a_catalog_names_file_line_and_field(tmp_path: Path) -> None:
+    bad = write(tmp_path / "c.yaml", "sources:\n" + entry("ok") + entry("late", end="2000-13-01"))
+    with pytest.raises(CatalogError) as info:
+        open_catalog(bad)
+    message = str(info.value)
+    assert f"{bad}:16" in message and "time_range.end" in message and "month 13" in message
+
+
 def test_search_rejects_bad_bbox(tree: Path) -> None:
     with pytest.raises(UsageError, match=r"south \(10.0\) is greater than north \(-10.0\)"):
         open_catalog(tree).search(bbox=(0, 10, 20, -10))

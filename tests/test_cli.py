@@ -149,3 +149,21 @@ def test_catalog_validate_reports_entry_and_field_on_mismatch(tmp_path, repo) ->
     proc = run("catalog", "validate", str(copy / "ocean.yaml"))
     assert proc.returncode == 1
     assert "sst_typo" in proc.stderr and "variables" in proc.stderr
+
+
+def test_bad_chunks_setting_is_one_line_naming_the_variable(tmp_path) -> None:
+    line = one_line_error(run("subset", "tide_point_reyes", "-o", str(tmp_path / "t.nc"),
+                              env={"OCEANDATA_CHUNKS": "time=12"}))
+    assert "OCEANDATA_CHUNKS='time=12'" in line and '{"time": 12}' in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dsg_with_station_names_opens_with_auto_chunks(sample) -> None:
+    """dask cannot size string variables for chunks="auto"; the file's own chunks serve."""
+    import oceandata
+
+    ds = oceandata.open_dataset("dsg_point", chunks="auto")
+    ref = xr.open_dataset(sample("dsg/dsg_point_example.nc"))
+    lat = ds.cf["latitude"]
+    assert lat.chunks is not None
+    np.testing.assert_array_equal(lat.values, ref.cf["latitude"].values)

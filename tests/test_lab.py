@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -34,6 +35,24 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def _wait_listening(proc: subprocess.Popen, port: int, log: list[str]) -> None:
+    """Wait until the server accepts connections.
+
+    Jupyter Server logs "is running at" before its event loop binds the socket, so the
+    line alone is not readiness; a successful connect is.
+    """
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("JupyterLab exited before listening:\n" + "".join(log))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # poll interval of the connect probe
+    pytest.fail(f"JupyterLab did not listen on port {port} within 60 s:\n" + "".join(log))
+
+
 @pytest.fixture
 def lab(tmp_path: Path):
     port = _free_port()
@@ -46,13 +65,14 @@ def lab(tmp_path: Path):
     try:
         for line in proc.stdout:  # wait on the server's own readiness line
             log.append(line)
-            if "is running at" in line:  # Jupyter Server logs this once it listens
+            if "is running at" in line:
                 break
         else:
             pytest.fail("JupyterLab exited before serving:\n" + "".join(log))
         # keep draining the log so the server never blocks on a full pipe
         drain = threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True)
         drain.start()
+        _wait_listening(proc, port, log)
         yield port, tmp_path / "var", log
     finally:
         proc.terminate()

@@ -9,6 +9,7 @@ enforce access levels, and to open entries through :mod:`oceandata.catalog.drive
 from __future__ import annotations
 
 import fnmatch
+import glob
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -16,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import xarray as xr
 import yaml
 from pydantic import ValidationError
 
 from ..config import get_settings
 from ..errors import CatalogError, DatasetNotFound, NotAuthorized, UsageError, suggest
+from ..times import Period
 from .drivers import open_source
 from .schema import BBox, CatalogFile, EntryMetadata, Source
 
@@ -123,7 +124,7 @@ class Entry:
         out: list[str] = []
         for url in urls:
             if "://" not in url and any(ch in url for ch in "*?["):
-                out.extend(sorted(str(p) for p in Path("/").glob(url.lstrip("/"))))
+                out.extend(sorted(glob.glob(url)))  # relative to the working folder
             else:
                 out.append(url)
         return out
@@ -156,7 +157,8 @@ class Entry:
     def _open(self, *, chunks: Any = None) -> xr.Dataset:
         """Open without the access check (operators' validation, which reads no values)."""
         if chunks is None:
-            chunks = self.args.get("chunks", get_settings().chunks)
+            chunks = self.args["chunks"] if "chunks" in self.args else \
+                get_settings().dask_chunks()
         args = {**self.args, **(self.metadata.table or {})}
         ds = open_source(self.driver, self.paths(), args, chunks=chunks,
                          fix_attrs=self.metadata.fix_attrs)
@@ -198,15 +200,17 @@ class Entry:
         return _boxes_overlap(self.metadata.bbox.as_tuple(), tuple(bbox))
 
     def overlaps_time(self, start: Any, end: Any) -> bool:
-        """Whether the entry's time range overlaps ``[start, end]`` (open ends allowed)."""
+        """Whether the entry's time range overlaps ``[start, end]`` (open ends allowed).
+
+        Partial dates cover their whole period, as in :func:`oceandata.subset`: ``2000``
+        is the whole year. Entries with no time range (climatologies) never match.
+        """
         tr = self.metadata.time_range
         if tr is None or (tr.start is None and tr.end is None):
             return False
-        lo = pd.Timestamp(tr.start) if tr.start else pd.Timestamp.min
-        hi = pd.Timestamp(tr.end) if tr.end else pd.Timestamp.max
-        q_lo = pd.Timestamp(start) if start else pd.Timestamp.min
-        q_hi = pd.Timestamp(end) if end else pd.Timestamp.max
-        return lo <= q_hi and q_lo <= hi
+        ours = Period.checked((tr.start, tr.end), what=f"{self.where}: time_range")
+        wanted = Period.checked((start or None, end or None), what="time")
+        return wanted.overlaps(ours.start_key, ours.end_key)
 
 
 def _lon_intervals(west: float, east: float) -> list[tuple[float, float]]:

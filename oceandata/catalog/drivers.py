@@ -56,6 +56,18 @@ def _open_netcdf(paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.
     for path in paths:
         _check_classic_complete(path)
     try:
+        return _open_netcdf_checked(paths, args, kwargs)
+    except NotImplementedError:
+        # dask cannot size object (string) variables for "auto" chunks, as in CF-DSG
+        # files with station names: fall back to the file's own chunks.
+        if kwargs.get("chunks") != "auto":
+            raise
+        return _open_netcdf_checked(paths, args, {**kwargs, "chunks": {}})
+
+
+def _open_netcdf_checked(paths: Sequence[str], args: dict[str, Any],
+                         kwargs: dict[str, Any]) -> xr.Dataset:
+    try:
         if len(paths) == 1:
             return xr.open_dataset(paths[0], **kwargs)
         kwargs.setdefault("combine", args.get("combine") or "by_coords")
@@ -65,6 +77,8 @@ def _open_netcdf(paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.
         kwargs.setdefault("coords", "minimal")
         kwargs.setdefault("compat", "override")
         return xr.open_mfdataset(list(paths), **kwargs)
+    except NotImplementedError:
+        raise
     except (OSError, ValueError, RuntimeError) as exc:
         raise _describe_read_error(", ".join(paths[:3]), exc) from exc
 

@@ -97,6 +97,13 @@ class TimeRange(_Strict):
             return None
         if isinstance(value, dt.date | dt.datetime):
             return value.isoformat()
+        from ..errors import UsageError
+        from ..times import time_parts
+
+        try:
+            time_parts(str(value), "date")
+        except UsageError as exc:  # pydantic reports ValueErrors with the field and line
+            raise ValueError(str(exc)) from None
         return str(value)
 
 

@@ -59,7 +59,8 @@ def with_provenance(ds: xr.Dataset, *, source: str | None = None,
     request
         What was asked (bbox, time, depth, variables), stored as JSON.
     command
-        The command line, default ``sys.argv``.
+        What produced the data; default the calling program (``python script.py ...``,
+        or ``python (interactive)`` in a console or notebook kernel).
 
     Returns
     -------
@@ -72,7 +73,10 @@ def with_provenance(ds: xr.Dataset, *, source: str | None = None,
 
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    command = command or " ".join(["oceandata", *sys.argv[1:]])
+    if command is None:
+        script = sys.argv[0] if sys.argv else ""
+        interactive = script in ("", "-c") or "ipykernel" in script
+        command = "python (interactive)" if interactive else f"python {' '.join(sys.argv)}"
     req = json.dumps(dict(request or {}), default=str, sort_keys=True)
     line = f"{stamp}: oceandata {__version__}: {command} (source={source}, request={req})"
     out = ds.copy()

@@ -11,6 +11,7 @@ import xarray as xr
 
 from ..catalog import Catalog, open_catalog
 from ..catalog.drivers import driver_for_path, open_source
+from ..config import get_settings
 from ..errors import DatasetNotFound
 from .subset import subset
 
@@ -27,7 +28,7 @@ def open_dataset(
     time: tuple[Any, Any] | None = None,
     depth: tuple[float | None, float | None] | None = None,
     variables: Sequence[str] | None = None,
-    chunks: Any = "auto",
+    chunks: Any = None,
     catalog: Catalog | str | os.PathLike[str] | None = None,
 ) -> xr.Dataset:
     """Open a catalog entry or a file lazily, cut to a box, a period and depths.
@@ -47,7 +48,9 @@ def open_dataset(
     variables
         Data variables to keep (with their coordinates and bounds).
     chunks
-        Dask chunks (``"auto"`` default; ``{}`` keeps the storage chunks).
+        Dask chunks: ``"auto"``, ``{}`` (the storage chunks) or sizes by dimension.
+        Default: the catalog entry's ``args.chunks``, else the setting
+        ``OCEANDATA_CHUNKS`` (``auto``).
     catalog
         Catalog to look names up in; default the root catalog.
 
@@ -79,6 +82,8 @@ def open_dataset(
     if cat is not None and text in cat.entries:
         ds = cat.entries[text].to_dask(chunks=chunks)
     elif _looks_like_path(text) and (Path(text).exists() or "://" in text):
+        if chunks is None:
+            chunks = get_settings().dask_chunks()
         ds = open_source(driver_for_path(text), [text], {}, chunks=chunks)
     elif cat is not None:
         cat.entry(text)  # raises DatasetNotFound with suggestions

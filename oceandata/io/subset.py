@@ -25,9 +25,7 @@ command-line forms ``W,S,E,N``, ``START/END`` and ``MIN/MAX`` into the arguments
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-import re
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError, UsageError, suggest
+from ..times import Period, format_fields, keys_of_fields, pair, time_fields
 
 __all__ = ["parse_bbox", "parse_depth", "parse_range", "subset"]
 
@@ -63,18 +62,6 @@ _AXIS_KEYS = {
     "vertical": (("vertical",), ("Z",)),
 }
 
-_ISO_TIME = re.compile(
-    r"(?P<year>[+-]?\d{4,})"
-    r"(?:-(?P<month>\d{1,2})"
-    r"(?:-(?P<day>\d{1,2})"
-    r"(?:[T ](?P<hour>\d{1,2})"
-    r"(?::(?P<minute>\d{2})"
-    r"(?::(?P<second>\d{2})(?:\.(?P<fraction>\d+))?)?)?)?)?)?Z?"
-)
-_TIME_FIELDS = ("year", "month", "day", "hour", "minute", "second", "microsecond")
-_FIELD_LIMITS = ((None, None), (1, 12), (1, 31), (0, 23), (0, 59), (0, 59), (0, 999_999))
-#: Radix of each field after the year in a time key; larger than any field's range.
-_FIELD_RADIX = (13, 32, 24, 60, 60, 1_000_000)
 
 
 # --------------------------------------------------------------------------- parsers
@@ -146,7 +133,7 @@ def parse_range(text: str, *, option: str = "--time") -> tuple[str | None, str |
         raise UsageError(f"{option} {text!r} is not START/END: give two ISO dates separated "
                          "by '/', either may be empty, e.g. 1997-01/1998-12 or 2000-01-01/")
     start, end = (side.strip() or None for side in text.split("/"))
-    _TimeRange.checked((start, end), what=option.lstrip("-"))
+    Period.checked((start, end), what=option.lstrip("-"))
     return start, end
 
 
@@ -251,7 +238,7 @@ def subset(
     if bbox is not None:
         box = _BBox.checked(parse_bbox(bbox) if isinstance(bbox, str) else bbox, what="bbox")
     if time is not None:
-        period = _TimeRange.checked(parse_range(time) if isinstance(time, str) else time,
+        period = Period.checked(parse_range(time) if isinstance(time, str) else time,
                                     what="time")
     if depth is not None:
         layers = _DepthRange.checked(parse_depth(depth) if isinstance(depth, str) else depth,
@@ -351,38 +338,6 @@ class _BBox:
 
 
 @dataclass(frozen=True)
-class _TimeRange:
-    """A period whose ends are partial dates: ``1997-01`` means the whole month."""
-
-    start: Any
-    end: Any
-    start_key: int | None
-    end_key: int | None
-
-    @classmethod
-    def checked(cls, values: Any, *, what: str) -> _TimeRange:
-        start, end = _pair(values, what=what, form="(start, end) dates")
-        start_key = None if start is None else _time_key(_time_parts(start, what), low=True)
-        end_key = None if end is None else _time_key(_time_parts(end, what), low=False)
-        if start_key is not None and end_key is not None and start_key > end_key:
-            raise UsageError(f"{what} start ({_time_text(start)}) is after end "
-                             f"({_time_text(end)}): give START/END with START <= END")
-        return cls(start, end, start_key, end_key)
-
-    @property
-    def text(self) -> str:
-        return f"{_time_text(self.start)}/{_time_text(self.end)}"
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        inside = np.ones(keys.shape, dtype=bool)
-        if self.start_key is not None:
-            inside &= keys >= self.start_key
-        if self.end_key is not None:
-            inside &= keys <= self.end_key
-        return inside
-
-
-@dataclass(frozen=True)
 class _DepthRange:
     """Depths in metres, positive down; None is an open side."""
 
@@ -391,7 +346,7 @@ class _DepthRange:
 
     @classmethod
     def checked(cls, values: Any, *, what: str) -> _DepthRange:
-        low, high = _pair(values, what=what, form="(min, max) depths in metres")
+        low, high = pair(values, what=what, form="(min, max) depths in metres")
         try:
             low, high = (None if v is None else float(v) for v in (low, high))
         except (TypeError, ValueError):
@@ -422,16 +377,6 @@ class _DepthRange:
         return inside
 
 
-def _pair(values: Any, *, what: str, form: str) -> tuple[Any, Any]:
-    try:
-        items = [] if isinstance(values, str | bytes) else list(values)
-    except TypeError:
-        items = []
-    if len(items) != 2:
-        raise UsageError(f"{what} {values!r} is not a pair: give {form}, None for an open side")
-    return items[0], items[1]
-
-
 def _checked_variables(ds: xr.Dataset, variables: Sequence[str] | str) -> list[str]:
     names = [variables] if isinstance(variables, str) else list(variables)
     if not names:
@@ -444,89 +389,6 @@ def _checked_variables(ds: xr.Dataset, variables: Sequence[str] | str) -> list[s
             raise DataError(f"variable {name!r} is not in the data; valid names: {shown}."
                             f"{suggest(str(name), valid)}")
     return names
-
-
-# --------------------------------------------------------------------------- time keys
-
-
-def _time_text(value: Any) -> str:
-    if value is None:
-        return ".."
-    if isinstance(value, str):
-        return value
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
-def _time_parts(value: Any, what: str) -> tuple[int, ...]:
-    """Split a time request into (year, month, …) fields, as many as it gives."""
-    if isinstance(value, np.datetime64):
-        value = value.astype("datetime64[us]").item()
-    if isinstance(value, str):
-        match = _ISO_TIME.fullmatch(value.strip())
-        if match is None:
-            raise UsageError(f"{what} {value!r} is not an ISO date: give YYYY, YYYY-MM, "
-                             "YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]")
-        fields = match.groupdict()
-        fraction = fields.pop("fraction")
-        parts = [int(v) for v in fields.values() if v is not None]
-        if fraction is not None:
-            parts.append(int(fraction[:6].ljust(6, "0")))
-    elif isinstance(value, dt.datetime) or hasattr(value, "hour"):
-        parts = [int(getattr(value, f, 0)) for f in _TIME_FIELDS]
-    elif isinstance(value, dt.date):
-        parts = [value.year, value.month, value.day]
-    else:
-        raise UsageError(f"{what} {value!r} is not a date: give an ISO string, a datetime "
-                         "or None")
-    for name, part, (low, high) in zip(_TIME_FIELDS, parts, _FIELD_LIMITS, strict=False):
-        if low is not None and not low <= part <= high:
-            raise UsageError(f"{what} {_time_text(value)!r} has {name} {part}, outside "
-                             f"{low}..{high}")
-    return tuple(parts)
-
-
-def _time_key(parts: Sequence[int], *, low: bool) -> int:
-    """An integer that orders times like their fields; missing fields fill the period."""
-    key = parts[0]
-    for i, radix in enumerate(_FIELD_RADIX, start=1):
-        if i < len(parts):
-            field = parts[i]
-        else:
-            field = _FIELD_LIMITS[i][0 if low else 1]
-        key = key * radix + field
-    return key
-
-
-def _time_fields(coord: xr.DataArray) -> np.ndarray:
-    """The (year, …, microsecond) fields of a decoded time coordinate, shape (7, …)."""
-    try:
-        fields = [np.asarray(getattr(coord.dt, f).values, dtype=np.float64)
-                  for f in _TIME_FIELDS]
-    except (TypeError, AttributeError):
-        units = coord.attrs.get("units", coord.encoding.get("units", "none"))
-        raise DataError(f"time coordinate {coord.name!r} is not decoded to dates (dtype "
-                        f"{coord.dtype}, units {units!r}), so a time range cannot be applied; "
-                        "open it with CF time decoding (use_cftime=True for odd calendars) "
-                        "or select by its numbers with ds.sel") from None
-    return np.stack(fields)
-
-
-def _keys_of_fields(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    valid = np.all(np.isfinite(fields), axis=0)
-    ints = np.where(valid, fields, 0).astype(np.int64)
-    key = ints[0]
-    for i, radix in enumerate(_FIELD_RADIX, start=1):
-        key = key * radix + ints[i]
-    return key, valid
-
-
-def _format_fields(parts: Sequence[int]) -> str:
-    year, month, day, hour, minute, second = (int(p) for p in parts[:6])
-    text = f"{year:04d}-{month:02d}-{day:02d}"
-    return text if (hour, minute, second) == (0, 0, 0) else \
-        f"{text}T{hour:02d}:{minute:02d}:{second:02d}"
 
 
 # --------------------------------------------------------------------------- axes
@@ -778,19 +640,19 @@ def _select_along(ds: xr.Dataset, coord: xr.DataArray, inside: np.ndarray, *, wh
     return _take(ds, coord.dims[0], np.flatnonzero(inside), what=what)
 
 
-def _select_time(ds: xr.Dataset, period: _TimeRange, axes: _Axes) -> xr.Dataset:
+def _select_time(ds: xr.Dataset, period: Period, axes: _Axes) -> xr.Dataset:
     coord = axes.get("time", ds)
     if coord is None:
         raise DataError(f"time {period.text} was given but the data have no time coordinate "
                         "(CF standard_name time, axis T or units 'since')")
-    fields = _time_fields(coord)
-    keys, valid = _keys_of_fields(fields)
+    fields = time_fields(coord)
+    keys, valid = keys_of_fields(fields)
     if not valid.any():
         raise DataError(f"time {period.text}: the data's time {coord.name!r} has no valid dates")
     inside = period.contains(keys) & valid
     flat_keys, flat_fields = keys[valid], fields.reshape(7, -1)[:, valid.ravel()]
-    first = _format_fields(flat_fields[:, np.argmin(flat_keys)])
-    last = _format_fields(flat_fields[:, np.argmax(flat_keys)])
+    first = format_fields(flat_fields[:, np.argmin(flat_keys)])
+    last = format_fields(flat_fields[:, np.argmax(flat_keys)])
     overlaps = ((period.start_key is None or period.start_key <= flat_keys.max())
                 and (period.end_key is None or period.end_key >= flat_keys.min()))
     where = "is outside" if not overlaps else "falls between the time steps of"

@@ -25,7 +25,8 @@ import xarray as xr
 
 from ..catalog.core import Catalog, Entry
 from ..errors import OceandataError
-from .subset import _Axes, _BBox, _depth_in_metres, _time_fields, _time_parts
+from ..times import time_fields, time_parts
+from .subset import _Axes, _BBox, _depth_in_metres
 
 __all__ = ["Problem", "validate_catalog", "validate_entry"]
 
@@ -245,7 +246,7 @@ def _check_time(entry: Entry, ds: xr.Dataset, axes: _Axes) -> Iterable[tuple[str
     if coord is None:
         return
     calendar = str(coord.encoding.get("calendar", coord.attrs.get("calendar", "standard")))
-    fields = _time_fields(coord).reshape(7, -1)  # (year, ..., microsecond) per time
+    fields = time_fields(coord).reshape(7, -1)  # (year, ..., microsecond) per time
     valid = np.flatnonzero(np.all(np.isfinite(fields), axis=0))
     if not valid.size:
         yield "time_range", "the data's time coordinate has no valid values"
@@ -255,7 +256,7 @@ def _check_time(entry: Entry, ds: xr.Dataset, axes: _Axes) -> Iterable[tuple[str
     def end(side: str, index: int) -> tuple[str, Any, float, float, str]:
         value = getattr(declared, side)
         wanted = (np.nan if value is None
-                  else _days(_time_parts(value, f"time_range.{side}")[:6], calendar))
+                  else _days(time_parts(value, f"time_range.{side}")[:6], calendar))
         year, month, day = (int(f) for f in fields[:3, valid[index]])
         return side, value, wanted, float(days[index]), f"{year:04d}-{month:02d}-{day:02d}"
 
