@@ -264,6 +264,15 @@ def version() -> None:
     out.print(__version__)
 
 
+def _install_subcommands() -> None:
+    from .ingest.cli import install
+
+    install(app)
+
+
+_install_subcommands()
+
+
 def main() -> None:
     """Console-script entry point: run the app, map known errors to one line and exit 2."""
     try:

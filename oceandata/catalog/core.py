@@ -142,7 +142,8 @@ class Entry:
                 f"{self.name}`)"
             )
 
-    def to_dask(self, *, chunks: Any = None) -> xr.Dataset:
+    def to_dask(self, *, chunks: Any = None, version: str | None = None,
+                layout: str | None = None) -> xr.Dataset:
         """Open the entry as a lazy, CF-decoded, dask-backed :class:`xarray.Dataset`.
 
         Parameters
@@ -150,19 +151,44 @@ class Entry:
         chunks
             Dask chunks; default the entry's ``args.chunks``, else the setting
             ``OCEANDATA_CHUNKS`` (``auto``).
+        version
+            For versioned stores: a tag or snapshot id; default the entry's pinned
+            ``args.version``, else the newest commit.
+        layout
+            For stores registered with several chunk layouts: which one (see
+            :attr:`layouts`); default the entry's own ``urlpath``.
         """
         self.check_access()
-        return self._open(chunks=chunks)
+        return self._open(chunks=chunks, version=version, layout=layout)
 
-    def _open(self, *, chunks: Any = None) -> xr.Dataset:
+    @property
+    def layouts(self) -> dict[str, str]:
+        """Chunk layouts of a store entry: name → path (``args.layouts``), if any."""
+        return dict(self.args.get("layouts") or {})
+
+    def _open(self, *, chunks: Any = None, version: str | None = None,
+              layout: str | None = None) -> xr.Dataset:
         """Open without the access check (operators' validation, which reads no values)."""
         if chunks is None:
             chunks = self.args["chunks"] if "chunks" in self.args else \
                 get_settings().dask_chunks()
         args = {**self.args, **(self.metadata.table or {})}
-        ds = open_source(self.driver, self.paths(), args, chunks=chunks,
+        if version is not None:
+            if self.driver != "icechunk":
+                raise UsageError(f"dataset {self.name!r} is not a versioned store (driver "
+                                 f"{self.driver}); version= applies to icechunk entries")
+            args["version"] = version
+        paths = self.paths()
+        if layout is not None:
+            if layout not in self.layouts:
+                raise UsageError(f"dataset {self.name!r} has no layout {layout!r}; layouts: "
+                                 f"{', '.join(self.layouts) or 'none'}")
+            paths = [self.layouts[layout]]
+        ds = open_source(self.driver, paths, args, chunks=chunks,
                          fix_attrs=self.metadata.fix_attrs)
         ds.attrs.setdefault("oceandata_entry", self.name)
+        if layout is not None:
+            ds.attrs["oceandata_layout"] = layout
         return ds
 
     def describe(self) -> dict[str, Any]:

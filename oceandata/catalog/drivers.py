@@ -144,15 +144,28 @@ def _open_csv(paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.Dat
     return ds.chunk(chunks if chunks not in (None, {}) else "auto")
 
 
+def _open_icechunk(paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.Dataset:
+    """An Icechunk repository (or plain Zarr v3 store) written by ``oceandata ingest``.
+
+    ``args.version`` pins a tag or snapshot id; without it the newest commit is read.
+    ``chunks="auto"`` is taken as the store's own chunks, which the ingest planned.
+    """
+    from ..ingest.store import open_store
+
+    return open_store(paths[0], version=args.get("version"),
+                      chunks=None if chunks in ("auto", None) else chunks)
+
+
 DRIVERS: dict[str, Opener] = {
     "netcdf": _open_netcdf,
     "zarr": _open_zarr,
     "opendap": _open_opendap,
     "csv": _open_csv,
+    "icechunk": _open_icechunk,
 }
 
 _SUFFIX_DRIVER = {".nc": "netcdf", ".nc4": "netcdf", ".cdf": "netcdf", ".h5": "netcdf",
-                  ".zarr": "zarr", ".csv": "csv"}
+                  ".zarr": "zarr", ".csv": "csv", ".icechunk": "icechunk"}
 
 
 def driver_for_path(path: str | Path) -> str:
@@ -164,6 +177,8 @@ def driver_for_path(path: str | Path) -> str:
         When the suffix is not one oceandata can open.
     """
     text = str(path).rstrip("/")
+    if (Path(text) / "snapshots").is_dir() and (Path(text) / "refs").is_dir():
+        return "icechunk"  # an Icechunk repository, whatever its name
     if text.startswith(("http://", "https://")) and not text.endswith((".zarr", ".csv")):
         return "opendap"
     suffix = Path(text).suffix.lower()

@@ -194,7 +194,7 @@ class EntryMetadata(_Strict):
         return [v.name for v in self.variables]
 
 
-DATA_DRIVERS = ("netcdf", "zarr", "opendap", "csv")
+DATA_DRIVERS = ("netcdf", "zarr", "opendap", "csv", "icechunk")
 CATALOG_DRIVERS = ("intake.catalog.local.YAMLFileCatalog", "yaml_file_cat")
 
 

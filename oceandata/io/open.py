@@ -18,7 +18,7 @@ from .subset import subset
 
 def _looks_like_path(name: str) -> bool:
     return (os.sep in name or "://" in name or Path(name).suffix.lower() in
-            {".nc", ".nc4", ".cdf", ".zarr", ".csv", ".h5"})
+            {".nc", ".nc4", ".cdf", ".zarr", ".csv", ".h5", ".icechunk"})
 
 
 def open_dataset(
@@ -30,6 +30,7 @@ def open_dataset(
     variables: Sequence[str] | None = None,
     chunks: Any = None,
     catalog: Catalog | str | os.PathLike[str] | None = None,
+    version: str | None = None,
 ) -> xr.Dataset:
     """Open a catalog entry or a file lazily, cut to a box, a period and depths.
 
@@ -53,6 +54,9 @@ def open_dataset(
         ``OCEANDATA_CHUNKS`` (``auto``).
     catalog
         Catalog to look names up in; default the root catalog.
+    version
+        For versioned stores (Icechunk entries or store paths): a tag or snapshot id to
+        read instead of the newest version (or the entry's pinned one).
 
     Returns
     -------
@@ -79,16 +83,42 @@ def open_dataset(
         cat = open_catalog(catalog)
     else:
         cat = None
+    request = {"bbox": bbox, "time": time, "depth": depth, "variables": variables}
     if cat is not None and text in cat.entries:
-        ds = cat.entries[text].to_dask(chunks=chunks)
+        entry = cat.entries[text]
+        layout = _cheapest_layout(entry, request, version) if entry.layouts else None
+        ds = entry.to_dask(chunks=chunks, version=version, layout=layout)
     elif _looks_like_path(text) and (Path(text).exists() or "://" in text):
         if chunks is None:
             chunks = get_settings().dask_chunks()
-        ds = open_source(driver_for_path(text), [text], {}, chunks=chunks)
+        driver = driver_for_path(text)
+        if version is not None and driver not in ("zarr", "icechunk"):
+            raise DatasetNotFound(f"{text} is not a versioned store; version= needs an "
+                                  "Icechunk store")
+        ds = open_source(driver, [text], {"version": version}, chunks=chunks)
     elif cat is not None:
         cat.entry(text)  # raises DatasetNotFound with suggestions
         raise AssertionError("unreachable")  # pragma: no cover
     else:
         raise DatasetNotFound(f"{text} does not exist; give an existing file or a catalog name "
                               "(`oceandata catalog list`)")
-    return subset(ds, bbox=bbox, time=time, depth=depth, variables=variables)
+    return subset(ds, **request)
+
+
+def _cheapest_layout(entry: Any, request: dict[str, Any], version: str | None) -> str | None:
+    """The layout whose chunks cost the fewest bytes for *request* (None: the default).
+
+    Each layout is opened lazily (metadata only) and costed with
+    :func:`oceandata.ingest.chunks.read_cost`; see docs/ingest.md for the model.
+    """
+    from ..ingest.chunks import read_cost
+
+    best: tuple[int, str | None] | None = None
+    for layout in (None, *entry.layouts):
+        ds = entry.to_dask(version=version, layout=layout)
+        chunks = {str(n): dict(zip(v.dims, v.encoding["chunks"], strict=True))
+                  for n, v in ds.variables.items() if v.encoding.get("chunks")}
+        cost = read_cost(ds, chunks, **request)
+        if best is None or cost < best[0]:
+            best = (cost, layout)
+    return None if best is None else best[1]

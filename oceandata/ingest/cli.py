@@ -1,0 +1,130 @@
+"""Command line of ingestion: ``oceandata ingest`` and ``oceandata store ...``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+store_app = typer.Typer(help="Versioned stores: log, tag, verify, rechunk.",
+                        no_args_is_help=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+StoreArg = Annotated[Path, typer.Argument(help="Store made by `oceandata ingest`.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+VersionOpt = Annotated[str | None, typer.Option(help="Tag or snapshot id (default newest).")]
+
+
+def _command() -> str:
+    return " ".join(["oceandata", *sys.argv[1:]])
+
+
+def ingest_command(
+    sources: Annotated[list[str], typer.Argument(help="NetCDF files or globs.")],
+    store: Annotated[Path, typer.Option("--store", help="Store path (created if missing).")],
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: store stem).")]
+    = None,
+    chunks: Annotated[str, typer.Option(help="auto, map, timeseries or DIM=N,...")] = "auto",
+    append: Annotated[bool, typer.Option(help="Add later time steps to the store.")] = False,
+    register: Annotated[Path | None, typer.Option(help="Catalog YAML to add the entry to.")]
+    = None,
+    strict: Annotated[bool, typer.Option(help="Refuse high-priority CF/ACDD failures.")]
+    = False,
+    fmt: Annotated[str, typer.Option("--format", help="icechunk (versioned) or zarr.")]
+    = "icechunk",
+    check: Annotated[bool, typer.Option(help="Run the CF/ACDD compliance checks.")] = True,
+) -> None:
+    """Ingest NetCDF files into a versioned store, in one transaction."""
+    from .chunks import parse_chunks_option
+    from .pipeline import ingest
+
+    layout = parse_chunks_option(chunks)
+    result = ingest(sources, store, name=name, chunks=layout, append=append, fmt=fmt,
+                    strict=strict, check=check, progress=sys.stderr.isatty(),
+                    command=_command())
+    if result.report is not None:
+        out.print(f"compliance report: {result.report}", markup=False)
+    out.print(result.message + (f" (snapshot {result.snapshot})" if result.snapshot else ""),
+              markup=False)
+    if result.skipped and result.changed:
+        out.print(f"skipped {len(result.skipped)} files already in the store", markup=False)
+    if register is not None:
+        from .register import register_store
+
+        entry = register_store(register, name or store.stem, store)
+        out.print(f"registered {entry!r} in {register}", markup=False)
+
+
+@store_app.command("log")
+def store_log(store: StoreArg, as_json: JsonOpt = False) -> None:
+    """List the versions of a store, newest first, with their tags and sources."""
+    from .store import log
+
+    versions = log(store)
+    if as_json:
+        sys.stdout.write(json.dumps([v.as_dict() for v in versions], indent=2) + "\n")
+        return
+    table = Table(title=str(store))
+    for col in ("snapshot", "written", "tags", "message", "sources"):
+        table.add_column(col, overflow="fold")
+    for v in versions:
+        table.add_row(v.id, v.written_at, ", ".join(v.tags), v.message,
+                      str(len(v.metadata.get("sources", []))))
+    out.print(table)
+
+
+@store_app.command("tag")
+def store_tag(store: StoreArg, tag_name: Annotated[str, typer.Argument(metavar="TAG")],
+              version: VersionOpt = None) -> None:
+    """Name a version (the newest by default) so it can be read back exactly."""
+    from .store import tag
+
+    snapshot = tag(store, tag_name, version=version)
+    out.print(f"tagged {snapshot} as {tag_name}", markup=False)
+
+
+@store_app.command("verify")
+def store_verify(store: StoreArg, version: VersionOpt = None, as_json: JsonOpt = False
+                 ) -> None:
+    """Recompute every variable's checksum and report each mismatch (exit 1)."""
+    from .store import verify
+
+    problems = verify(store, version=version)
+    if as_json:
+        sys.stdout.write(json.dumps({"store": str(store), "problems": problems}) + "\n")
+    else:
+        for line in problems:
+            err.print(line, markup=False)
+        out.print(f"{store}: {'FAILED' if problems else 'OK'} "
+                  f"({len(problems)} problems)", markup=False)
+    if problems:
+        raise typer.Exit(1)
+
+
+@store_app.command("rechunk")
+def store_rechunk(
+    store: StoreArg,
+    to: Annotated[Path, typer.Option("--to", help="New store path.")],
+    chunks: Annotated[str, typer.Option(help="auto, map, timeseries or DIM=N,...")]
+    = "timeseries",
+    version: VersionOpt = None,
+) -> None:
+    """Write a second chunk layout of a store (checksums must agree)."""
+    from .chunks import parse_chunks_option
+    from .pipeline import rechunk
+
+    result = rechunk(store, to, chunks=parse_chunks_option(chunks), version=version,
+                     progress=sys.stderr.isatty(), command=_command())
+    out.print(f"{result.message} (snapshot {result.snapshot})", markup=False)
+
+
+def install(app: Any) -> None:
+    """Add ``ingest`` and ``store`` to the main application."""
+    app.command("ingest")(ingest_command)
+    app.add_typer(store_app, name="store")
