@@ -32,9 +32,14 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
+# The platform's catalog: gridded samples ingested into versioned stores (idempotent).
+SERVED := $(CURDIR)/var/catalogs/ocean.yaml
+
 up: $(STAMP) sample
 	$(BIN)/oceandata catalog validate
-	$(BIN)/oceandata lab --port $(PORT)
+	$(BIN)/oceandata store build-samples
+	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata catalog validate
+	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata lab --port $(PORT)
 
 bench: $(STAMP) sample
 	$(BIN)/python benchmarks/bench_open_subset.py

@@ -328,7 +328,8 @@ def _table(results: list[Result], source_bytes: int, n_files: int, repeat: int,
         "# Ingest throughput: oceandata ingest vs byte copy vs nccopy",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}. Sources: {n_files} COBE-SST2 yearly files "
+        f"{platform.python_version()}. Sources: {n_files} COBE-SST2 yearly "
+        f"file{'s' if n_files != 1 else ''} "
         f"({PATTERN}), {source_bytes / 1e6:.1f} MB, read from the OS page cache. Median "
         f"of {repeat} run{'s' if repeat != 1 else ''}, each into a fresh temporary folder "
         f"under {workdir}.",

@@ -277,3 +277,26 @@ def test_netcdf4_reads_the_sources_we_compare_against(sample) -> None:
     with netCDF4.Dataset(path) as nc:
         raw = nc["sst"][:]
     np.testing.assert_array_equal(np.ma.filled(raw, np.nan), direct([path]).sst.values)
+
+
+def test_sample_stores_serve_the_sample_entries(tmp_path) -> None:
+    """What `make up` serves: gridded entries from stores, same names, same values."""
+    import oceandata
+    from oceandata.ingest.samples import build_sample_stores
+    from oceandata.io.validate import validate_catalog
+
+    names = ["sst_ndjfm_anom", "foam_ocean", "pop_surface"]
+    root = build_sample_stores(tmp_path, names=names, check=False)
+    served = oceandata.open_catalog(root)
+    assert validate_catalog(served) == []
+    assert set(names) <= set(served) and {"dsg_point", "oisst_med"} <= set(served)
+    assert served.entry("foam_ocean").driver == "icechunk"
+    sample = oceandata.open_catalog()
+    for name in names:
+        ours, theirs = served.to_dask(name), sample.to_dask(name)
+        for var in sample.entry(name).metadata.variable_names:
+            np.testing.assert_array_equal(ours[var].values, theirs[var].values)
+    # model time in a 360-day calendar survives the store
+    assert served.to_dask("foam_ocean").time.dt.calendar == "360_day"
+    assert served.entry("pop_surface").metadata.provider == \
+        sample.entry("pop_surface").metadata.provider

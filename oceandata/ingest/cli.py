@@ -124,6 +124,20 @@ def store_rechunk(
     out.print(f"{result.message} (snapshot {result.snapshot})", markup=False)
 
 
+@store_app.command("build-samples")
+def store_build_samples(
+    data_dir: Annotated[Path | None, typer.Option(help="Default: OCEANDATA_DATA_DIR.")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Entry (repeat).")] = None,
+    check: Annotated[bool, typer.Option(help="Run the CF/ACDD compliance checks.")] = True,
+) -> None:
+    """Ingest every gridded sample entry into a versioned store and catalog them."""
+    from .samples import build_sample_stores
+
+    root = build_sample_stores(data_dir, names=only, check=check,
+                               echo=lambda line: out.print(line, markup=False))
+    out.print(f"catalog of versioned stores: {root}", markup=False)
+
+
 def install(app: Any) -> None:
     """Add ``ingest`` and ``store`` to the main application."""
     app.command("ingest")(ingest_command)

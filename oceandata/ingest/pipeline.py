@@ -173,15 +173,26 @@ def _compatible(reference: xr.Dataset, other: xr.Dataset, time: str | None,
                             f"{unit!r}")
 
 
-def open_sources(paths: Sequence[Path]) -> tuple[xr.Dataset, str | None]:
+def open_sources(paths: Sequence[Path], *, args: dict[str, Any] | None = None,
+                 fix_attrs: dict[str, dict[str, Any]] | None = None
+                 ) -> tuple[xr.Dataset, str | None]:
     """Open and join the sources along time, after checking they can be joined.
+
+    Parameters
+    ----------
+    paths
+        NetCDF files.
+    args, fix_attrs
+        As in a catalog entry (``xarray_kwargs``; attributes set before CF decoding),
+        for sources whose metadata need a fix, e.g. a calendar stated only globally.
 
     Returns
     -------
     (Dataset, time dimension or None)
         Lazy, on the files' own chunks.
     """
-    datasets = [open_source("netcdf", [str(p)], {}, chunks={}) for p in paths]
+    datasets = [open_source("netcdf", [str(p)], dict(args or {}), chunks={},
+                            fix_attrs=fix_attrs) for p in paths]
     time = _time_name(datasets[0])
     if len(paths) > 1 and time is None:
         raise DataError(f"{paths[0]} has no time axis, so several files cannot be joined; "
@@ -279,7 +290,8 @@ def ingest(sources: Sequence[str | os.PathLike[str]], store: str | os.PathLike[s
            name: str | None = None, chunks: str | dict[str, int] = "auto",
            append: bool = False, fmt: str = "icechunk", strict: bool = False,
            check: bool = True, progress: bool = False, target_bytes: int = 16 * 2**20,
-           command: str | None = None) -> IngestResult:
+           command: str | None = None, source_args: dict[str, Any] | None = None,
+           fix_attrs: dict[str, dict[str, Any]] | None = None) -> IngestResult:
     """Ingest NetCDF *sources* into *store* in one transaction.
 
     Parameters
@@ -308,6 +320,8 @@ def ingest(sources: Sequence[str | os.PathLike[str]], store: str | os.PathLike[s
         Uncompressed bytes per chunk the planner aims at.
     command
         What to record as the command (default ``oceandata`` + the arguments).
+    source_args, fix_attrs
+        How to open the sources (see :func:`open_sources`); a catalog entry's own.
 
     Returns
     -------
@@ -358,7 +372,8 @@ def ingest(sources: Sequence[str | os.PathLike[str]], store: str | os.PathLike[s
         if not described:
             return IngestResult(target, None, False, f"{target}: every source is already in "
                                 "the store; nothing to do", [], skipped)
-    ds, time = open_sources([s.path for s in described])
+    ds, time = open_sources([s.path for s in described], args=source_args,
+                            fix_attrs=fix_attrs)
 
     report_path: Path | None = None
     report_summary: dict[str, Any] | None = None
@@ -371,7 +386,7 @@ def ingest(sources: Sequence[str | os.PathLike[str]], store: str | os.PathLike[s
         report_summary = {"report": report_path.name,
                           "high_failures": len(report.high_failures)}
         if strict:
-            require_no_high_failures(report, report_path)
+            require_no_high_failures(report, report_path=report_path)
 
     if append:
         return _append(target, ds, time, described, skipped, name=name, command=command,

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 import yaml
 
-from ..errors import CatalogError
+from ..errors import CatalogError, DataError
 from ..io.subset import _Axes, _depth_in_metres
 from ..io.validate import _covers_circle, _half_step
 from ..times import format_fields, keys_of_fields, time_fields
@@ -57,7 +57,10 @@ def _time_range(ds: xr.Dataset, axes: _Axes) -> dict[str, str] | None:
     coord = axes.get("time", ds)
     if coord is None:
         return None
-    fields = time_fields(coord).reshape(7, -1)
+    try:
+        fields = time_fields(coord).reshape(7, -1)
+    except DataError:  # times that are not dates (a climatology's "Month" numbers)
+        return None
     keys, valid = keys_of_fields(fields)
     if not valid.any():
         return None

@@ -1,0 +1,97 @@
+"""The catalog ``make up`` serves: every gridded sample entry ingested as a versioned store.
+
+:func:`build_sample_stores` ingests the files of each gridded entry of the sample catalog
+into ``<data dir>/stores/<name>.icechunk`` (idempotent: a store that already holds
+those files is left as it is), registers it under the same name in
+``<data dir>/catalogs/stores.yaml`` with the sample entry's provider, licence and
+citation and with variables and extents read from the store, and writes a root catalog
+``<data dir>/catalogs/ocean.yaml`` that nests the stores with the sample catalog's
+non-gridded sub-catalogs (site series, CF-DSG, tide gauge). ``make up`` points
+``OCEANDATA_CATALOG`` at that root, so the names a user sees are the familiar ones,
+served from versioned stores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from ..catalog.core import Catalog, open_catalog
+from ..config import get_settings
+
+__all__ = ["build_sample_stores"]
+
+#: Metadata that the sample entry knows and the data do not say.
+_CARRIED = ("title", "description", "provider", "license", "citation", "doi", "tags",
+            "access")
+
+
+def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
+                        names: Sequence[str] | None = None, check: bool = True,
+                        echo: Callable[[str], None] | None = None) -> Path:
+    """Ingest and register the gridded sample entries; return the root catalog path.
+
+    Parameters
+    ----------
+    data_dir
+        Where stores and catalogs go (default: ``OCEANDATA_DATA_DIR``).
+    names
+        Only these gridded entries (default: all of them).
+    check
+        Run the compliance checks (reports are kept beside each store).
+    echo
+        Called with one line per entry.
+    """
+    from .pipeline import ingest
+    from .register import register_store
+
+    settings = get_settings()
+    base = Path(data_dir) if data_dir is not None else settings.data_dir
+    source_root = settings.catalog
+    sample = open_catalog(source_root)
+    gridded = _gridded(sample)
+    chosen = list(gridded.entries) if names is None else list(names)
+    stores_dir, catalogs_dir = base / "stores", base / "catalogs"
+    stores_dir.mkdir(parents=True, exist_ok=True)
+    catalogs_dir.mkdir(parents=True, exist_ok=True)
+    stores_catalog = catalogs_dir / "stores.yaml"
+    for name in chosen:
+        entry = gridded.entry(name)
+        store = stores_dir / f"{name}.icechunk"
+        result = ingest(entry.paths(), store, name=name, chunks="auto", check=check,
+                        source_args={"xarray_kwargs": entry.args.get("xarray_kwargs") or {}},
+                        fix_attrs=entry.metadata.fix_attrs,
+                        command=f"oceandata store build-samples ({name})")
+        known = entry.metadata.model_dump(mode="json", exclude_none=True)
+        register_store(stores_catalog, name, store, description=entry.description,
+                       defaults={k: known[k] for k in _CARRIED if k in known})
+        if echo is not None:
+            echo(f"{name}: {result.message}")
+    root = catalogs_dir / "ocean.yaml"
+    others = {child: sub for child, sub in sample.children.items() if sub is not gridded}
+    doc = {"metadata": {"version": 1, "title": "oceandata: versioned stores and sample data"},
+           "sources": {
+               "stores": {"driver": "intake.catalog.local.YAMLFileCatalog",
+                          "description": "Gridded data served from versioned stores",
+                          "args": {"path": "{{ CATALOG_DIR }}/stores.yaml"}},
+               **{child: {"driver": "intake.catalog.local.YAMLFileCatalog",
+                          "description": sub.metadata.get("title", child),
+                          "args": {"path": str(sub.path)}}
+                  for child, sub in others.items()}}}
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, root)
+    open_catalog(root)  # fails loudly (file and line) if anything is inconsistent
+    return root
+
+
+def _gridded(cat: Catalog) -> Catalog:
+    """The sub-catalog holding the regular and curvilinear grids."""
+    for sub in cat.children.values():
+        if sub.entries and all(e.metadata.grid in ("regular", "curvilinear")
+                               for e in sub.entries.values()):
+            return sub
+    raise LookupError(f"{cat.path} has no sub-catalog of gridded entries")  # pragma: no cover
