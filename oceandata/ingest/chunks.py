@@ -471,7 +471,7 @@ def _axis_dims(ds: xr.Dataset) -> tuple[set[Hashable], set[Hashable]]:
         try:
             found = axes.get(kind, ds)
         except DataError:  # several candidates (TLAT and ULAT): all of them count
-            return [ds[n] for n in axes._found[kind] if n in ds.variables]
+            return axes.candidates(kind, ds)
         return [] if found is None else [found]
 
     time_dims = {c.dims[0] for c in coords("time") if c.ndim == 1}

@@ -426,6 +426,10 @@ class _Axes:
             found[kind] = list(dict.fromkeys(n for n in names if n not in self.bounds))
         return found
 
+    def candidates(self, kind: str, ds: xr.Dataset) -> list[xr.DataArray]:
+        """Every variable of that kind in *ds* (POP has TLAT and ULAT latitudes)."""
+        return [ds[n] for n in self._found[kind] if n in ds.variables]
+
     def names(self) -> set[Hashable]:
         """Every variable found as an axis."""
         return {n for names in self._found.values() for n in names}
