@@ -42,7 +42,9 @@ up: $(STAMP) sample
 	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata lab --port $(PORT)
 
 bench: $(STAMP) sample
+	@command -v nccopy >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netcdf-bin >/dev/null; } || echo "nccopy missing (apt-get install netcdf-bin): its column is skipped"
 	$(BIN)/python benchmarks/bench_open_subset.py
+	$(BIN)/python benchmarks/bench_ingest.py
 
 clean:
 	rm -rf $(VENV) data/sample .pytest_cache .ruff_cache

@@ -276,7 +276,7 @@ def test_require_no_high_failures_names_everything(cobe_report, cobe, tmp_path) 
 def test_truncated_netcdf4_file_is_a_data_error(cobe, tmp_path) -> None:
     cut = tmp_path / "cut.nc"
     cut.write_bytes(cobe.read_bytes()[: cobe.stat().st_size // 2])
-    with pytest.raises(DataError, match=f"{re.escape(str(cut))}: it is truncated") as info:
+    with pytest.raises(DataError, match=f"{re.escape(str(cut))}: (it is truncated|not readable as NetCDF)") as info:
         check_sources([cut])
     assert "\n" not in str(info.value)
 
@@ -289,7 +289,7 @@ def test_truncated_classic_file_is_a_data_error(sample, tmp_path) -> None:
         last = float(nc["lon2d"][-1, -1])  # lon2d is the last variable in the file
     with netCDF4.Dataset(cut) as nc:  # netCDF-C opens the cut file and reads zeros
         assert last != 0 and nc["lon2d"][-1, -1] == 0
-    with pytest.raises(DataError, match=f"{re.escape(str(cut))}: it is truncated: it has"):
+    with pytest.raises(DataError, match=f"{re.escape(str(cut))}: it is truncated or corrupt"):
         check_sources([cut])
 
 

@@ -62,12 +62,14 @@ def _bits(values: np.ndarray) -> np.ndarray:
 def _block_sum(block: np.ndarray, offset: tuple[int, ...], shape: tuple[int, ...]) -> int:
     if block.size == 0:
         return 0
-    grids = np.indices(block.shape, dtype=np.int64)
-    for axis, start in enumerate(offset):
-        grids[axis] += start
-    flat = np.ravel_multi_index(tuple(grids), shape).astype(np.uint64)
+    # flat C-order positions, built by broadcasting one small range per axis
+    strides = np.cumprod((*shape[1:], 1)[::-1])[::-1]
+    flat = np.zeros((1,) * block.ndim, dtype=np.uint64)
+    for axis, (start, n) in enumerate(zip(offset, block.shape, strict=True)):
+        along = np.arange(start, start + n, dtype=np.uint64) * np.uint64(strides[axis])
+        flat = flat + along.reshape([n if a == axis else 1 for a in range(block.ndim)])
     with np.errstate(over="ignore"):
-        mixed = _splitmix64(flat * _GOLDEN ^ _bits(block))
+        mixed = _splitmix64(np.broadcast_to(flat, block.shape) * _GOLDEN ^ _bits(block))
     return int(mixed.sum(dtype=np.uint64))
 
 

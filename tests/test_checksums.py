@@ -1,0 +1,55 @@
+"""Array digests: independent of chunking, sensitive to any changed or moved element."""
+
+from __future__ import annotations
+
+import hashlib
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+from oceandata.ingest.checksums import array_digest, file_sha256
+
+
+def digest(values: np.ndarray, chunks) -> str:
+    var = xr.Variable(tuple("abc"[: values.ndim]), da.from_array(values, chunks=chunks))
+    return dask.compute(array_digest(var))[0]
+
+
+@pytest.fixture
+def field() -> np.ndarray:
+    return np.random.default_rng(42).normal(size=(7, 5, 9)).astype("f4")
+
+
+@pytest.mark.parametrize("chunks", [(3, 2, 4), (1, 5, 9), (7, 1, 1), (2, 3, 5)])
+def test_digest_does_not_depend_on_chunks(field, chunks) -> None:
+    assert digest(field, chunks) == digest(field, field.shape)
+
+
+def test_digest_changes_with_one_element_a_swap_or_a_nan(field) -> None:
+    reference = digest(field, (3, 2, 4))
+    changed = field.copy()
+    changed[6, 4, 8] = np.nextafter(changed[6, 4, 8], np.float32(np.inf))  # one ulp
+    swapped = field.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    masked = field.copy()
+    masked[3, 2, 1] = np.nan
+    digests = {digest(a, (3, 2, 4)) for a in (changed, swapped, masked)}
+    assert reference not in digests and len(digests) == 3
+
+
+def test_dtype_and_shape_are_part_of_the_digest(field) -> None:
+    assert digest(field, (3, 2, 4)).startswith("<f4:7x5x9:")
+    assert digest(field.reshape(5, 7, 9), (5, 7, 9)) != digest(field, field.shape)
+    assert digest(field.astype("f8"), field.shape) != digest(field, field.shape)
+
+
+def test_file_sha256_matches_hashlib(tmp_path) -> None:
+    path = tmp_path / "x.bin"
+    data = np.random.default_rng(1).bytes(9 * 2**20 + 17)  # crosses the 4 MiB blocks
+    path.write_bytes(data)
+    seen: list[int] = []
+    assert file_sha256(path, on_bytes=seen.append) == hashlib.sha256(data).hexdigest()
+    assert sum(seen) == len(data)
