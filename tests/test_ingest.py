@@ -300,3 +300,37 @@ def test_sample_stores_serve_the_sample_entries(tmp_path) -> None:
     assert served.to_dask("foam_ocean").time.dt.calendar == "360_day"
     assert served.entry("pop_surface").metadata.provider == \
         sample.entry("pop_surface").metadata.provider
+
+
+def test_cli_flow_ingest_tag_log_register_and_pin(tmp_path, sample) -> None:
+    """An operator's session: ingest, tag, append, register pinned and unpinned entries."""
+    import oceandata
+
+    store, catalog = tmp_path / "sst.icechunk", tmp_path / "stores.yaml"
+    files = [str(p) for p in cobe(sample, 1960, 1961)]
+    first = run("ingest", *files, "--store", str(store), "--name", "sst", "--no-check",
+                "--register", str(catalog))
+    assert first.returncode == 0, first.stderr
+    assert run("store", "tag", str(store), "v1").returncode == 0
+    more = run("ingest", str(sample("gridded/cobe-sst2/year1962.nc")), "--store", str(store),
+               "--append", "--no-check")
+    assert more.returncode == 0, more.stderr
+    history = json.loads(run("store", "log", str(store), "--json").stdout)
+    assert [len(v["metadata"].get("sources", [])) for v in history] == [1, 2, 0]
+    assert history[1]["tags"] == ["v1"] and "--append" in history[0]["metadata"]["command"]
+    pinned = run("store", "register", str(store), "--catalog", str(catalog), "--name",
+                 "sst_v1", "--version", "v1")
+    assert pinned.returncode == 0, pinned.stderr
+    cat = oceandata.open_catalog(catalog)
+    assert cat.to_dask("sst_v1").sizes["time"] == 24  # the paper's data
+    assert cat.to_dask("sst").sizes["time"] == 36  # follows the newest version
+    bad = run("store", "register", str(store), "--catalog", str(catalog), "--name", "x",
+              "--layout", "timeseries")
+    assert bad.returncode == 2 and "NAME=PATH" in bad.stderr
+
+
+def test_several_files_without_time_are_refused(tmp_path, sample) -> None:
+    copy = tmp_path / "etopo_copy.cdf"
+    copy.write_bytes(Path(sample("gridded/etopo20.cdf")).read_bytes())
+    with pytest.raises(DataError, match="has no time axis, so several files cannot be joined"):
+        ingest([sample("gridded/etopo20.cdf"), copy], tmp_path / "e.icechunk", check=False)

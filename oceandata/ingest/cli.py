@@ -124,6 +124,31 @@ def store_rechunk(
     out.print(f"{result.message} (snapshot {result.snapshot})", markup=False)
 
 
+@store_app.command("register")
+def store_register(
+    store: StoreArg,
+    catalog: Annotated[Path, typer.Option("--catalog", help="Catalog YAML (created if missing).")],
+    name: Annotated[str, typer.Option(help="Entry name.")],
+    layout: Annotated[list[str] | None, typer.Option(
+        "--layout", help="Another chunk layout of the same data: NAME=PATH (repeat).")] = None,
+    version: Annotated[str | None, typer.Option(help="Pin a tag or snapshot id.")] = None,
+) -> None:
+    """Add a catalog entry for a store, with its extents read from the data."""
+    from ..errors import UsageError
+    from .register import register_store
+
+    layouts = {}
+    for item in layout or []:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise UsageError(f"--layout {item!r} is not NAME=PATH (e.g. "
+                             "timeseries=var/stores/sst-ts.icechunk)")
+        layouts[key] = Path(path)
+    register_store(catalog, name, store, layouts=layouts or None, version=version)
+    pinned = f" pinned to {version}" if version else ""
+    out.print(f"registered {name!r} in {catalog}{pinned}", markup=False)
+
+
 @store_app.command("build-samples")
 def store_build_samples(
     data_dir: Annotated[Path | None, typer.Option(help="Default: OCEANDATA_DATA_DIR.")] = None,
