@@ -53,3 +53,11 @@ def test_file_sha256_matches_hashlib(tmp_path) -> None:
     seen: list[int] = []
     assert file_sha256(path, on_bytes=seen.append) == hashlib.sha256(data).hexdigest()
     assert sum(seen) == len(data)
+
+
+def test_large_blocks_hashed_in_slabs_give_the_same_digest(field, monkeypatch) -> None:
+    import oceandata.ingest.checksums as checksums
+
+    whole = digest(field, field.shape)
+    monkeypatch.setattr(checksums, "_SLAB", 40)  # slabs of a single (5, 9) row
+    assert digest(field, field.shape) == whole

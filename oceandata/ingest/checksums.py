@@ -59,9 +59,17 @@ def _bits(values: np.ndarray) -> np.ndarray:
     return np.asarray(flat, dtype=np.uint64).reshape(values.shape)
 
 
+#: Elements hashed at a time: the temporaries (five uint64 arrays) stay near 40 MiB.
+_SLAB = 2**20
+
+
 def _block_sum(block: np.ndarray, offset: tuple[int, ...], shape: tuple[int, ...]) -> int:
     if block.size == 0:
         return 0
+    if block.size > _SLAB and block.ndim > 0 and block.shape[0] > 1:
+        step = max(1, _SLAB // max(1, block[0].size))
+        return sum(_block_sum(block[i:i + step], (offset[0] + i, *offset[1:]), shape)
+                   for i in range(0, block.shape[0], step)) % 2**64
     # flat C-order positions, built by broadcasting one small range per axis
     strides = np.cumprod((*shape[1:], 1)[::-1])[::-1]
     flat = np.zeros((1,) * block.ndim, dtype=np.uint64)
