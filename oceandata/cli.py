@@ -265,9 +265,11 @@ def version() -> None:
 
 
 def _install_subcommands() -> None:
+    from .argo.cli import argo_app
     from .ingest.cli import install
 
     install(app)
+    app.add_typer(argo_app, name="argo")
 
 
 _install_subcommands()

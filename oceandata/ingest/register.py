@@ -20,7 +20,7 @@ import xarray as xr
 import yaml
 
 from ..errors import CatalogError, DataError
-from ..io.subset import _Axes, _depth_in_metres
+from ..io.subset import _Axes, _depth_in_metres, _structural_names
 from ..io.validate import _covers_circle, _half_step
 from ..times import format_fields, keys_of_fields, time_fields
 from .store import open_store
@@ -87,7 +87,7 @@ def derive_metadata(ds: xr.Dataset, *, name: str,
     for variables and extents.
     """
     axes = _Axes(ds)
-    structural = axes.names() | axes.bounds
+    structural = _structural_names(ds, axes)
     variables = []
     for var_name, var in ds.data_vars.items():
         if var_name in structural:
@@ -99,7 +99,9 @@ def derive_metadata(ds: xr.Dataset, *, name: str,
                 item[key] = str(value)
         variables.append(item)
     lat = axes.get("latitude", ds)
-    grid = "curvilinear" if lat is not None and lat.ndim == 2 else "regular"
+    feature = ds.attrs.get("featureType")
+    grid = "dsg" if feature else \
+        "curvilinear" if lat is not None and lat.ndim == 2 else "regular"
     attrs = ds.attrs
     md: dict[str, Any] = {
         "title": str(attrs.get("title") or name),
@@ -109,6 +111,7 @@ def derive_metadata(ds: xr.Dataset, *, name: str,
         **dict(defaults or {}),
         "variables": variables,
         "grid": grid,
+        **({"feature_type": feature} if feature else {}),
         "tags": sorted({*(defaults or {}).get("tags", []), "ingested", "versioned"}),
     }
     for key, value in (("bbox", _bbox(ds, axes)), ("time_range", _time_range(ds, axes)),
