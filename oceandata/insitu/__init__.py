@@ -1,0 +1,1 @@
+"""In-situ observations: QC, seawater, tides."""
