@@ -216,3 +216,20 @@ def test_cli_search_and_load(tmp_path) -> None:
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.nc"]
+
+
+def test_the_served_catalog_lists_the_argo_store(tmp_path) -> None:
+    import oceandata
+    from oceandata.ingest.samples import build_sample_stores
+    from oceandata.io.validate import validate_catalog
+
+    root = build_sample_stores(tmp_path, names=["argo_profiles"], check=False)
+    cat = oceandata.open_catalog(root)
+    assert validate_catalog(cat) == []
+    entry = cat.entry("argo_profiles")
+    assert entry.metadata.grid == "dsg" and entry.metadata.feature_type == "profile"
+    ds = cat.to_dask("argo_profiles")
+    assert ds.attrs["argo_user_mode"] == "standard"
+    # every float but 5900446, whose dates are all estimated (JULD_QC 8, not 1 or 2)
+    assert set(ds.platform_number.values) == {1900857, 2901623, 2901746, 2901780, 2902269,
+                                               2902696, 3902131, 4901079, 5900865}

@@ -101,17 +101,8 @@ def argo_ingest(
                                          "; nothing to do"), markup=False)
     if register is not None:
         from ..ingest.register import register_store
+        from .store import ARGO_DEFAULTS
 
         register_store(register, name, store, defaults=ARGO_DEFAULTS)
         out.print(f"registered {name!r} in {register}", markup=False)
 
-
-ARGO_DEFAULTS = {
-    "title": "Argo float profiles (GDAC subset)",
-    "provider": "Argo GDAC via euroargodev/argopy-data",
-    "license": "Argo data are freely available without restriction",
-    "citation": "Argo (2000). Argo float data and metadata from Global Data Assembly Centre "
-                "(Argo GDAC). SEANOE.",
-    "doi": "10.17882/42182",
-    "tags": ["argo", "profiles", "temperature", "salinity", "in-situ"],
-}

@@ -25,7 +25,18 @@ from ..ingest.checksums import dataset_digests, open_raw
 from ..ingest.store import BRANCH, is_icechunk, open_repository, open_store
 from .reader import load
 
-__all__ = ["ingest_floats"]
+__all__ = ["ARGO_DEFAULTS", "ingest_floats"]
+
+ARGO_DEFAULTS = {
+    "title": "Argo float profiles (GDAC subset)",
+    "provider": "Argo GDAC via euroargodev/argopy-data",
+    "license": "Argo data are freely available without restriction",
+    "citation": "Argo (2000). Argo float data and metadata from Global Data Assembly Centre "
+                "(Argo GDAC). SEANOE.",
+    "doi": "10.17882/42182",
+    "tags": ["argo", "profiles", "temperature", "salinity", "in-situ"],
+}
+
 
 
 def _keys(ds: xr.Dataset) -> list[tuple[int, int, str]]:

@@ -73,7 +73,10 @@ def _depth_range(ds: xr.Dataset, axes: _Axes) -> dict[str, float] | None:
     coord = axes.get("vertical", ds)
     if coord is None:
         return None
-    depth = _depth_in_metres(coord)
+    try:
+        depth = _depth_in_metres(coord)
+    except DataError:  # pressure in dbar (Argo) is not a depth; no range is declared
+        return None
     depth = depth[np.isfinite(depth)]
     return {"min": float(depth.min()), "max": float(depth.max())} if depth.size else None
 

@@ -39,7 +39,8 @@ def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
     data_dir
         Where stores and catalogs go (default: ``OCEANDATA_DATA_DIR``).
     names
-        Only these gridded entries (default: all of them).
+        Only these entries (default: every gridded entry, and ``argo_profiles``: all
+        floats of the sample GDAC mirror in one profile store).
     check
         Run the compliance checks (reports are kept beside each store).
     echo
@@ -53,7 +54,8 @@ def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
     source_root = settings.catalog
     sample = open_catalog(source_root)
     gridded = _gridded(sample)
-    chosen = list(gridded.entries) if names is None else list(names)
+    chosen = list(gridded.entries) if names is None else \
+        [n for n in names if n != "argo_profiles"]
     stores_dir, catalogs_dir = base / "stores", base / "catalogs"
     stores_dir.mkdir(parents=True, exist_ok=True)
     catalogs_dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +72,8 @@ def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
                        defaults={k: known[k] for k in _CARRIED if k in known})
         if echo is not None:
             echo(f"{name}: {result.message}")
+    if names is None or "argo_profiles" in names:
+        _argo_store(stores_dir / "argo.icechunk", stores_catalog, echo)
     root = catalogs_dir / "ocean.yaml"
     others = {child: sub for child, sub in sample.children.items() if sub is not gridded}
     doc = {"metadata": {"version": 1, "title": "oceandata: versioned stores and sample data"},
@@ -86,6 +90,21 @@ def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
     os.replace(tmp, root)
     open_catalog(root)  # fails loudly (file and line) if anything is inconsistent
     return root
+
+
+def _argo_store(store: Path, catalog: Path, echo: Callable[[str], None] | None) -> None:
+    """Every float of the sample GDAC mirror in one profile store, as ``argo_profiles``."""
+    from ..argo.index import default_mirror
+    from ..argo.store import ARGO_DEFAULTS, ingest_floats
+    from .register import register_store
+
+    floats = sorted({int(p.parent.name) for p in default_mirror().glob("dac/*/*/*_prof.nc")})
+    added, _ = ingest_floats(floats, store, mode="standard",
+                             command="oceandata store build-samples (argo)")
+    register_store(catalog, "argo_profiles", store, defaults=ARGO_DEFAULTS,
+                   description="Argo profiles of the sample GDAC mirror, standard mode")
+    if echo is not None:
+        echo(f"argo_profiles: {added} new profiles from {len(floats)} floats")
 
 
 def _gridded(cat: Catalog) -> Catalog:
