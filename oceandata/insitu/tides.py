@@ -44,6 +44,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,15 @@ def _utide() -> Any:
     return utide
 
 
+def _is_cftime(coord: xr.DataArray) -> bool:
+    """Whether *coord* holds cftime dates (a non-standard calendar decoded by xarray)."""
+    if coord.dtype.kind != "O" or coord.size == 0:
+        return False
+    import cftime
+
+    return isinstance(np.asarray(coord.values).flat[0], cftime.datetime)
+
+
 def _time_coord(obj: xr.Dataset | xr.DataArray, where: str) -> xr.DataArray:
     """The 1-D datetime coordinate of *obj*: CF ``time``/axis ``T`` first, then any datetime."""
     names: list[Hashable] = []
@@ -111,14 +121,16 @@ def _time_coord(obj: xr.Dataset | xr.DataArray, where: str) -> xr.DataArray:
         names += obj.cf.coordinates.get("time", []) + obj.cf.axes.get("T", [])
     except (KeyError, ValueError):  # pragma: no cover - cf_xarray on odd metadata
         pass
-    names += [n for n, c in obj.coords.items() if c.dtype.kind == "M"]
+    names += [n for n, c in obj.coords.items() if c.dtype.kind == "M" or _is_cftime(c)]
     for name in dict.fromkeys(names):
         coord = obj.coords[name] if name in obj.coords else obj[name]
         if coord.ndim != 1:
             continue
         if coord.dtype.kind != "M":
-            calendar = coord.attrs.get("calendar") or getattr(
-                getattr(coord, "dt", None), "calendar", "not decoded")
+            try:
+                calendar = coord.dt.calendar
+            except (AttributeError, TypeError):
+                calendar = coord.attrs.get("calendar", "not decoded")
             raise DataError(f"{where}: time {name!r} is not a standard-calendar date axis "
                             f"(calendar {calendar}); give numpy datetime64 times, e.g. "
                             "ds.convert_calendar('standard')")
@@ -198,7 +210,8 @@ def as_timeseries_dsg(
     scalar coordinates, ``station`` (``cf_role = "timeseries_id"``) and ``station_name``,
     with scalar ``lat``/``lon`` (standard names ``latitude``/``longitude``); ``time`` gets
     ``standard_name = "time"`` and ``axis = "T"``; the global attribute ``featureType`` is
-    ``timeSeries``. Data stay lazy and their values, names and units are unchanged.
+    ``timeSeries``; a ``title`` is added when missing and a line is appended to ``history``.
+    Data stay lazy and their values, names and units are unchanged.
 
     Every data variable whose units are a length (m, cm, mm, ft...) is a water level and
     gets a standard name for *datum*:
@@ -288,7 +301,7 @@ def as_timeseries_dsg(
     old_position = [n for n in ds.coords if n != time.name and ds[n].ndim == 0
                     and n in set(ds.cf.coordinates.get("latitude", []))
                     | set(ds.cf.coordinates.get("longitude", []))]
-    out = ds.drop_vars(old_position)
+    out = ds.drop_vars(old_position).copy(deep=False)  # own attrs: the input is not changed
 
     datum_text = str(datum).strip() if datum is not None else ""
     datum_key = datum_text.upper().replace(" ", "")
@@ -322,14 +335,17 @@ def as_timeseries_dsg(
                                          "long_name": "station latitude", "axis": "Y"}),
          "lon": xr.DataArray(lon, attrs={"standard_name": "longitude", "units": "degrees_east",
                                          "long_name": "station longitude", "axis": "X"})})
-    out.attrs = {**ds.attrs, "Conventions": "CF-1.8", "featureType": "timeSeries"}
+    history = "as_timeseries_dsg: structured as a CF-1.8 single-station timeSeries"
+    out.attrs = {"title": f"Time series at {name} (station {station_id})", **ds.attrs,
+                 "Conventions": "CF-1.8", "featureType": "timeSeries",
+                 "history": "\n".join(filter(None, [str(ds.attrs.get("history", "")), history]))}
     return out
 
 
 # --------------------------------------------------------------------------- result
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a DataFrame field has no plain ==
 class HarmonicResult:
     """Tidal harmonic constants of one series, from :func:`harmonic_analysis`.
 
@@ -375,7 +391,7 @@ class HarmonicResult:
     n_valid: int
     n_missing: int
     options: dict[str, Any]
-    coef: Any = field(repr=False, compare=False)
+    coef: Any = field(repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary: metadata, mean, options and one dict per constituent.
@@ -449,15 +465,10 @@ class HarmonicResult:
             used = [str(n) for n in self.table.index]
         valid = ~stamps.isna()
         predicted = np.full(stamps.size, np.nan)
-        if valid.any() and used:
+        if valid.any():  # with no constituent, UTide gives the mean (and trend) alone
             tide = _utide().reconstruct(stamps[valid].to_numpy("datetime64[ns]"), self.coef,
                                         constit=used, verbose=False)
             predicted[valid] = tide.h
-        elif valid.any():  # no constituent passes: the prediction is the mean level
-            predicted[valid] = self.mean
-            if self.slope is not None:
-                days = (stamps[valid] - pd.Timestamp(self._reftime())) / pd.Timedelta(days=1)
-                predicted[valid] += self.slope * np.asarray(days)
         label = self.variable or "series"
         attrs = {"long_name": f"Tidal prediction from the harmonic constants of {label} "
                               f"({_iso(self.start)} to {_iso(self.end)})",
@@ -467,11 +478,6 @@ class HarmonicResult:
         return xr.DataArray(predicted, dims=("time",), coords={"time": stamps.to_numpy()},
                             name=f"{self.variable}_tide" if self.variable else "tide",
                             attrs=attrs)
-
-    def _reftime(self) -> np.datetime64:
-        """UTide's reference time (middle of the record) as datetime64."""
-        days = float(self.coef["aux"]["reftime"])  # days since 0000-12-31 (Python's epoch)
-        return np.datetime64("0001-01-01") + np.timedelta64(round((days - 1) * 86400e3), "ms")
 
 
 # --------------------------------------------------------------------------- analysis
@@ -525,7 +531,7 @@ def _checked_constituents(constituents: str | Sequence[str], span_hours: float,
                              f"{len(known)} names (M2, S2, N2, K1, O1, M4...){suggest(c, known)}")
     ordered = sorted(names, key=freq.__getitem__)
     limit = rayleigh_min / span_hours
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         gap = freq[b] - freq[a]
         if gap < limit:
             need = rayleigh_min / gap / 24
