@@ -1,15 +1,16 @@
 """Argo: oceandata's user modes against argopy's, both reading the same local GDAC mirror.
 
 argopy (``DataFetcher(src="gdac", gdac=<mirror>, mode=...)``) reads the multi-profile
-``<wmo>_prof.nc`` files of the sample mirror offline; every socket connection is refused and
+``<wmo>_prof.nc`` files of the sample mirror offline; every internet connection is refused and
 recorded while it runs, so the comparison can never reach a data server. Its "points"
 collection and oceandata's ragged dataset are turned into one table each, with a row per
 level: platform, cycle, direction, PRES, TEMP, PSAL. In ``expert`` mode argopy returns raw
 and adjusted variables side by side, so its own ``ds.argo.datamode.merge()`` picks the
 values by data mode, as oceandata does.
 
-Floats (data modes of their profiles): 2901623 R, 2902696 D, 2901746 R+D, 2901780 A,
-4901079 A+D, 2902269 R+A.
+Floats: the ten of the sample mirror, whose profiles are in data modes R (2901623),
+D (2902696, 5900446, 1900857, 3902131, 5900865), R+D (2901746), A (2901780), A+D (4901079)
+and R+A (2902269).
 
 Two rules differ, each marked ``xfail(strict=True)`` on exactly the cases it touches:
 
@@ -43,7 +44,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::Warning:argo
 MODES = ("standard", "research", "expert")
 #: Sample floats and the data modes of their profiles.
 FLOATS = {2901623: "R", 2902696: "D", 2901746: "R+D", 2901780: "A", 4901079: "A+D",
-          2902269: "R+A"}
+          2902269: "R+A", 5900446: "D", 1900857: "D", 3902131: "D", 5900865: "D"}
 KEY = ["platform", "cycle", "direction"]
 
 LEVEL_RULE = ("argopy keeps levels whose raw PRES is present even where the data-mode-selected "
