@@ -20,7 +20,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,hub]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,hub,compare]'
 	@touch $@
 
 sample: $(STAMP)
@@ -45,6 +45,7 @@ bench: $(STAMP) sample
 	@command -v nccopy >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netcdf-bin >/dev/null; } || echo "nccopy missing (apt-get install netcdf-bin): its column is skipped"
 	$(BIN)/python benchmarks/bench_open_subset.py
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_argo.py
 
 clean:
 	rm -rf $(VENV) data/sample .pytest_cache .ruff_cache

@@ -9,8 +9,10 @@ Data modes and values
 
 User modes (the same rules as argopy's, so results agree)
     ``expert``
-        Every profile and level, values chosen by data mode, QC flags kept as
-        ``<PARAM>_QC`` variables; nothing is removed.
+        Every profile, and every level whose pressure (chosen by data mode) is present;
+        values chosen by data mode, QC flags kept as ``<PARAM>_QC`` variables. (argopy
+        keeps levels with a raw PRES even where PRES_ADJUSTED is missing, as NaN
+        pressures; see docs/insitu.md, "Agreement with argopy".)
     ``standard``
         Profiles whose position and date QC are 1 or 2; levels whose PRES, TEMP and PSAL
         QC are all 1 or 2. Other (BGC) parameters are set to NaN where their own QC is
@@ -151,7 +153,7 @@ def _read_float(path: Path, mode: str, bgc: bool) -> tuple[xr.Dataset, set[str]]
 
     _check_classic_complete(str(path))
     try:
-        nc = xr.open_dataset(path, decode_times=True, mask_and_scale=True)
+        nc = xr.open_dataset(path, engine="netcdf4", decode_times=True, mask_and_scale=True)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     with nc:

@@ -53,6 +53,8 @@ def _check_classic_complete(path: str) -> None:
 def _open_netcdf(paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.Dataset:
     kwargs = dict(args.get("xarray_kwargs") or {})
     kwargs.setdefault("chunks", chunks)
+    # an explicit engine skips xarray's guessing through every installed backend plugin
+    kwargs.setdefault("engine", "netcdf4")
     for path in paths:
         _check_classic_complete(path)
     try:
