@@ -25,3 +25,9 @@ def sample():
     from oceandata import sample_data
 
     return sample_data.fetch
+
+
+@pytest.fixture(scope="session")
+def argo_path(sample) -> Path:
+    """A real delayed-mode Argo float file (csio 2902696, South China Sea)."""
+    return sample("argo_2902696_prof")

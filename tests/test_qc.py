@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from insitu_helpers import argo_ragged as _argo_ragged
 
 from oceandata.errors import DataError, UsageError
 from oceandata.insitu.qc import (
@@ -24,28 +25,7 @@ TESTS = ("gross_range", "spike", "rate_of_change", "flat_line")
 
 
 def argo_ragged(path, n_prof: int | None = None) -> xr.Dataset:
-    """A contiguous ragged array (profile/obs, row_size) of the adjusted PRES/TEMP/PSAL of a
-    real Argo file, levels with any of them missing dropped (built here, not by the Argo
-    reader)."""
-    raw = xr.open_dataset(path)
-    names = {"PRES": "PRES_ADJUSTED", "TEMP": "TEMP_ADJUSTED", "PSAL": "PSAL_ADJUSTED"}
-    values = {k: raw[v].values[:n_prof] for k, v in names.items()}
-    keep = np.logical_and.reduce([np.isfinite(v) for v in values.values()])
-    row_size = keep.sum(axis=1)
-    ds = xr.Dataset(
-        {k: ("obs", values[k][keep], {a: raw[names[k]].attrs[a] for a in
-                                      ("standard_name", "units", "long_name")})
-         for k in names},
-        coords={"latitude": ("profile", raw["LATITUDE"].values[:n_prof]),
-                "longitude": ("profile", raw["LONGITUDE"].values[:n_prof])})
-    ds["row_size"] = ("profile", row_size.astype("i4"), {"sample_dimension": "obs"})
-    ds["PRES"].attrs["axis"] = "Z"
-    return ds
-
-
-@pytest.fixture(scope="module")
-def argo_path(sample):
-    return sample("argo_2902696_prof")
+    return _argo_ragged(path, n_prof, coords=("latitude", "longitude"))
 
 
 @pytest.fixture(scope="module")

@@ -11,34 +11,12 @@ import gsw
 import numpy as np
 import pytest
 import xarray as xr
+from insitu_helpers import argo_ragged
 
 from oceandata.errors import DataError, UsageError
 from oceandata.insitu.seawater import mixed_layer_depth, teos10
 
 CHECK_VALUES = Path(gsw.__file__).parent / "tests" / "gsw_cv_v3_0.npz"
-
-
-def argo_ragged(path, n_prof: int | None = None) -> xr.Dataset:
-    """A contiguous ragged array (profile/obs, row_size) of the adjusted PRES/TEMP/PSAL of a
-    real Argo file, levels with any of them missing dropped (built here, not by the Argo
-    reader)."""
-    raw = xr.open_dataset(path)
-    names = {"PRES": "PRES_ADJUSTED", "TEMP": "TEMP_ADJUSTED", "PSAL": "PSAL_ADJUSTED"}
-    values = {k: raw[v].values[:n_prof] for k, v in names.items()}
-    keep = np.logical_and.reduce([np.isfinite(v) for v in values.values()])
-    ds = xr.Dataset(
-        {k: ("obs", values[k][keep], {a: raw[names[k]].attrs[a] for a in
-                                      ("standard_name", "units", "long_name")})
-         for k in names},
-        coords={"LATITUDE": ("profile", raw["LATITUDE"].values[:n_prof]),
-                "LONGITUDE": ("profile", raw["LONGITUDE"].values[:n_prof])})
-    ds["row_size"] = ("profile", keep.sum(axis=1).astype("i4"), {"sample_dimension": "obs"})
-    return ds
-
-
-@pytest.fixture(scope="module")
-def argo_path(sample):
-    return sample("argo_2902696_prof")
 
 
 @pytest.fixture(scope="module")
