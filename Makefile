@@ -13,7 +13,7 @@ ifneq ($(wildcard ../shared/data/MANIFEST.md),)
 export OCEANDATA_SAMPLE_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: up test lint sample venv clean bench
+.PHONY: up test lint sample venv clean bench sysdeps
 
 venv: $(STAMP)
 
@@ -29,7 +29,15 @@ sample: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) lint
+# Reference tools the tests compare against (CDO, nccopy): installed when missing and root;
+# otherwise the tests that need them say they are skipped and why.
+sysdeps:
+	@command -v cdo >/dev/null && command -v nccopy >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cdo netcdf-bin >/dev/null 2>&1 || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cdo netcdf-bin >/dev/null)); } || \
+	  echo "cdo/nccopy missing (apt-get install cdo netcdf-bin): the comparisons with them are skipped"
+
+test: $(STAMP) lint sysdeps
 	$(BIN)/python -m pytest
 
 # The platform's catalog: gridded samples ingested into versioned stores (idempotent).
