@@ -7,6 +7,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .analysis import accessor as _accessor  # noqa: F401  (registers da.ocean / ds.ocean)
 from .catalog import open_catalog
 from .errors import OceandataError
 from .io import export, open_dataset, subset

@@ -1,0 +1,169 @@
+"""Climatologies and anomalies, grouped through flox, in any CF calendar.
+
+A climatology is the mean of each calendar month (``freq="month"``) or day of the year
+(``freq="dayofyear"``) over a baseline period. Grouped reductions run through
+:func:`flox.xarray.xarray_reduce`, so they stay lazy and chunk-friendly on dask arrays.
+Nothing is loaded: only the time coordinate is read to find groups.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+from flox.xarray import xarray_reduce
+
+from ..errors import DataError, UsageError
+from ..times import Period, keys_of_fields, time_fields
+
+Freq = Literal["month", "dayofyear"]
+_FREQS = ("month", "dayofyear")
+
+
+def append_history(attrs: dict[str, Any], line: str) -> dict[str, Any]:
+    """Return a copy of *attrs* with a timestamped *line* appended to ``history``."""
+    out = dict(attrs)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry = f"{stamp}: oceandata {line}"
+    out["history"] = f"{out['history']}\n{entry}" if out.get("history") else entry
+    return out
+
+
+def append_cell_methods(attrs: dict[str, Any], method: str) -> dict[str, Any]:
+    """Return a copy of *attrs* with *method* appended to ``cell_methods`` (CF 7.3)."""
+    out = dict(attrs)
+    out["cell_methods"] = f"{out['cell_methods']} {method}" if out.get("cell_methods") else method
+    return out
+
+
+def _time_dim(da: xr.DataArray) -> str:
+    if "time" in da.dims:
+        return "time"
+    try:
+        name = da.cf["time"].name
+    except KeyError:
+        raise DataError(f"{da.name!r} has no time dimension: dims are {list(da.dims)}") from None
+    if name not in da.dims:
+        raise DataError(f"time coordinate {name!r} of {da.name!r} is not a dimension")
+    return str(name)
+
+
+def _check_freq(freq: str) -> None:
+    if freq not in _FREQS:
+        raise UsageError(f"freq {freq!r} is not supported: give one of {', '.join(_FREQS)}")
+
+
+def _select_baseline(da: xr.DataArray, baseline: Any, dim: str) -> xr.DataArray:
+    if baseline is None:
+        return da
+    period = Period.checked(baseline, what="baseline")
+    keys, _ = keys_of_fields(time_fields(da[dim]))
+    inside = period.contains(keys)
+    if not inside.any():
+        raise DataError(f"baseline {period.text} has no time step in the data")
+    return da.isel({dim: np.flatnonzero(inside)})
+
+
+def _group_key(da: xr.DataArray, freq: str, dim: str) -> xr.DataArray:
+    key = da[dim].dt.month if freq == "month" else da[dim].dt.dayofyear
+    return key.rename(freq)
+
+
+def climatology(da: xr.DataArray, freq: Freq = "month", baseline: Any = None, *,
+                smooth: int | None = None) -> xr.DataArray:
+    """Mean seasonal cycle of *da* over a baseline period.
+
+    Parameters
+    ----------
+    da
+        A data array with a time dimension (numpy or cftime times, any calendar).
+    freq
+        ``"month"`` (groups 1..12) or ``"dayofyear"`` (1..365/366, 1..360 for 360_day).
+    baseline
+        ``(start, end)`` partial ISO dates (``("1961", "1990")`` is the whole of both
+        years, as in :class:`oceandata.times.Period`); None for every time step.
+    smooth
+        For ``freq="dayofyear"`` only: width in days of a centred circular running mean
+        applied to the daily climatology (wraps around the year end). Must be odd.
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy climatology with dimension *freq*, the attributes of *da*, ``cell_methods``
+        appended with ``"time: mean within years time: mean over years"`` and a line in
+        ``history``.
+
+    Raises
+    ------
+    UsageError
+        Unknown *freq*, a bad baseline or smoothing window.
+    DataError
+        No time dimension, or no data in the baseline.
+    """
+    _check_freq(freq)
+    dim = _time_dim(da)
+    if smooth is not None and freq != "dayofyear":
+        raise UsageError("smooth applies to freq='dayofyear' only")
+    if smooth is not None and (smooth < 1 or smooth % 2 == 0):
+        raise UsageError(f"smooth ({smooth}) must be an odd positive number of days")
+    sel = _select_baseline(da, baseline, dim)
+    key = _group_key(sel, freq, dim)
+    expected = np.arange(1, 13) if freq == "month" else np.unique(key.values)
+    clim = xarray_reduce(sel, key, func="nanmean", expected_groups=expected, keep_attrs=True)
+    clim = clim.assign_coords({freq: clim[freq].astype(np.int64)})
+    if smooth is not None and smooth > 1:
+        half = smooth // 2
+        n = clim.sizes[freq]
+        padded = xr.concat([clim.isel({freq: slice(n - half, n)}), clim,
+                            clim.isel({freq: slice(0, half)})], dim=freq)
+        rolled = padded.rolling({freq: smooth}, center=True).mean()
+        clim = rolled.isel({freq: slice(half, half + n)}).assign_coords({freq: clim[freq]})
+    attrs = append_cell_methods(da.attrs, f"{dim}: mean within years {dim}: mean over years")
+    span = "all times" if baseline is None else Period.checked(baseline, what="baseline").text
+    note = f"climatology(freq={freq!r}, baseline={span}"
+    note += f", smooth={smooth} days)" if smooth else ")"
+    clim.attrs = append_history(attrs, note)
+    clim.name = da.name
+    return clim
+
+
+def anomaly(da: xr.DataArray, clim: xr.DataArray | None = None, freq: Freq = "month",
+            baseline: Any = None) -> xr.DataArray:
+    """Departure of *da* from a climatology.
+
+    Parameters
+    ----------
+    da
+        A data array with a time dimension.
+    clim
+        A climatology from :func:`climatology` with dimension *freq*; computed from *da*
+        over *baseline* when None.
+    freq
+        ``"month"`` or ``"dayofyear"``, the grouping of *clim*.
+    baseline
+        Baseline period used when *clim* is None.
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy anomalies on the time axis of *da*, attributes of *da* (units unchanged),
+        with a line in ``history``.
+    """
+    _check_freq(freq)
+    dim = _time_dim(da)
+    if clim is None:
+        clim = climatology(da, freq=freq, baseline=baseline)
+    if freq not in clim.dims:
+        raise UsageError(f"clim has no {freq!r} dimension (dims {list(clim.dims)}): "
+                         f"compute it with climatology(da, freq={freq!r})")
+    key = _group_key(da, freq, dim)
+    missing = np.setdiff1d(np.unique(key.values), clim[freq].values)
+    if missing.size:
+        raise DataError(f"clim lacks {freq} {missing.tolist()[:5]} found in the data")
+    ref = clim.sel({freq: key}).drop_vars(freq)
+    out = da - ref
+    out.attrs = append_history(da.attrs, f"anomaly(freq={freq!r}) from a climatology")
+    out.name = da.name
+    return out
