@@ -101,7 +101,7 @@ def regrid(da: xr.DataArray, target: xr.Dataset | xr.DataArray, method: str = "b
                         "neither a regular nor a curvilinear grid")
     out.name = da.name
     out.attrs = dict(da.attrs)
-    return _with_history(out, f"oceandata.analysis.regrid.regrid(method={method!r}) to a "
+    return _with_history(out, f"oceandata.analysis.regrid(method={method!r}) to a "
                               f"{tlat.size}x{tlon.size} latitude/longitude grid", da.attrs)
 
 
@@ -257,5 +257,5 @@ def to_depths(da: xr.DataArray, depths: Sequence[float] | np.ndarray) -> xr.Data
     out = out.assign_coords({zdim: xr.Variable((zdim,), target, attrs)})
     out.attrs = dict(da.attrs)
     out.name = da.name
-    return _with_history(out, "oceandata.analysis.regrid.to_depths to "
+    return _with_history(out, "oceandata.analysis.to_depths to "
                               f"{target.size} depths (m)", da.attrs)
