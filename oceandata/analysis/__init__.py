@@ -29,6 +29,7 @@ _EXPORTS = {
     "sigma0": "ocean", "n_squared": "ocean", "mixed_layer_depth": "ocean",
     "ocean_heat_content": "ocean",
     "regrid": "regridding", "to_depths": "regridding",
+    "marine_heatwaves": "mhw", "mhw_annual_summary": "mhw",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,7 +12,8 @@ from typing import Any
 import xarray as xr
 
 _DATAARRAY = ("climatology", "anomaly", "area_mean", "region_mask", "cell_area", "trend",
-              "eofs", "nino34", "regrid", "to_depths", "sigma0", "mixed_layer_depth")
+              "eofs", "nino34", "regrid", "to_depths", "sigma0", "mixed_layer_depth",
+              "marine_heatwaves")
 _DATASET = ("ocean_heat_content", "regrid", "to_depths")
 
 

@@ -1,0 +1,168 @@
+"""Tests for marine heatwave detection (Hobday et al. 2016/2018)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import oceandata
+from oceandata.analysis.mhw import marine_heatwaves, mhw_annual_summary
+
+
+def _synthetic() -> xr.DataArray:
+    """Constant-per-doy cycle with tiny deterministic scatter and injected plateaus."""
+    time = pd.date_range("2000-01-01", "2009-12-31", freq="D")
+    doy = time.day_of_year.to_numpy()
+    base = 20 + 3 * np.sin(2 * np.pi * doy / 365.25)
+    # deterministic, small alternating scatter so that the 90th percentile sits above seas
+    scatter = 0.1 * np.where(np.arange(time.size) % 2 == 0, 1.0, -1.0)
+    sst = base + scatter
+    return xr.DataArray(sst, coords={"time": time}, dims="time", name="sst")
+
+
+def _inject(sst: xr.DataArray, start: str, days: int, height: float) -> None:
+    i0 = int(np.flatnonzero(sst["time"].values == np.datetime64(start))[0])
+    sst.values[i0:i0 + days] += height
+
+
+def test_synthetic_events_exact() -> None:
+    sst = _synthetic()
+    _inject(sst, "2003-03-10", 10, 2.0)  # single 10-day event
+    # 6 days + 2-day gap + 5 days -> joined (13 days)
+    _inject(sst, "2005-06-01", 6, 3.0)
+    _inject(sst, "2005-06-09", 5, 3.0)
+    # 5 days + 4-day gap + 5 days -> two events
+    _inject(sst, "2007-09-01", 5, 1.5)
+    _inject(sst, "2007-09-10", 5, 1.5)
+    _inject(sst, "2008-01-01", 4, 5.0)  # too short
+    events, clim = marine_heatwaves(sst)
+    assert list(events["date_start"]) == list(pd.to_datetime(
+        ["2003-03-10", "2005-06-01", "2007-09-01", "2007-09-10"]))
+    assert list(events["date_end"]) == list(pd.to_datetime(
+        ["2003-03-19", "2005-06-13", "2007-09-05", "2007-09-14"]))
+    assert list(events["duration"]) == [10, 13, 5, 5]
+    # metrics against a direct computation from clim
+    for _, ev in events.iterrows():
+        sl = slice(ev.date_start, ev.date_end)
+        rel = (sst.sel(time=sl) - clim["seas"].sel(time=sl)).values
+        assert ev.intensity_max == pytest.approx(rel.max())
+        assert ev.intensity_mean == pytest.approx(rel.mean())
+        assert ev.intensity_var == pytest.approx(rel.std())
+        assert ev.intensity_cumulative == pytest.approx(rel.sum())
+        ipk = int(np.argmax(rel))
+        assert ev.date_peak == pd.Timestamp(ev.date_start) + pd.Timedelta(days=ipk)
+        before = (sst - clim["seas"]).sel(time=pd.Timestamp(ev.date_start) - pd.Timedelta("1D"))
+        after = (sst - clim["seas"]).sel(time=pd.Timestamp(ev.date_end) + pd.Timedelta("1D"))
+        assert ev.rate_onset == pytest.approx((rel[ipk] - 0.5 * (rel[0] + before)) / (ipk + 0.5))
+        assert ev.rate_decline == pytest.approx(
+            (rel[ipk] - 0.5 * (rel[-1] + after)) / (len(rel) - 1 - ipk + 0.5))
+    # the heights are ~2, ~3 and ~1.5 degC with thresh - seas ~ 0.1: far above 4x -> Extreme
+    assert set(events["category"]) == {"Extreme"}
+    assert events["intensity_max"].iloc[0] == pytest.approx(2.0, abs=0.15)
+    assert events["intensity_max"].iloc[1] == pytest.approx(3.0, abs=0.15)
+
+
+def test_category_from_peak_ratio() -> None:
+    sst = _synthetic()
+    clim = marine_heatwaves(sst)[1]
+    d = float((clim["thresh"] - clim["seas"]).mean())
+    _inject(sst, "2003-03-10", 8, 1.5 * d + 0.1)
+    events, clim = marine_heatwaves(sst)
+    assert len(events) == 1
+    ev = events.iloc[0]
+    ratio = float((sst - clim["seas"]).sel(time=ev.date_peak)
+                  / (clim["thresh"] - clim["seas"]).sel(time=ev.date_peak))
+    expected = ["Moderate", "Strong", "Severe", "Extreme"][min(max(int(ratio), 1), 4) - 1]
+    assert ev.category == expected
+    assert ev.category != "Extreme"
+
+
+def _independent_clim(sst: xr.DataArray, doys: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    time = pd.DatetimeIndex(sst["time"].values)
+    doy = time.day_of_year.to_numpy().copy()
+    doy[(~time.is_leap_year) & (doy > 59)] += 1
+    v = sst.values
+    seas_y = np.zeros(366)
+    thr_y = np.zeros(366)
+    for d in range(1, 367):
+        if d == 60:
+            continue
+        pool = []
+        for i in range(len(v)):
+            if doy[i] == d:
+                for w in range(-5, 6):
+                    if 0 <= i + w < len(v):
+                        pool.append(v[i + w])
+        seas_y[d - 1] = np.mean(pool)
+        thr_y[d - 1] = np.percentile(pool, 90)
+    seas_y[59] = 0.5 * (seas_y[58] + seas_y[60])
+    thr_y[59] = 0.5 * (thr_y[58] + thr_y[60])
+
+    def smooth(a: np.ndarray) -> np.ndarray:
+        out = np.empty(366)
+        for i in range(366):
+            out[i] = np.mean([a[(i + k) % 366] for k in range(-15, 16)])
+        return out
+
+    s, t = smooth(seas_y), smooth(thr_y)
+    return s[np.array(doys) - 1], t[np.array(doys) - 1]
+
+
+@pytest.fixture(scope="module")
+def wa() -> xr.DataArray:
+    return oceandata.open_dataset("oisst_wa")["sst"].load()
+
+
+def test_clim_matches_independent(wa: xr.DataArray) -> None:
+    sub = wa.sel(time=slice("1990", "1999"))
+    _, clim = marine_heatwaves(sub)
+    dates = ["1996-01-01", "1996-02-29", "1997-03-01", "1998-07-15", "1999-12-31"]
+    doys = [1, 60, 61, 197, 366]
+    seas, thr = _independent_clim(sub, doys)
+    np.testing.assert_allclose(clim["seas"].sel(time=dates).values, seas, rtol=1e-12)
+    np.testing.assert_allclose(clim["thresh"].sel(time=dates).values, thr, rtol=1e-12)
+
+
+def test_wa_2011(wa: xr.DataArray) -> None:
+    events, _ = marine_heatwaves(wa, (1983, 2012))
+    hit = events[(events.date_peak >= "2011-02-01") & (events.date_peak <= "2011-03-31")]
+    assert len(hit) == 1
+    ev = hit.iloc[0]
+    # found on the data: 2011-02-06 .. 2011-04-06 (60 days), peak 2011-02-28, 6.51 degC,
+    # Extreme: the 2011 Ningaloo Nino, which peaked off WA in late February 2011
+    assert ev.date_start == pd.Timestamp("2011-02-06")
+    assert ev.date_peak == pd.Timestamp("2011-02-28")
+    assert ev.date_end == pd.Timestamp("2011-04-06")
+    assert ev.intensity_max > 3
+    assert ev.duration == 60
+    assert ev.intensity_max == pytest.approx(6.506, abs=0.01)
+    assert ev.category == "Extreme"
+
+
+def test_gridded_matches_1d() -> None:
+    names = ["oisst_wa", "oisst_med", "oisst_nw_atl"]
+    series = [oceandata.open_dataset(n)["sst"].load().drop_vars(["lat", "lon"],
+                                                                errors="ignore")
+              for n in names]
+    grid = xr.concat(series, dim=pd.Index([0, 1, 2], name="site")).chunk({"site": 2})
+    events, clim = marine_heatwaves(grid, (1983, 2012))
+    assert clim["seas"].chunks is not None
+    for k, s in enumerate(series):
+        ev1, clim1 = marine_heatwaves(s, (1983, 2012))
+        np.testing.assert_allclose(clim["thresh"].isel(site=k).values, clim1["thresh"].values)
+        evk = events[events["site"] == k].drop(columns="site").reset_index(drop=True)
+        pd.testing.assert_frame_equal(evk, ev1, check_dtype=False)
+    summ = mhw_annual_summary(grid, clim)
+    ev0 = marine_heatwaves(series[0], (1983, 2012))[0]
+    y2011 = summ.sel(year=2011, site=0).compute()
+    starts = pd.DatetimeIndex(ev0["date_start"])
+    assert int(y2011["count"]) == int((starts.year == 2011).sum())
+    days = sum(
+        int(((pd.date_range(a, b).year) == 2011).sum())
+        for a, b in zip(ev0["date_start"], ev0["date_end"], strict=True)
+    )
+    assert int(y2011["total_days"]) == days
+    in2011 = ev0[pd.DatetimeIndex(ev0["date_peak"]).year == 2011]
+    assert float(y2011["intensity_max"]) == pytest.approx(in2011["intensity_max"].max())
