@@ -43,7 +43,7 @@ from ..errors import DataError, UsageError
 from ..io.subset import _Axes
 from .checksums import dataset_digests, file_sha256, open_raw
 from .chunks import plan_dataset
-from .store import BRANCH, is_icechunk, is_zarr, log, open_repository, open_store
+from .store import BRANCH, is_icechunk, is_zarr, log, open_repository, open_store, version_metadata
 
 __all__ = ["IngestResult", "Source", "ingest", "rechunk"]
 
@@ -469,7 +469,7 @@ def _append(target: Path, ds: xr.Dataset, time: str | None, sources: list[Source
     with dask.config.set(scheduler="threads"), _progress(progress, f"appending to {name}"):
         appended.to_zarr(session.store, append_dim=time, consolidated=False)
     digests = dataset_digests(open_raw(session.store))
-    _, previous = _previous_meta(repo)
+    _, previous = version_metadata(target)
     meta = _provenance(sources, command=command, layout=previous.get("layout"),
                        plan=previous.get("chunks", {}), digests=digests, report=report,
                        base=None)
@@ -477,12 +477,6 @@ def _append(target: Path, ds: xr.Dataset, time: str | None, sources: list[Source
                f"{_fmt_time(first_new)}")
     snapshot = session.commit(message, metadata=meta)
     return IngestResult(target, snapshot, True, message, sources, skipped, report_path)
-
-
-def _previous_meta(repo: Any) -> tuple[str, dict[str, Any]]:
-    for snap in repo.ancestry(branch=BRANCH):
-        return snap.id, dict(snap.metadata or {})
-    return "", {}  # pragma: no cover
 
 
 def rechunk(store: str | os.PathLike[str], to: str | os.PathLike[str], *,
@@ -498,7 +492,9 @@ def rechunk(store: str | os.PathLike[str], to: str | os.PathLike[str], *,
     target = Path(to)
     if target.exists():
         raise UsageError(f"{target} exists; give a new --to path")
-    snapshot, meta = _version(source, version)
+    if not (is_icechunk(source) or is_zarr(source)):
+        raise DataError(f"{source} is not a store")
+    snapshot, meta = version_metadata(source, version)
     ds = open_store(source, version=version)  # decoded; its encoding re-encodes it exactly
     plan = plan_dataset(ds, chunks, target_bytes=target_bytes)
     chunked, encoding = _encoding(ds, plan)
@@ -526,10 +522,3 @@ def rechunk(store: str | os.PathLike[str], to: str | os.PathLike[str], *,
         raise
     return IngestResult(target, new_snapshot, True, message)
 
-
-def _version(path: Path, version: str | None) -> tuple[str, dict[str, Any]]:
-    from .store import version_metadata
-
-    if not (is_icechunk(path) or is_zarr(path)):
-        raise DataError(f"{path} is not a store")
-    return version_metadata(path, version)

@@ -239,18 +239,28 @@ def _compare_ends(field: str, ends: Iterable[tuple[str, Any, float, float, str]]
                                       f"(tolerance {tolerance:g} {unit})")
 
 
-def _check_time(entry: Entry, ds: xr.Dataset, axes: _Axes) -> Iterable[tuple[str, str]]:
-    declared, coord, missing = _axis(entry, ds, axes, "time_range", "time")
+def _check_range(entry: Entry, ds: xr.Dataset, axes: _Axes, field: str, kind: str,
+                 ends_of: Any) -> Iterable[tuple[str, str]]:
+    """Compare a declared range with its axis; *ends_of(declared, coord)* gives the
+    ``(ends, tolerance, unit)`` for :func:`_compare_ends`, or None without valid values."""
+    declared, coord, missing = _axis(entry, ds, axes, field, kind)
     if missing:
-        yield "time_range", missing
+        yield field, missing
     if coord is None:
         return
+    found = ends_of(declared, coord)
+    if found is None:
+        yield field, f"the data's {kind} coordinate has no valid values"
+        return
+    yield from _compare_ends(field, *found)
+
+
+def _time_ends(declared: Any, coord: xr.DataArray) -> tuple[list, float, str] | None:
     calendar = str(coord.encoding.get("calendar", coord.attrs.get("calendar", "standard")))
     fields = time_fields(coord).reshape(7, -1)  # (year, ..., microsecond) per time
     valid = np.flatnonzero(np.all(np.isfinite(fields), axis=0))
     if not valid.size:
-        yield "time_range", "the data's time coordinate has no valid values"
-        return
+        return None
     days = np.array([_days(tuple(int(f) for f in fields[:6, i]), calendar) for i in valid])
 
     def end(side: str, index: int) -> tuple[str, Any, float, float, str]:
@@ -261,21 +271,23 @@ def _check_time(entry: Entry, ds: xr.Dataset, axes: _Axes) -> Iterable[tuple[str
         return side, value, wanted, float(days[index]), f"{year:04d}-{month:02d}-{day:02d}"
 
     tolerance = max(1.0, _half_step(np.unique(days)))
-    yield from _compare_ends("time_range", [end("start", int(days.argmin())),
-                                            end("end", int(days.argmax()))], tolerance, "days")
+    return ([end("start", int(days.argmin())), end("end", int(days.argmax()))], tolerance,
+            "days")
 
 
-def _check_depth(entry: Entry, ds: xr.Dataset, axes: _Axes) -> Iterable[tuple[str, str]]:
-    declared, coord, missing = _axis(entry, ds, axes, "depth_range", "vertical")
-    if missing:
-        yield "depth_range", missing
-    if coord is None:
-        return
+def _depth_ends(declared: Any, coord: xr.DataArray) -> tuple[list, float, str] | None:
     depth = _depth_in_metres(coord)
     finite = np.unique(depth[np.isfinite(depth)])
     if not finite.size:
-        yield "depth_range", "the data's vertical coordinate has no valid values"
-        return
+        return None
     ends = [(side, f"{getattr(declared, side):g} m", getattr(declared, side), actual,
              f"{actual:g} m") for side, actual in (("min", finite[0]), ("max", finite[-1]))]
-    yield from _compare_ends("depth_range", ends, _half_step(finite), "m")
+    return ends, _half_step(finite), "m"
+
+
+def _check_time(entry: Entry, ds: xr.Dataset, axes: _Axes) -> Iterable[tuple[str, str]]:
+    return _check_range(entry, ds, axes, "time_range", "time", _time_ends)
+
+
+def _check_depth(entry: Entry, ds: xr.Dataset, axes: _Axes) -> Iterable[tuple[str, str]]:
+    return _check_range(entry, ds, axes, "depth_range", "vertical", _depth_ends)
