@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -166,3 +168,27 @@ def test_gridded_matches_1d() -> None:
     assert int(y2011["total_days"]) == days
     in2011 = ev0[pd.DatetimeIndex(ev0["date_peak"]).year == 2011]
     assert float(y2011["intensity_max"]) == pytest.approx(in2011["intensity_max"].max())
+
+
+REFERENCE = Path(__file__).parent / "reference" / "marine_heatwaves"
+
+
+@pytest.mark.parametrize("period", ["full", "1983-2012"])
+@pytest.mark.parametrize(("site", "entry"), [("WA", "oisst_wa"), ("Med", "oisst_med"),
+                                             ("NW_Atl", "oisst_nw_atl")])
+def test_matches_reference_implementation(site: str, entry: str, period: str) -> None:
+    """Same events, dates and categories as marineHeatWaves.detect; metrics within 1e-3."""
+    ref = pd.read_csv(REFERENCE / f"{site}_{period}.csv",
+                      parse_dates=["date_start", "date_peak", "date_end"])
+    sst = oceandata.open_dataset(entry)["sst"].load()
+    events, _ = marine_heatwaves(sst, None if period == "full" else (1983, 2012))
+    assert len(events) == len(ref) > 50
+    for col in ("date_start", "date_peak", "date_end"):
+        assert (pd.DatetimeIndex(events[col]) == pd.DatetimeIndex(ref[col])).all(), col
+    assert (events["duration"].to_numpy() == ref["duration"].to_numpy()).all()
+    assert (events["category"].to_numpy() == ref["category"].to_numpy()).all()
+    for col in ("intensity_max", "intensity_mean", "intensity_var", "intensity_cumulative",
+                "rate_onset", "rate_decline"):
+        np.testing.assert_allclose(events[col], ref[col], rtol=0, atol=1e-3, err_msg=col)
+    # more than one category is exercised, not only Moderate
+    assert ref["category"].nunique() >= 2
