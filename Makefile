@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PORT   ?= 8888
+PORT   ?= 8000
+CHP    := $(VENV)/node/node_modules/.bin/configurable-http-proxy
 
 # Real sample files: a local mirror when there is one (CI and developers: ../shared/data),
 # otherwise the registry downloads them into data/sample.
@@ -21,6 +22,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,hub,compare]'
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null); } || \
+	  { echo "npm is needed for configurable-http-proxy: apt-get install nodejs npm"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node configurable-http-proxy@5
 	@touch $@
 
 sample: $(STAMP)
@@ -47,7 +52,7 @@ up: $(STAMP) sample
 	$(BIN)/oceandata catalog validate
 	$(BIN)/oceandata store build-samples
 	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata catalog validate
-	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata lab --port $(PORT)
+	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata hub up --port $(PORT)
 
 bench: $(STAMP) sample
 	@command -v nccopy >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netcdf-bin >/dev/null; } || echo "nccopy missing (apt-get install netcdf-bin): its column is skipped"

@@ -256,6 +256,25 @@ def lab(
     run_lab(port=port, root_dir=root_dir)
 
 
+hub_app = typer.Typer(help="The hosted platform: JupyterHub + dask-gateway on 127.0.0.1.",
+                      no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
+
+
+@hub_app.command("up")
+def hub_up_command(
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Runtime state: databases, secrets (0600), user homes, logs.")] = None,
+    port: Annotated[int, typer.Option(help="Public port on 127.0.0.1.")] = 8000,
+    db_url: Annotated[str | None, typer.Option(
+        help="Hub database (default SQLite under the data dir), e.g. postgresql://...")] = None,
+) -> None:
+    """Start JupyterHub, its proxy, dask-gateway and the idle culler; Ctrl-C stops them."""
+    from .hub import hub_up
+
+    raise typer.Exit(hub_up(data_dir=data_dir, port=port, db_url=db_url))
+
+
 @app.command("version")
 def version() -> None:
     """Print the oceandata version."""

@@ -1,0 +1,54 @@
+"""dask-gateway configuration of the oceandata platform (a JupyterHub-managed service).
+
+Run by ``python -m oceandata.hub.gateway_service``, which also runs the gate in front of
+the gateway's HTTP proxy (owner-only dashboards). Values that differ in production are
+marked PRODUCTION; docs/operations.md gives the switches.
+"""
+
+# ruff: noqa: F821 - `c` is injected by dask-gateway's config loader
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from oceandata.hub.gateway import GROUP_LIMITS, cluster_options
+
+PORTS = json.loads(os.environ["OCEANDATA_HUB_PORTS"])
+HUB_DIR = Path(os.environ["OCEANDATA_HUB_DIR"])
+DATA = Path(os.environ["OCEANDATA_DATA_DIR"])
+BIN = Path(sys.executable).parent
+
+# --- addresses: all on loopback; the public API goes through JupyterHub's proxy and the
+# gate at /services/dask-gateway/ (the hub service route)
+c.DaskGateway.address = f"127.0.0.1:{PORTS['gateway_api']}"
+c.Proxy.address = f"127.0.0.1:{PORTS['gateway_http']}"
+c.Proxy.tcp_address = f"127.0.0.1:{PORTS['gateway_tcp']}"
+c.Proxy.prefix = "/services/dask-gateway"
+c.Proxy.api_token = os.environ["OCEANDATA_GATEWAY_PROXY_TOKEN"]
+
+# --- authentication: JupyterHub tokens with access to this service
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
+c.JupyterHubAuthenticator.jupyterhub_service_name = "dask-gateway"
+
+# --- backend: local processes with per-user limits (PRODUCTION: LimitedSlurmBackend)
+c.DaskGateway.backend_class = "oceandata.hub.gateway.LimitedLocalBackend"
+c.DBBackendBase.db_url = f"sqlite:///{HUB_DIR / 'dask-gateway.sqlite'}"
+c.DBBackendBase.db_encrypt_keys = [
+    (DATA / "secrets" / "gateway-db-key").read_text(encoding="utf-8").strip()]
+c.LocalBackend.clusters_directory = str(HUB_DIR / "dask-clusters")
+c.Backend.cluster_options = cluster_options(GROUP_LIMITS)
+
+# current `distributed` ships no dask-scheduler/dask-worker executables
+c.ClusterConfig.scheduler_cmd = [str(BIN / "dask"), "scheduler"]
+c.ClusterConfig.worker_cmd = [str(BIN / "dask"), "worker"]
+c.ClusterConfig.scheduler_cores = 1
+c.ClusterConfig.scheduler_memory = "1 G"
+c.ClusterConfig.idle_timeout = 1800  # seconds; per group in GROUP_LIMITS
+c.ClusterConfig.environment = {
+    "OCEANDATA_CATALOG": os.environ.get("OCEANDATA_CATALOG", ""),
+    "OCEANDATA_SAMPLE_DATA": os.environ.get("OCEANDATA_SAMPLE_DATA", ""),
+    "OCEANDATA_SAMPLE_CACHE": os.environ.get("OCEANDATA_SAMPLE_CACHE", ""),
+}

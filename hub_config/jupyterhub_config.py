@@ -1,0 +1,145 @@
+"""JupyterHub configuration of the oceandata platform.
+
+Started by ``oceandata hub up``, which prepares the runtime (secrets 0600, free ports,
+first admin) and passes it in ``OCEANDATA_HUB_*`` environment variables. Every value that
+differs in production is marked PRODUCTION below; docs/operations.md gives the switches.
+"""
+
+# ruff: noqa: F821 - `c` is injected by JupyterHub's config loader
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = Path(os.environ["OCEANDATA_DATA_DIR"])
+HUB_DIR = Path(os.environ["OCEANDATA_HUB_DIR"])
+PORTS = json.loads(os.environ["OCEANDATA_HUB_PORTS"])
+PUBLIC_PORT = int(os.environ["OCEANDATA_HUB_PORT"])
+ADMIN = os.environ["OCEANDATA_HUB_ADMIN"]
+PUBLIC_URL = f"http://127.0.0.1:{PUBLIC_PORT}"
+BIN = Path(sys.executable).parent
+NOTEBOOKS = HERE.parent / "notebooks"
+
+# --- network: everything on loopback (PRODUCTION: the proxy behind TLS, see operations.md)
+c.JupyterHub.bind_url = f"{PUBLIC_URL}/"
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{PORTS['hub_api']}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PORTS['proxy_api']}"
+c.ConfigurableHTTPProxy.should_start = True
+c.ConfigurableHTTPProxy.command = ["configurable-http-proxy"]
+c.ConfigurableHTTPProxy.pid_file = str(HUB_DIR / "proxy.pid")
+
+# --- state and secrets (generated at first start, mode 0600, never logged)
+c.JupyterHub.db_url = os.environ["OCEANDATA_HUB_DB_URL"]  # PRODUCTION: postgresql://...
+c.JupyterHub.cookie_secret_file = str(DATA / "secrets" / "hub-cookie-secret")
+c.JupyterHub.pid_file = str(HUB_DIR / "jupyterhub.pid")
+c.JupyterHub.data_files_path = str(Path(sys.prefix) / "share" / "jupyterhub")
+# CONFIGPROXY_AUTH_TOKEN comes from the environment (set by the launcher)
+
+# --- authentication: sign-up, then approval by an admin
+c.JupyterHub.authenticator_class = "nativeauthenticator.NativeAuthenticator"
+c.NativeAuthenticator.open_signup = False
+c.NativeAuthenticator.minimum_password_length = 10
+c.NativeAuthenticator.check_common_password = True
+c.Authenticator.admin_users = {ADMIN}
+c.Authenticator.allow_all = True  # every *approved* NativeAuthenticator account
+
+# --- groups: admins, scientists (default for new users), partners
+c.JupyterHub.load_groups = {
+    "admins": {"users": [ADMIN]},
+    "scientists": {"users": []},
+    "partners": {"users": []},
+}
+
+# --- roles: services get only what they need
+c.JupyterHub.load_roles = [
+    {"name": "user",
+     "scopes": ["self", "access:services!service=dask-gateway"]},
+    {"name": "idle-culler", "services": ["idle-culler"],
+     "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers",
+                "admin:users"]},
+    {"name": "dask-gateway", "services": ["dask-gateway"],
+     "scopes": ["read:users:groups", "read:users:name"]},
+]
+
+# --- services: dask-gateway (behind the owner-checking gate) and the idle culler
+c.JupyterHub.services = [
+    {
+        "name": "dask-gateway",
+        "url": f"http://127.0.0.1:{PORTS['gateway_gate']}",
+        "api_token": os.environ["OCEANDATA_GATEWAY_SERVICE_TOKEN"],
+        "command": [sys.executable, "-m", "oceandata.hub.gateway_service"],
+        "environment": {
+            "OCEANDATA_GATEWAY_CONFIG": str(HERE / "dask_gateway_config.py"),
+            "OCEANDATA_HUB_DIR": str(HUB_DIR),
+            "OCEANDATA_DATA_DIR": str(DATA),
+            "OCEANDATA_HUB_PORTS": json.dumps(PORTS),
+            "OCEANDATA_HUB_PUBLIC_URL": PUBLIC_URL,
+            "OCEANDATA_GATEWAY_PROXY_TOKEN": os.environ["OCEANDATA_GATEWAY_PROXY_TOKEN"],
+            "PATH": os.environ["PATH"],
+        },
+        "oauth_no_confirm": True,
+    },
+    {
+        "name": "idle-culler",
+        "api_token": os.environ["OCEANDATA_CULLER_SERVICE_TOKEN"],
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+                    "--timeout=3600", "--cull-every=300", "--max-age=0"],
+    },
+]
+
+# --- the users' servers: JupyterLab with oceandata, the catalog and the gateway preset.
+# PRODUCTION: batchspawner.SlurmSpawner or systemdspawner (real per-user accounts).
+c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+c.SimpleLocalProcessSpawner.home_dir_template = str(DATA / "users" / "{username}")
+c.Spawner.cmd = [str(BIN / "jupyterhub-singleuser")]
+c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
+if hasattr(os, "geteuid") and os.geteuid() == 0:
+    # CI and containers run as root; the servers still listen on loopback only
+    c.Spawner.args = ["--allow-root"]
+c.Spawner.server_token_scopes = [
+    "users:activity!user", "access:servers!server", "read:users:name!user",
+    "read:users:groups!user", "access:services!service=dask-gateway",
+]
+c.Spawner.environment = {
+    "OCEANDATA_CATALOG": os.environ["OCEANDATA_CATALOG"],
+    "OCEANDATA_SAMPLE_CACHE": os.environ.get("OCEANDATA_SAMPLE_CACHE", ""),
+    "OCEANDATA_SAMPLE_DATA": os.environ.get("OCEANDATA_SAMPLE_DATA", ""),
+    "OCEANDATA_DATA_DIR": str(DATA),
+    # dask-gateway: API and dashboards through the hub (the gate checks the owner),
+    # schedulers through the gateway's TLS proxy; tokens are the user's hub token
+    "DASK_GATEWAY__ADDRESS": f"{PUBLIC_URL}/services/dask-gateway",
+    "DASK_GATEWAY__PUBLIC_ADDRESS": f"{PUBLIC_URL}/services/dask-gateway",
+    "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://127.0.0.1:{PORTS['gateway_tcp']}",
+    "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+    "DASK_DISTRIBUTED__DASHBOARD__LINK": "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status",
+    "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+}
+
+
+def _copy_examples(spawner) -> None:
+    """Give a new user the example notebooks (never overwrites the user's copies)."""
+    home = Path(spawner.home_dir_template.format(username=spawner.user.name))
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "examples"
+    if NOTEBOOKS.is_dir() and not target.exists():
+        shutil.copytree(NOTEBOOKS, target, ignore=shutil.ignore_patterns(".*"))
+
+
+c.Spawner.pre_spawn_hook = _copy_examples
+
+# --- housekeeping
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.log_level = "INFO"
+c.JupyterHub.shutdown_on_logout = False
+
+# --- REST API for sign-up approval (NativeAuthenticator's page needs a browser session)
+from oceandata.hub.handlers import HANDLERS  # noqa: E402
+
+c.JupyterHub.extra_handlers = HANDLERS

@@ -1,0 +1,345 @@
+"""``oceandata hub up``: start JupyterHub (with its proxy and services) on 127.0.0.1.
+
+The launcher prepares the runtime state under the data dir and runs JupyterHub in the
+foreground. It never writes a secret to the terminal or the logs:
+
+- secrets are generated at first start and stored with mode 0600 under
+  ``<data dir>/secrets`` (hub cookie secret, proxy token, the gateway's and the idle
+  culler's service tokens, the gateway database key, the first admin's password unless
+  ``OCEANDATA_HUB_ADMIN_PASSWORD`` gives it);
+- the first admin (``OCEANDATA_HUB_ADMIN``, default ``admin``) is registered with
+  NativeAuthenticator at first start, already approved;
+- ports other than the public one are chosen free at each start and handed to the
+  configuration through ``OCEANDATA_HUB_*`` environment variables;
+- a lock file makes a second ``hub up`` on the same data dir say that one is running.
+
+Ctrl-C (SIGINT) or SIGTERM stops JupyterHub, which stops the proxy, the services and the
+single-user servers it started.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import get_settings
+from ..errors import OceandataError, UsageError
+from ..lab import secret_file
+
+#: The checkout holding ``hub_config/`` (the package is installed editable from it).
+CHECKOUT = Path(__file__).resolve().parents[2]
+HUB_CONFIG = CHECKOUT / "hub_config" / "jupyterhub_config.py"
+NODE_PREFIX = CHECKOUT / ".venv" / "node"
+
+
+class HubAlreadyRunning(OceandataError):
+    """Another ``hub up`` holds this data dir."""
+
+
+@dataclass
+class HubRuntime:
+    """Everything the hub configuration needs, passed to it as environment variables."""
+
+    data_dir: Path
+    port: int = 8000
+    db_url: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    admin: str = "admin"
+
+    @property
+    def hub_dir(self) -> Path:
+        return self.data_dir / "hub"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+    @property
+    def default_db_url(self) -> str:
+        return f"sqlite:///{self.hub_dir / 'jupyterhub.sqlite'}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """Environment of the ``jupyterhub`` process (secrets as file paths or values)."""
+        env = dict(os.environ)
+        settings = get_settings()
+        env.update({
+            "OCEANDATA_DATA_DIR": str(self.data_dir),
+            "OCEANDATA_HUB_DIR": str(self.hub_dir),
+            "OCEANDATA_HUB_PORT": str(self.port),
+            "OCEANDATA_HUB_DB_URL": self.db_url or self.default_db_url,
+            "OCEANDATA_HUB_PORTS": json.dumps(self.ports),
+            "OCEANDATA_HUB_ADMIN": self.admin,
+            "OCEANDATA_CATALOG": str(settings.catalog),
+            "OCEANDATA_SAMPLE_CACHE": str(settings.sample_cache),
+            "CONFIGPROXY_AUTH_TOKEN": secret_file(self.secrets_dir / "proxy-token"),
+            "OCEANDATA_GATEWAY_SERVICE_TOKEN": secret_file(self.secrets_dir / "gateway-token"),
+            "OCEANDATA_CULLER_SERVICE_TOKEN": secret_file(self.secrets_dir / "culler-token"),
+            "OCEANDATA_GATEWAY_PROXY_TOKEN": secret_file(self.secrets_dir / "gateway-proxy-token"),
+            "PATH": f"{NODE_PREFIX / 'node_modules' / '.bin'}:{Path(sys.executable).parent}:"
+                    f"{env.get('PATH', '')}",
+        })
+        if settings.sample_data is not None:
+            env["OCEANDATA_SAMPLE_DATA"] = str(settings.sample_data)
+        env.pop("JUPYTERHUB_API_TOKEN", None)
+        return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        # as the servers bind: connections in TIME_WAIT do not make the port busy
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _gateway_db_key(path: Path) -> str:
+    """A Fernet key (urlsafe base64 of 32 bytes) for the gateway database, stored 0600."""
+    import base64
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        return path.read_text(encoding="utf-8").strip()
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def _admin_password(secrets_dir: Path) -> str:
+    given = os.environ.get("OCEANDATA_HUB_ADMIN_PASSWORD")
+    if given:
+        return given
+    return secret_file(secrets_dir / "hub-admin-password", nbytes=12)
+
+
+def register_admin(db_url: str, name: str, password: str) -> bool:
+    """Register *name* with NativeAuthenticator, approved, unless it exists.
+
+    Called once the hub is up: NativeAuthenticator creates its table at hub start, and
+    a table created before the hub's own schema would stop the hub (it then takes the
+    database for an old, unversioned one).
+
+    Returns whether a new account was created. The password is stored bcrypt-hashed, as
+    NativeAuthenticator stores it at sign-up.
+    """
+    import bcrypt
+    from nativeauthenticator.orm import UserInfo
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(db_url)
+    try:
+        with Session(engine) as session:
+            if session.query(UserInfo).filter_by(username=name).first() is not None:
+                return False
+            hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+            session.add(UserInfo(username=name, password=hashed, is_authorized=True))
+            session.commit()
+            return True
+    finally:
+        engine.dispose()
+
+
+def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
+                    db_url: str | None = None) -> HubRuntime:
+    """Create the runtime folders, secrets and free ports.
+
+    Parameters
+    ----------
+    data_dir
+        Runtime state of the platform (default: the ``OCEANDATA_DATA_DIR`` setting).
+    port
+        Public port of the hub on 127.0.0.1.
+    db_url
+        SQLAlchemy URL of the hub database; default SQLite under the data dir.
+    """
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port: give 1-65535")
+    if db_url is not None and not db_url.startswith(("sqlite:", "postgresql:",
+                                                     "postgresql+psycopg2:")):
+        raise UsageError(f"--db-url {db_url.split('@')[-1]!r} is not supported: give a "
+                         "sqlite:/// or postgresql:// URL")
+    data = (data_dir or get_settings().data_dir).resolve()
+    runtime = HubRuntime(data_dir=data, port=port, db_url=db_url,
+                         admin=os.environ.get("OCEANDATA_HUB_ADMIN", "admin"))
+    runtime.hub_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (data / "users").mkdir(parents=True, exist_ok=True)
+    runtime.ports = {name: _free_port() for name in
+                     ("hub_api", "proxy_api", "gateway_gate", "gateway_http", "gateway_tcp",
+                      "gateway_api")}
+    secret_file(runtime.secrets_dir / "hub-cookie-secret")
+    _gateway_db_key(runtime.secrets_dir / "gateway-db-key")
+    return runtime
+
+
+def bootstrap_admin(runtime: HubRuntime) -> bool:
+    """Register the first admin once the hub has created its database (see module doc)."""
+    db = runtime.environment()["OCEANDATA_HUB_DB_URL"]
+    return register_admin(db, runtime.admin, _admin_password(runtime.secrets_dir))
+
+
+class _Lock:
+    """An exclusive ``flock`` on ``<hub dir>/hub.lock`` holding the running hub's pid/url."""
+
+    def __init__(self, runtime: HubRuntime) -> None:
+        self.path = runtime.hub_dir / "hub.lock"
+        self.runtime = runtime
+        self.fh = None
+
+    def __enter__(self) -> _Lock:
+        self.runtime.hub_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            info = fh.read().strip() or "unknown"
+            fh.close()
+            raise HubAlreadyRunning(
+                f"a hub is already running on data dir {self.runtime.data_dir} ({info}); "
+                "stop it (Ctrl-C in its terminal) or give another --data-dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, {self.runtime.url}\n")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            self.fh.seek(0)
+            self.fh.truncate()
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+
+
+def hub_command(runtime: HubRuntime) -> list[str]:
+    """The ``jupyterhub`` command line."""
+    return [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)]
+
+
+def _check_proxy_installed() -> None:
+    chp = NODE_PREFIX / "node_modules" / ".bin" / "configurable-http-proxy"
+    if not chp.exists():
+        raise UsageError(f"configurable-http-proxy is not installed under {NODE_PREFIX}: run "
+                         "`make venv` (it runs `npm install --prefix .venv/node "
+                         "configurable-http-proxy`)")
+
+
+def wait_until_up(runtime: HubRuntime, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until the hub and the gateway answer through the proxy, or raise."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OceandataError(f"JupyterHub exited with code {proc.returncode} before it "
+                                 f"was up; see {runtime.hub_dir / 'jupyterhub.log'}")
+        try:
+            # the hub's API, then the gateway's health through the hub's proxy and the gate
+            for path in ("/hub/api/", "/services/dask-gateway/api/health"):
+                with urllib.request.urlopen(f"{runtime.url}{path}", timeout=2) as resp:
+                    if resp.status != 200:
+                        break
+            else:
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)  # poll interval of the readiness probe
+    raise OceandataError(f"JupyterHub was not up on {runtime.url} within {timeout:.0f} s; "
+                         f"see {runtime.hub_dir / 'jupyterhub.log'}")
+
+
+def start_hub(runtime: HubRuntime, *, log_to_file: bool = True) -> subprocess.Popen:
+    """Start JupyterHub in the background (tests and ``hub_up`` share this path)."""
+    _check_proxy_installed()
+    if _port_taken(runtime.port):
+        raise UsageError(f"port {runtime.port} on 127.0.0.1 is in use: stop what uses it or "
+                         "give --port")
+    log = open(runtime.hub_dir / "jupyterhub.log", "ab")
+    try:
+        return subprocess.Popen(hub_command(runtime), env=runtime.environment(),
+                                cwd=runtime.hub_dir, stdout=log if log_to_file else None,
+                                stderr=subprocess.STDOUT if log_to_file else None,
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
+def stop_hub(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop JupyterHub (SIGTERM: it stops its proxy, services and servers), then reap."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # anything of the session left behind (a service that ignored SIGTERM)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def hub_up(data_dir: Path | None = None, port: int = 8000, db_url: str | None = None) -> int:
+    """Run the platform in the foreground until Ctrl-C; return the exit code."""
+    runtime = prepare_runtime(data_dir, port, db_url)
+    with _Lock(runtime):
+        proc = start_hub(runtime)
+
+        def _stop(signum: int, frame: object) -> None:
+            # only signal here: waiting inside a handler that interrupted Popen.wait
+            # would deadlock on the Popen's wait lock; the main flow reaps the hub
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            wait_until_up(runtime, proc)
+            bootstrap_admin(runtime)
+            pw_file = runtime.secrets_dir / "hub-admin-password"
+            where = ("OCEANDATA_HUB_ADMIN_PASSWORD" if os.environ.get(
+                "OCEANDATA_HUB_ADMIN_PASSWORD") else f"{pw_file} (mode 0600)")
+            print(f"oceandata hub is up: {runtime.url}/hub/login\n"
+                  f"  admin user: {runtime.admin} (password: {where})\n"
+                  f"  new users sign up at {runtime.url}/hub/signup; the admin approves them "
+                  f"at {runtime.url}/hub/authorize\n"
+                  f"  log: {runtime.hub_dir / 'jupyterhub.log'}; Ctrl-C stops everything",
+                  flush=True)
+            code = proc.wait()
+            return 0 if code in (0, -signal.SIGTERM) else code
+        except KeyboardInterrupt:
+            print("stopping the hub ...", flush=True)
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            stop_hub(proc)
