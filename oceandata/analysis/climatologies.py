@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from flox.xarray import xarray_reduce
 
@@ -111,7 +112,12 @@ def climatology(da: xr.DataArray, freq: Freq = "month", baseline: Any = None, *,
     sel = _select_baseline(da, baseline, dim)
     key = _group_key(sel, freq, dim)
     expected = np.arange(1, 13) if freq == "month" else np.unique(key.values)
-    clim = xarray_reduce(sel, key, func="nanmean", expected_groups=expected, keep_attrs=True)
+    # engine="flox": flox would otherwise pick its slower "numpy" engine, since the labels
+    # of the whole time axis (1..12, 1..12, ...) are not sorted; "flox" sorts each chunk.
+    clim = xarray_reduce(sel, key, func="nanmean", expected_groups=expected, keep_attrs=True,
+                         engine="flox")
+    if clim.chunks is not None:  # one chunk: 12 (or 366) fields, not one task per group
+        clim = clim.chunk({freq: -1})
     clim = clim.assign_coords({freq: clim[freq].astype(np.int64)})
     if smooth is not None and smooth > 1:
         half = smooth // 2
@@ -127,6 +133,30 @@ def climatology(da: xr.DataArray, freq: Freq = "month", baseline: Any = None, *,
     clim.attrs = append_history(attrs, note)
     clim.name = da.name
     return clim
+
+
+def _subtract_groups(block: np.ndarray, codes: np.ndarray, table: np.ndarray,
+                     axis: int) -> np.ndarray:
+    return block - np.take(table, codes, axis=axis)
+
+
+def _subtract_groups_blockwise(da: xr.DataArray, clim: xr.DataArray, codes: np.ndarray,
+                               freq: str, dim: str) -> Any:
+    """``da - clim[codes]`` chunk by chunk, without expanding *clim* onto the time axis."""
+    axis = da.get_axis_num(dim)
+    table = clim.transpose(*[freq if d == dim else d for d in da.dims])
+    if da.chunks is None:
+        return _subtract_groups(da.values, codes, table.values, axis)
+    import dask.array as dsa
+
+    tdata = table.data if table.chunks is not None else dsa.from_array(table.values)
+    tdata = tdata.rechunk({i: -1 if i == axis else da.chunks[i] for i in range(da.ndim)})
+    ind = tuple(range(da.ndim))
+    return dsa.blockwise(_subtract_groups, ind, da.data, ind,
+                         dsa.from_array(codes, chunks=(da.chunks[axis],)), (axis,),
+                         tdata, tuple(da.ndim if i == axis else i for i in ind),
+                         concatenate=True, dtype=np.result_type(da.dtype, clim.dtype),
+                         axis=axis)
 
 
 def anomaly(da: xr.DataArray, clim: xr.DataArray | None = None, freq: Freq = "month",
@@ -159,11 +189,18 @@ def anomaly(da: xr.DataArray, clim: xr.DataArray | None = None, freq: Freq = "mo
         raise UsageError(f"clim has no {freq!r} dimension (dims {list(clim.dims)}): "
                          f"compute it with climatology(da, freq={freq!r})")
     key = _group_key(da, freq, dim)
-    missing = np.setdiff1d(np.unique(key.values), clim[freq].values)
-    if missing.size:
+    codes = pd.Index(clim[freq].values).get_indexer(key.values)
+    if (codes < 0).any():
+        missing = np.unique(key.values[codes < 0])
         raise DataError(f"clim lacks {freq} {missing.tolist()[:5]} found in the data")
-    ref = clim.sel({freq: key}).drop_vars(freq)
-    out = da - ref
+    others = [d for d in da.dims if d != dim]
+    same_grid = set(clim.dims) == {freq, *others} and all(
+        clim.sizes[d] == da.sizes[d] and (d not in clim.coords or d not in da.coords
+                                          or clim[d].equals(da[d])) for d in others)
+    if same_grid:  # chunk by chunk, as many tasks as da has chunks
+        out = da.copy(data=_subtract_groups_blockwise(da, clim, codes, freq, dim))
+    else:  # broadcasting or alignment needed: let xarray do it
+        out = da - clim.sel({freq: key}).drop_vars(freq)
     out.attrs = append_history(da.attrs, f"anomaly(freq={freq!r}) from a climatology")
     out.name = da.name
     return out

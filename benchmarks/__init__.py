@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of oceandata (run ``python -m benchmarks`` for the list)."""

@@ -1,0 +1,203 @@
+"""Run the real platform in tests: the same code path as ``oceandata hub up``.
+
+:func:`running_hub` prepares a runtime under a temporary data dir, starts JupyterHub
+(which starts configurable-http-proxy, dask-gateway behind the gate, the idle culler),
+waits for real readiness (the hub's API and the gateway's health through the proxy),
+registers the first admin and stops everything afterwards. :class:`HubClient` speaks
+to it over HTTP as a user would: form login with the XSRF cookie, tokens, sign-up,
+approval through the REST API, servers and kernels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from oceandata.hub.launcher import (
+    HubRuntime,
+    bootstrap_admin,
+    prepare_runtime,
+    start_hub,
+    stop_hub,
+    wait_until_up,
+)
+
+PASSWORD = "correct-horse-battery-9"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Hub:
+    """A running hub: its runtime, process and admin password."""
+
+    runtime: HubRuntime
+    proc: object
+    admin_password: str
+
+    @property
+    def url(self) -> str:
+        return self.runtime.url
+
+    def log(self) -> str:
+        return (self.runtime.hub_dir / "jupyterhub.log").read_text(errors="replace")
+
+    @property
+    def gateway_proxy(self) -> str:
+        return f"gateway://127.0.0.1:{self.runtime.ports['gateway_tcp']}"
+
+
+@contextlib.contextmanager
+def running_hub(data_dir: Path, db_url: str | None = None) -> Iterator[Hub]:
+    """Start the platform on a free port under *data_dir*; stop it afterwards."""
+    runtime = prepare_runtime(data_dir, port=free_port(), db_url=db_url)
+    proc = start_hub(runtime)
+    try:
+        wait_until_up(runtime, proc, timeout=180)
+        bootstrap_admin(runtime)
+        password = (runtime.secrets_dir / "hub-admin-password").read_text().strip()
+        yield Hub(runtime, proc, password)
+    finally:
+        stop_hub(proc)
+
+
+class HubClient:
+    """One user's HTTP session with the hub (cookies, XSRF, API token)."""
+
+    def __init__(self, hub: Hub, name: str) -> None:
+        self.hub = hub
+        self.name = name
+        self.session = requests.Session()
+        self.token: str | None = None
+
+    def _xsrf(self) -> str:
+        return self.session.cookies.get("_xsrf", path="/hub/") or self.session.cookies.get(
+            "_xsrf") or ""
+
+    def signup(self, password: str = PASSWORD) -> None:
+        self.session.get(f"{self.hub.url}/hub/signup")
+        r = self.session.post(f"{self.hub.url}/hub/signup", data={
+            "username": self.name, "signup_password": password,
+            "signup_password_confirmation": password, "_xsrf": self._xsrf()})
+        r.raise_for_status()
+
+    def login(self, password: str = PASSWORD) -> bool:
+        self.session.get(f"{self.hub.url}/hub/login")
+        r = self.session.post(f"{self.hub.url}/hub/login", allow_redirects=False, data={
+            "username": self.name, "password": password, "_xsrf": self._xsrf()})
+        return r.status_code == 302
+
+    def new_token(self) -> str:
+        r = self.session.post(f"{self.hub.url}/hub/api/users/{self.name}/tokens",
+                              json={"note": f"test {uuid.uuid4().hex[:6]}"},
+                              headers={"X-XSRFToken": self._xsrf()})
+        r.raise_for_status()
+        self.token = r.json()["token"]
+        return self.token
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        headers = kw.pop("headers", {})
+        headers.setdefault("Authorization", f"token {self.token}")
+        return requests.request(method, f"{self.hub.url}{path}", headers=headers, timeout=60,
+                                **kw)
+
+    def approve(self, name: str) -> requests.Response:
+        return self.api("POST", f"/hub/api/oceandata/signups/{name}")
+
+    def start_server(self, timeout: float = 180) -> None:
+        r = self.api("POST", f"/hub/api/users/{self.name}/server")
+        assert r.status_code in (201, 202, 400), r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/hub/api/users/{self.name}").json()
+            server = model.get("servers", {}).get("", {})
+            if server.get("ready"):
+                return
+            time.sleep(0.5)  # poll interval of the server's readiness in the hub's API
+        raise TimeoutError(f"server of {self.name} not ready in {timeout} s:\n"
+                           + self.hub.log()[-4000:])
+
+    def gateway(self):
+        """A dask-gateway client authenticated with this user's token."""
+        from dask_gateway import Gateway
+        from dask_gateway.auth import JupyterHubAuth
+
+        return Gateway(address=f"{self.hub.url}/services/dask-gateway",
+                       proxy_address=self.hub.gateway_proxy,
+                       auth=JupyterHubAuth(api_token=self.token))
+
+    def run_code(self, code: str, timeout: float = 300) -> str:
+        """Run *code* in a new kernel of the user's server; return its output or raise."""
+        base = f"/user/{self.name}/api/kernels"
+        r = self.api("POST", base, json={"name": "python3"})
+        r.raise_for_status()
+        kernel = r.json()["id"]
+        try:
+            return asyncio.run(self._execute(kernel, code, timeout))
+        finally:
+            self.api("DELETE", f"{base}/{kernel}")
+
+    async def _execute(self, kernel: str, code: str, timeout: float) -> str:
+        import aiohttp
+
+        url = (f"{self.hub.url.replace('http', 'ws', 1)}/user/{self.name}/api/kernels/"
+               f"{kernel}/channels")
+        msg_id = uuid.uuid4().hex
+        request = {"header": {"msg_id": msg_id, "username": self.name, "session": msg_id,
+                              "msg_type": "execute_request", "version": "5.3"},
+                   "parent_header": {}, "metadata": {}, "channel": "shell",
+                   "content": {"code": code, "silent": False, "store_history": False,
+                               "user_expressions": {}, "allow_stdin": False}}
+        out: list[str] = []
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                url, headers={"Authorization": f"token {self.token}"}) as ws:
+            await ws.send_str(json.dumps(request))
+            async with asyncio.timeout(timeout):
+                async for raw in ws:
+                    msg = json.loads(raw.data)
+                    if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                        continue
+                    kind, content = msg["msg_type"], msg["content"]
+                    if kind == "stream":
+                        out.append(content["text"])
+                    elif kind in ("execute_result", "display_data"):
+                        out.append(content["data"].get("text/plain", ""))
+                    elif kind == "error":
+                        tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(content["traceback"]))
+                        raise RuntimeError(f"kernel error:\n{tb}")
+                    elif kind == "status" and content["execution_state"] == "idle":
+                        break
+        return "".join(out)
+
+
+def new_user(hub: Hub, admin: HubClient, name: str) -> HubClient:
+    """Sign *name* up, approve it through the REST API, log in and get a token."""
+    user = HubClient(hub, name)
+    user.signup()
+    assert not user.login(), "an unapproved sign-up must not log in"
+    r = admin.approve(name)
+    assert r.status_code == 200, r.text
+    assert user.login()
+    user.new_token()
+    return user
+
+
+def admin_client(hub: Hub) -> HubClient:
+    admin = HubClient(hub, hub.runtime.admin)
+    assert admin.login(hub.admin_password)
+    admin.new_token()
+    return admin
