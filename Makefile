@@ -34,13 +34,16 @@ sample: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Reference tools the tests compare against (CDO, nccopy): installed when missing and root;
+# Reference tools the tests compare against (CDO, nccopy), Chromium for the browser tests
+# and PostgreSQL for the hub-on-PostgreSQL tests: installed when missing and root;
 # otherwise the tests that need them say they are skipped and why.
+SYSPKGS := cdo netcdf-bin chromium postgresql
 sysdeps:
-	@command -v cdo >/dev/null && command -v nccopy >/dev/null || { [ "$$(id -u)" = 0 ] && \
-	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cdo netcdf-bin >/dev/null 2>&1 || \
-	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cdo netcdf-bin >/dev/null)); } || \
-	  echo "cdo/nccopy missing (apt-get install cdo netcdf-bin): the comparisons with them are skipped"
+	@{ command -v cdo >/dev/null && command -v nccopy >/dev/null && test -x /usr/bin/chromium && \
+	   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { [ "$$(id -u)" = 0 ] && \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null 2>&1 || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null)); } || \
+	  echo "cdo/nccopy/chromium/postgresql missing (apt-get install $(SYSPKGS)): the tests needing them are skipped"
 
 test: $(STAMP) lint sysdeps
 	$(BIN)/python -m pytest
@@ -59,6 +62,7 @@ bench: $(STAMP) sample
 	$(BIN)/python benchmarks/bench_open_subset.py
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_argo.py
+	$(BIN)/python -m benchmarks analysis
 
 clean:
 	rm -rf $(VENV) data/sample .pytest_cache .ruff_cache

@@ -716,16 +716,13 @@ def _notes(summary: dict) -> list[str]:
         pair = (f" (the climatology alone: {clim:.1f} s against {ymonmean:.1f} s for "
                 "`cdo ymonmean`)" if clim and ymonmean else "")
         out += [
-            f"- Speed{pair}. `climatology` calls `flox.xarray.xarray_reduce` without an "
-            "`engine`; flox then picks its `numpy` engine, because the month labels of the "
-            "whole time axis are not sorted (1..12, 1..12, ...). Here that engine costs "
-            "about twice the `flox` engine per 30-day chunk (which sorts each chunk and "
-            "reduces with `reduceat`). `anomaly` subtracts `clim.sel(month=key)`: the "
-            "climatology expanded onto the time axis in pieces of 12 days (the length of "
-            "its one chunk of 12 months), realigned to the data's 30-day chunks, so "
-            "every output chunk needs several extra tasks and copies. Plain xarray "
-            "without flox averages each month's days as slices along time, contiguous in "
-            "memory here; CDO streams one field at a time in compiled code.",
+            f"- Speed{pair}. `climatology` reduces with flox's `flox` engine (each 30-day "
+            "chunk sorted by month, then `reduceat`) and `anomaly` subtracts the 12 monthly "
+            "fields chunk by chunk (`np.take` of the month of each day, one task per "
+            "chunk). The two passes are bound by the per-chunk NaN-aware sums and the "
+            "float32 writes on 2 threads; CDO streams one field at a time in compiled "
+            "code with one thread. Plain xarray without flox averages each month's days "
+            "as slices along time, contiguous in memory here.",
         ]
     if any("raw read" in n for n in missed):
         clim, raw = by.get("oceandata (climatology only)"), by.get("raw read")

@@ -48,7 +48,5 @@ c.ClusterConfig.scheduler_cores = 1
 c.ClusterConfig.scheduler_memory = "1 G"
 c.ClusterConfig.idle_timeout = 1800  # seconds; per group in GROUP_LIMITS
 c.ClusterConfig.environment = {
-    "OCEANDATA_CATALOG": os.environ.get("OCEANDATA_CATALOG", ""),
-    "OCEANDATA_SAMPLE_DATA": os.environ.get("OCEANDATA_SAMPLE_DATA", ""),
-    "OCEANDATA_SAMPLE_CACHE": os.environ.get("OCEANDATA_SAMPLE_CACHE", ""),
-}
+    k: os.environ[k] for k in ("OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
+                               "OCEANDATA_SAMPLE_CACHE") if os.environ.get(k)}

@@ -60,10 +60,8 @@ c.JupyterHub.load_roles = [
     {"name": "user",
      "scopes": ["self", "access:services!service=dask-gateway"]},
     {"name": "idle-culler", "services": ["idle-culler"],
-     "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers",
-                "admin:users"]},
-    {"name": "dask-gateway", "services": ["dask-gateway"],
-     "scopes": ["read:users:groups", "read:users:name"]},
+     "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]},
+    # dask-gateway needs no scope of its own: it identifies callers with their tokens
 ]
 
 # --- services: dask-gateway (behind the owner-checking gate) and the idle culler
@@ -81,6 +79,9 @@ c.JupyterHub.services = [
             "OCEANDATA_HUB_PUBLIC_URL": PUBLIC_URL,
             "OCEANDATA_GATEWAY_PROXY_TOKEN": os.environ["OCEANDATA_GATEWAY_PROXY_TOKEN"],
             "PATH": os.environ["PATH"],
+            # handed on to the clusters' schedulers and workers
+            **{k: os.environ[k] for k in ("OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
+                                          "OCEANDATA_SAMPLE_CACHE") if os.environ.get(k)},
         },
         "oauth_no_confirm": True,
     },
@@ -108,16 +109,16 @@ c.Spawner.server_token_scopes = [
     "read:users:groups!user", "access:services!service=dask-gateway",
 ]
 c.Spawner.environment = {
-    "OCEANDATA_CATALOG": os.environ["OCEANDATA_CATALOG"],
-    "OCEANDATA_SAMPLE_CACHE": os.environ.get("OCEANDATA_SAMPLE_CACHE", ""),
-    "OCEANDATA_SAMPLE_DATA": os.environ.get("OCEANDATA_SAMPLE_DATA", ""),
-    "OCEANDATA_DATA_DIR": str(DATA),
+    **{k: os.environ[k] for k in ("OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
+                                  "OCEANDATA_SAMPLE_CACHE") if os.environ.get(k)},
     # dask-gateway: API and dashboards through the hub (the gate checks the owner),
     # schedulers through the gateway's TLS proxy; tokens are the user's hub token
     "DASK_GATEWAY__ADDRESS": f"{PUBLIC_URL}/services/dask-gateway",
     "DASK_GATEWAY__PUBLIC_ADDRESS": f"{PUBLIC_URL}/services/dask-gateway",
     "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://127.0.0.1:{PORTS['gateway_tcp']}",
     "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+    # restricted catalog entries open for the groups named here
+    "OCEANDATA_GROUPS": lambda spawner: ",".join(sorted(g.name for g in spawner.user.groups)),
     "DASK_DISTRIBUTED__DASHBOARD__LINK": "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status",
     "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
 }

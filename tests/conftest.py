@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 import pytest
+
+# hypothesis' pytest plugin imports the package lazily at the end of the session; import it
+# now, while nothing else is being collected (see tests/hub_helpers.py on late collections)
+importlib.import_module("hypothesis")
 
 REPO = Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "data"

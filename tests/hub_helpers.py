@@ -11,7 +11,9 @@ approval through the REST API, servers and kernels.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import gc
 import json
 import re
 import socket
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import requests
 
+from oceandata.errors import OceandataError
 from oceandata.hub.launcher import (
     HubRuntime,
     bootstrap_admin,
@@ -67,12 +70,22 @@ def running_hub(data_dir: Path, db_url: str | None = None) -> Iterator[Hub]:
     runtime = prepare_runtime(data_dir, port=free_port(), db_url=db_url)
     proc = start_hub(runtime)
     try:
-        wait_until_up(runtime, proc, timeout=180)
+        try:
+            wait_until_up(runtime, proc, timeout=180)
+        except OceandataError as exc:
+            # say why in the test report, not only where the log is
+            log = (runtime.hub_dir / "jupyterhub.log").read_text(errors="replace")
+            raise OceandataError(f"{exc}\n--- end of the hub log ---\n{log[-4000:]}"
+                                 ) from exc
         bootstrap_admin(runtime)
         password = (runtime.secrets_dir / "hub-admin-password").read_text().strip()
         yield Hub(runtime, proc, password)
     finally:
         stop_hub(proc)
+        # dask-gateway's Gateway.__del__ raises when its loop has stopped; collect such
+        # objects here, not at a random later point (a collection inside the compile of
+        # a module made CPython 3.11 fail with "AST constructor recursion depth mismatch")
+        gc.collect()
 
 
 class HubClient:
@@ -147,7 +160,13 @@ class HubClient:
         r.raise_for_status()
         kernel = r.json()["id"]
         try:
-            return asyncio.run(self._execute(kernel, code, timeout))
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(self._execute(kernel, code, timeout))
+            # a loop already runs in this thread (e.g. Playwright's sync API): use another
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                return pool.submit(asyncio.run, self._execute(kernel, code, timeout)).result()
         finally:
             self.api("DELETE", f"{base}/{kernel}")
 

@@ -87,25 +87,38 @@ def test_two_users_cannot_touch_each_others_clusters(hub: Hub, admin: HubClient)
 
 
 def test_limits_are_enforced_per_user(hub: Hub, admin: HubClient) -> None:
+    """Checked on the gateway's REST API (what the dask-gateway client calls)."""
     carol = new_user(hub, admin, _name("carol"))
-    gw = carol.gateway()
+    api = f"{hub.url}/services/dask-gateway/api/v1/clusters/"
+    auth = {"Authorization": f"jupyterhub {carol.token}"}
+
+    def new(**options) -> requests.Response:
+        return requests.post(api, json={"cluster_options": options}, headers=auth, timeout=60)
+
+    started: list[str] = []
     try:
-        with pytest.raises(ValueError, match="worker_cores=3 exceeds your limit of 2 cores"):
-            gw.new_cluster(worker_cores=3)
-        first = gw.new_cluster(cluster_cores=6)
+        r = new(worker_cores=3)
+        assert r.status_code == 422
+        assert "worker_cores=3 exceeds your limit of 2 cores" in r.json()["error"]
+        r = new(cluster_cores=6)
+        assert r.status_code == 201, r.text
+        started.append(r.json()["name"])
         # 6 of the 8 cores of a scientist are held: a 4-core cluster does not fit ...
-        with pytest.raises(ValueError, match="not enough of your quota left"):
-            gw.new_cluster(worker_cores=2, cluster_cores=4)
-        # ... a small one does (capped to what is left), a third is refused
-        second = gw.new_cluster(cluster_cores=2)
-        with pytest.raises(ValueError, match="active cluster\\(s\\), the limit is 2"):
-            gw.new_cluster(cluster_cores=2)
-        first.shutdown()
-        second.shutdown()
+        r = new(worker_cores=2, cluster_cores=4)
+        assert r.status_code == 422 and "not enough of your quota left" in r.json()["error"]
+        assert "6 of 8 cores" in r.json()["error"]
+        # ... a small one does, and a third is refused
+        r = new(cluster_cores=2)
+        assert r.status_code == 201, r.text
+        started.append(r.json()["name"])
+        r = new(cluster_cores=2)
+        assert r.status_code == 422
+        assert "you have 2 active cluster(s), the limit is 2" in r.json()["error"]
+        listed = requests.get(api, headers=auth, timeout=60).json()
+        assert set(listed) == set(started)
     finally:
-        for c in gw.list_clusters():
-            gw.stop_cluster(c.name)
-        gw.close()
+        for name in started:
+            requests.delete(f"{api}{name}", headers=auth, timeout=60)
 
 
 def test_secrets_are_private_and_not_logged(hub: Hub) -> None:

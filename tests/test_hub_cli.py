@@ -71,14 +71,13 @@ def test_hub_up_second_instance_and_ctrl_c(tmp_path: Path) -> None:
         assert len(children) >= 4  # jupyterhub, proxy, gate + gateway, culler
 
         # a second hub on the same data dir says so, exit 2, and the first is untouched
-        second = subprocess.run(cmd[:-1] + [str(free_port())], capture_output=True, text=True,
+        second = subprocess.run([*cmd[:-1], str(free_port())], capture_output=True, text=True,
                                 env=env, timeout=120)
         assert second.returncode == 2
         assert "already running" in second.stderr and str(data) in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
         # the public port taken by something else: one line, exit 2
-        third = subprocess.run(cmd[:5] + ["--data-dir", str(tmp_path / "other"), "--port",
-                                           str(port)], capture_output=True, text=True, env=env,
+        third = subprocess.run([*cmd[:5], "--data-dir", str(tmp_path / "other"), "--port", str(port)], capture_output=True, text=True, env=env,
                                timeout=120)
         assert third.returncode == 2 and f"port {port}" in third.stderr
 
@@ -91,5 +90,9 @@ def test_hub_up_second_instance_and_ctrl_c(tmp_path: Path) -> None:
             requests.get(f"http://127.0.0.1:{port}/hub/api/", timeout=5)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -28,7 +28,9 @@ from typing import Any
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.local import UnsafeLocalBackend
-from dask_gateway_server.options import Float, Integer, Options
+from dask_gateway_server.options import Float as FloatOption
+from dask_gateway_server.options import Integer, Options
+from traitlets import Float, HasTraits
 
 GIB = 2**30
 DEFAULT_GROUP = "scientists"
@@ -113,22 +115,27 @@ def cluster_options(table: dict[str, GroupLimits] | None = None) -> Options:
 
     return Options(
         Integer("worker_cores", default=1, min=1, max=top_cores, label="Cores per worker"),
-        Float("worker_memory", default=2, min=0.5, max=top_mem, label="Memory per worker (GiB)"),
+        FloatOption("worker_memory", default=2, min=0.5, max=top_mem,
+                    label="Memory per worker (GiB)"),
         Integer("cluster_cores", default=4, min=2, max=top_total,
                 label="Most cores of this cluster (scheduler included)"),
         handler=handler,
     )
 
 
-class UserLimitsMixin:
-    """Per-user limits for a dask-gateway ``DBBackendBase`` backend (see the module doc)."""
+class UserLimitsMixin(HasTraits):
+    """Per-user limits for a dask-gateway ``DBBackendBase`` backend (see the module doc).
 
-    #: limits per group; set from the gateway configuration
+    The limits per group are :data:`GROUP_LIMITS` (a configuration file may change that
+    table before building ``c.Backend.cluster_options`` from it).
+    """
+
     group_limits: dict[str, GroupLimits] = GROUP_LIMITS
-    #: seconds after which any cluster is stopped, idle or not (0: never)
-    max_lifetime: float = 24 * 3600.0
-    #: seconds between two checks of the clusters' age
-    lifetime_check_period: float = 60.0
+    max_lifetime = Float(24 * 3600.0, config=True,
+                         help="Seconds after which any cluster is stopped, idle or not "
+                              "(0: never).")
+    lifetime_check_period = Float(60.0, config=True,
+                                  help="Seconds between two checks of the clusters' age.")
 
     async def setup(self, app: Any) -> None:
         await super().setup(app)

@@ -19,10 +19,8 @@ and stops with the service.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -34,9 +32,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from .identity import CACHE_SECONDS, HubOAuthClient, token_from
+
 COOKIE = "oceandata-gateway-auth"
 STATE_COOKIE = "oceandata-gateway-oauth-state"
-CACHE_SECONDS = 30.0
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailers", "transfer-encoding", "upgrade", "host", "content-length",
               "content-encoding"}
@@ -48,80 +47,38 @@ class GateConfig:
 
     prefix: str
     upstream: str
-    hub_api: str
-    hub_public: str
-    client_id: str
-    client_secret: str
-    callback_path: str
-    _cache: dict = field(default_factory=dict)
+    hub: HubOAuthClient
+    _owners: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> GateConfig:
         ports = json.loads(os.environ["OCEANDATA_HUB_PORTS"])
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dask-gateway/")
-        return cls(
-            prefix=prefix.rstrip("/") + "/",
-            upstream=f"http://127.0.0.1:{ports['gateway_http']}",
-            hub_api=os.environ["JUPYTERHUB_API_URL"].rstrip("/"),
-            hub_public=os.environ["OCEANDATA_HUB_PUBLIC_URL"].rstrip("/"),
-            client_id=os.environ["JUPYTERHUB_CLIENT_ID"],
-            client_secret=os.environ["JUPYTERHUB_API_TOKEN"],
-            callback_path=urllib.parse.urlparse(
-                os.environ["JUPYTERHUB_OAUTH_CALLBACK_URL"]).path,
-        )
-
-
-def _token_of(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    kind, _, value = header.partition(" ")
-    if kind.lower() in ("token", "bearer", "jupyterhub") and value:
-        return value.strip()
-    return request.cookies.get(COOKIE) or None
-
-
-async def _cached(cfg: GateConfig, key: tuple, compute) -> object:
-    hit = cfg._cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < CACHE_SECONDS:
-        return hit[1]
-    value = await compute()
-    cfg._cache[key] = (now, value)
-    if len(cfg._cache) > 10000:
-        cfg._cache.clear()
-    return value
-
-
-async def _user_of(cfg: GateConfig, session: aiohttp.ClientSession, token: str) -> str | None:
-    async def ask() -> str | None:
-        async with session.get(f"{cfg.hub_api}/user",
-                               headers={"Authorization": f"token {token}"}) as resp:
-            if resp.status != 200:
-                return None
-            data = await resp.json()
-            return data.get("name") if data.get("kind", "user") == "user" else None
-
-    return await _cached(cfg, ("user", token), ask)  # type: ignore[return-value]
+        return cls(prefix=prefix.rstrip("/") + "/",
+                   upstream=f"http://127.0.0.1:{ports['gateway_http']}",
+                   hub=HubOAuthClient.from_env())
 
 
 async def _owns(cfg: GateConfig, session: aiohttp.ClientSession, token: str,
                 cluster: str) -> bool:
-    async def ask() -> bool:
-        url = f"{cfg.upstream}{cfg.prefix}api/v1/clusters/{urllib.parse.quote(cluster)}"
-        async with session.get(url, headers={"Authorization": f"jupyterhub {token}"}) as resp:
-            return resp.status == 200
-
-    return bool(await _cached(cfg, ("owns", token, cluster), ask))
+    """Whether the gateway, asked with *token*, shows *cluster* (its owner's only)."""
+    key = (token, cluster)
+    hit = cfg._owners.get(key)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    url = f"{cfg.upstream}{cfg.prefix}api/v1/clusters/{urllib.parse.quote(cluster)}"
+    async with session.get(url, headers={"Authorization": f"jupyterhub {token}"}) as resp:
+        owns = resp.status == 200
+    if len(cfg._owners) > 10000:
+        cfg._owners.clear()
+    cfg._owners[key] = (time.monotonic(), owns)
+    return owns
 
 
 def _login_redirect(cfg: GateConfig, request: web.Request) -> web.Response:
-    state = secrets.token_urlsafe(24)
-    params = {"client_id": cfg.client_id, "response_type": "code", "state": state,
-              "redirect_uri": f"{cfg.hub_public}{cfg.callback_path}"}
-    url = f"{cfg.hub_public}/hub/api/oauth2/authorize?{urllib.parse.urlencode(params)}"
+    url, state = cfg.hub.login_redirect(request.path_qs)
     resp = web.HTTPFound(url)
-    payload = base64.urlsafe_b64encode(json.dumps(
-        {"state": state, "next": request.path_qs}).encode()).decode()
-    resp.set_cookie(STATE_COOKIE, payload, path=cfg.prefix, httponly=True, samesite="Lax",
+    resp.set_cookie(STATE_COOKIE, state, path=cfg.prefix, httponly=True, samesite="Lax",
                     max_age=600)
     return resp
 
@@ -129,26 +86,16 @@ def _login_redirect(cfg: GateConfig, request: web.Request) -> web.Response:
 async def oauth_callback(request: web.Request) -> web.StreamResponse:
     """Finish the hub's OAuth login: exchange the code, keep the token in a cookie."""
     cfg: GateConfig = request.app["cfg"]
-    raw = request.cookies.get(STATE_COOKIE, "")
-    try:
-        saved = json.loads(base64.urlsafe_b64decode(raw.encode()))
-    except (ValueError, json.JSONDecodeError):
-        saved = {}
-    if not saved or request.query.get("state") != saved.get("state"):
+    target = cfg.hub.next_url(request.cookies.get(STATE_COOKIE, ""), request.query.get("state"))
+    if target is None:
         raise web.HTTPForbidden(text="OAuth state mismatch: start again from the dashboard link")
     code = request.query.get("code")
     if not code:
         raise web.HTTPBadRequest(text="OAuth callback without a code")
-    data = {"client_id": cfg.client_id, "client_secret": cfg.client_secret,
-            "grant_type": "authorization_code", "code": code,
-            "redirect_uri": f"{cfg.hub_public}{cfg.callback_path}"}
-    session: aiohttp.ClientSession = request.app["session"]
-    async with session.post(f"{cfg.hub_api}/oauth2/token", data=data) as resp:
-        if resp.status != 200:
-            raise web.HTTPForbidden(text="the hub refused the OAuth code")
-        token = (await resp.json())["access_token"]
-    target = saved.get("next") or cfg.prefix
-    if not str(target).startswith(cfg.prefix):
+    token = await cfg.hub.token_for_code(request.app["session"], code)
+    if token is None:
+        raise web.HTTPForbidden(text="the hub refused the OAuth code")
+    if not target.startswith(cfg.prefix):
         target = cfg.prefix
     out = web.HTTPFound(target)
     out.set_cookie(COOKIE, token, path=cfg.prefix, httponly=True, samesite="Lax")
@@ -203,7 +150,7 @@ async def route(request: web.Request) -> web.StreamResponse:
     """Dispatch one request under the service prefix (see the module docstring)."""
     cfg: GateConfig = request.app["cfg"]
     path = request.path
-    if path == cfg.callback_path:
+    if path == cfg.hub.callback_path:
         return await oauth_callback(request)
     if not path.startswith(cfg.prefix):
         raise web.HTTPNotFound()
@@ -213,15 +160,15 @@ async def route(request: web.Request) -> web.StreamResponse:
         return await _proxy_http(request, url)
     if rest.startswith("clusters/"):
         cluster = rest.split("/")[1]
-        token = _token_of(request)
+        token = token_from(request.headers, request.cookies, COOKIE)
         session: aiohttp.ClientSession = request.app["session"]
-        user = await _user_of(cfg, session, token) if token else None
+        user = await cfg.hub.user_for_token(session, token) if token else None
         if user is None:
             if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
                 return _login_redirect(cfg, request)
             raise web.HTTPUnauthorized(text="log in to JupyterHub to see this dashboard")
         if not cluster or not await _owns(cfg, session, token, cluster):
-            raise web.HTTPNotFound(text=f"no cluster {cluster!r} of user {user!r}")
+            raise web.HTTPNotFound(text=f"no cluster {cluster!r} of user {user.name!r}")
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await _proxy_ws(request, url)
         return await _proxy_http(request, url)

@@ -8,7 +8,8 @@ foreground. It never writes a secret to the terminal or the logs:
   culler's service tokens, the gateway database key, the first admin's password unless
   ``OCEANDATA_HUB_ADMIN_PASSWORD`` gives it);
 - the first admin (``OCEANDATA_HUB_ADMIN``, default ``admin``) is registered with
-  NativeAuthenticator at first start, already approved;
+  NativeAuthenticator before the hub starts, already approved (nobody can sign up under
+  that name first);
 - ports other than the public one are chosen free at each start and handed to the
   configuration through ``OCEANDATA_HUB_*`` environment variables;
 - a lock file makes a second ``hub up`` on the same data dir say that one is running.
@@ -140,9 +141,8 @@ def _admin_password(secrets_dir: Path) -> str:
 def register_admin(db_url: str, name: str, password: str) -> bool:
     """Register *name* with NativeAuthenticator, approved, unless it exists.
 
-    Called once the hub is up: NativeAuthenticator creates its table at hub start, and
-    a table created before the hub's own schema would stop the hub (it then takes the
-    database for an old, unversioned one).
+    Called by :func:`bootstrap_admin` once the hub's schema exists (a table created
+    before it would make the hub take the database for an old, unversioned one).
 
     Returns whether a new account was created. The password is stored bcrypt-hashed, as
     NativeAuthenticator stores it at sign-up.
@@ -154,6 +154,7 @@ def register_admin(db_url: str, name: str, password: str) -> bool:
 
     engine = create_engine(db_url)
     try:
+        UserInfo.__table__.create(engine, checkfirst=True)
         with Session(engine) as session:
             if session.query(UserInfo).filter_by(username=name).first() is not None:
                 return False
@@ -184,6 +185,9 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
                                                      "postgresql+psycopg2:")):
         raise UsageError(f"--db-url {db_url.split('@')[-1]!r} is not supported: give a "
                          "sqlite:/// or postgresql:// URL")
+    if db_url is not None and db_url.startswith("postgresql://"):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the hub ships psycopg2
+        db_url = "postgresql+psycopg2://" + db_url[len("postgresql://"):]
     data = (data_dir or get_settings().data_dir).resolve()
     runtime = HubRuntime(data_dir=data, port=port, db_url=db_url,
                          admin=os.environ.get("OCEANDATA_HUB_ADMIN", "admin"))
@@ -194,12 +198,23 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
                       "gateway_api")}
     secret_file(runtime.secrets_dir / "hub-cookie-secret")
     _gateway_db_key(runtime.secrets_dir / "gateway-db-key")
+    bootstrap_admin(runtime)
     return runtime
 
 
 def bootstrap_admin(runtime: HubRuntime) -> bool:
-    """Register the first admin once the hub has created its database (see module doc)."""
+    """Register the first admin before the hub serves any request.
+
+    NativeAuthenticator approves a sign-up at once when the name is an admin's, so the
+    admin account must exist before ``/hub/signup`` is reachable. The hub's own schema
+    is created first (JupyterHub's ORM, stamped with its alembic revision), then
+    NativeAuthenticator's table, then the account; the hub finds them as it would have
+    made them.
+    """
+    from jupyterhub import orm
+
     db = runtime.environment()["OCEANDATA_HUB_DB_URL"]
+    orm.new_session_factory(db)().close()
     return register_admin(db, runtime.admin, _admin_password(runtime.secrets_dir))
 
 
@@ -276,6 +291,16 @@ def wait_until_up(runtime: HubRuntime, proc: subprocess.Popen, timeout: float = 
                          f"see {runtime.hub_dir / 'jupyterhub.log'}")
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the hub gets SIGTERM if the launcher dies without stopping it (kill -9)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def start_hub(runtime: HubRuntime, *, log_to_file: bool = True) -> subprocess.Popen:
     """Start JupyterHub in the background (tests and ``hub_up`` share this path)."""
     _check_proxy_installed()
@@ -287,7 +312,7 @@ def start_hub(runtime: HubRuntime, *, log_to_file: bool = True) -> subprocess.Po
         return subprocess.Popen(hub_command(runtime), env=runtime.environment(),
                                 cwd=runtime.hub_dir, stdout=log if log_to_file else None,
                                 stderr=subprocess.STDOUT if log_to_file else None,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
     finally:
         log.close()
 
@@ -325,7 +350,6 @@ def hub_up(data_dir: Path | None = None, port: int = 8000, db_url: str | None = 
         signal.signal(signal.SIGTERM, _stop)
         try:
             wait_until_up(runtime, proc)
-            bootstrap_admin(runtime)
             pw_file = runtime.secrets_dir / "hub-admin-password"
             where = ("OCEANDATA_HUB_ADMIN_PASSWORD" if os.environ.get(
                 "OCEANDATA_HUB_ADMIN_PASSWORD") else f"{pw_file} (mode 0600)")
