@@ -44,6 +44,7 @@ sysdeps:
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null 2>&1 || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null)); } || \
 	  echo "cdo/nccopy/chromium/postgresql missing (apt-get install $(SYSPKGS)): the tests needing them are skipped"
+	@bash scripts/install-slurm.sh
 
 test: $(STAMP) lint sysdeps
 	$(BIN)/python -m pytest
