@@ -61,7 +61,7 @@ up: $(STAMP) sample
 bench: $(STAMP) sample
 	@command -v nccopy >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netcdf-bin >/dev/null; } || echo "nccopy missing (apt-get install netcdf-bin): its column is skipped"
 	$(BIN)/python benchmarks/bench_open_subset.py
-	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python -m benchmarks.bench_ingest
 	$(BIN)/python benchmarks/bench_argo.py
 	$(BIN)/python -m benchmarks analysis
 

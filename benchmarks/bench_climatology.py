@@ -87,7 +87,6 @@ fails or disagrees, the table is printed and nothing is written (exit code 1).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -97,10 +96,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from benchmarks._common import (
+    RSS_METHOD,
+    MethodFailed,
+    MethodSkipped,
+    _size,
+    _write_atomic,
+    run_child,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -160,12 +167,8 @@ class Spec:
 SPECS = {"full": Spec("full", years=12, step=0.5), "small": Spec("small", years=2, step=2.0)}
 
 
-class MethodFailed(Exception):
-    """A method's command failed; the message is the one line to report."""
 
 
-class MethodSkipped(Exception):
-    """A method cannot run here (its tool is missing); the message says why."""
 
 
 # --------------------------------------------------------------------------- data
@@ -242,12 +245,6 @@ def generate(spec: Spec, zarr_path: Path, nc_path: Path) -> dict[str, float]:
             "zarr_bytes": _size(zarr_path), "netcdf_bytes": nc_path.stat().st_size}
 
 
-def _size(path: Path) -> int:
-    """Bytes of a file, or of every file under a folder."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum((Path(root) / name).lstat().st_size
-               for root, _, names in os.walk(path) for name in names)
 
 
 def ensure_data(spec: Spec, data_dir: Path) -> dict:
@@ -280,61 +277,12 @@ def ensure_data(spec: Spec, data_dir: Path) -> dict:
 # --------------------------------------------------------------------------- children
 
 
-@dataclass(frozen=True)
-class Child:
-    """A finished child process: wall seconds, its peak RSS (MiB) and its stdout."""
-
-    seconds: float
-    peak_rss_mib: float
-    stdout: str
 
 
-def _gnu_time() -> str | None:
-    """Path of GNU time if it works here (``-f %M -o FILE``), else None."""
-    exe = "/usr/bin/time"
-    if not os.access(exe, os.X_OK):
-        return None
-    with tempfile.NamedTemporaryFile("r") as rss:
-        probe = subprocess.run([exe, "-f", "%M", "-o", rss.name, "true"],
-                               capture_output=True, check=False)
-        ok = probe.returncode == 0 and rss.read().strip().isdigit()
-    return exe if ok else None
 
 
-TIME = _gnu_time()
-RSS_METHOD = (
-    "the command's maximum resident set size from GNU time (`/usr/bin/time -f %M`)"
-    if TIME else
-    "the child's `ru_maxrss` from `os.wait4` (includes this script's memory at fork)")
 
 
-def run_child(cmd: Sequence[str], *, cwd: Path | None = None) -> Child:
-    """Run *cmd* to completion; return its wall time, peak RSS and stdout.
-
-    Raises
-    ------
-    MethodFailed
-        Non-zero exit; the message is the last line of its stderr.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r") as rss_file:
-        full = [TIME, "-f", "%M", "-o", rss_file.name, *cmd] if TIME else list(cmd)
-        start = time.perf_counter()
-        proc = subprocess.Popen(full, stdout=out, stderr=err, cwd=cwd or ROOT, env=os.environ)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait
-        if proc.returncode != 0:
-            err.seek(0)
-            lines = [ln.strip() for ln in err.read().decode(errors="replace").splitlines()]
-            last = next((ln for ln in reversed(lines) if ln), f"exit code {proc.returncode}")
-            raise MethodFailed(last)
-        if TIME:  # KiB; the last line (GNU time may note a non-zero status above it)
-            kib = float(rss_file.read().split()[-1])
-        else:
-            kib = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
-        out.seek(0)
-        return Child(seconds, kib / 1024, out.read().decode(errors="replace"))
 
 
 # --------------------------------------------------------------------------- cases
@@ -742,15 +690,6 @@ def _notes(summary: dict) -> list[str]:
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _warm(paths: Sequence[str]) -> None:

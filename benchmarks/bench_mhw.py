@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import _write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE_POINTS_PER_S = 7.0
@@ -159,12 +161,6 @@ def _spawn(method: str, store: Path, loop_points: int) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _table(summary: dict) -> str:

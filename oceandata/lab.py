@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import get_settings
 
 
-def secret_file(path: Path, *, nbytes: int = 32) -> str:
+def secret_file(path: Path, *, nbytes: int = 32, make: Callable[[], str] | None = None) -> str:
     """Return the secret stored in *path*, creating it (mode 0600) if it does not exist.
 
     Parameters
@@ -24,6 +25,8 @@ def secret_file(path: Path, *, nbytes: int = 32) -> str:
         Where the secret lives; its folder is created with mode 0700.
     nbytes
         Random bytes in a new secret (hex encoded).
+    make
+        Makes a new secret in another format (e.g. a Fernet key) instead.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -32,7 +35,7 @@ def secret_file(path: Path, *, nbytes: int = 32) -> str:
         os.chmod(path, 0o600)
         return path.read_text(encoding="utf-8").strip()
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        value = secrets.token_hex(nbytes)
+        value = make() if make is not None else secrets.token_hex(nbytes)
         fh.write(value + "\n")
     return value
 

@@ -16,7 +16,6 @@ import contextlib
 import gc
 import json
 import re
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,14 +33,9 @@ from oceandata.hub.launcher import (
     stop_hub,
     wait_until_up,
 )
+from oceandata.netutil import free_port
 
 PASSWORD = "correct-horse-battery-9"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

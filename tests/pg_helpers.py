@@ -22,7 +22,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,9 @@ from pathlib import Path
 
 import pytest
 
+from oceandata.netutil import free_port
+from oceandata.testing import in_ci
+
 #: the Debian package providing initdb/pg_ctl/pg_isready
 DEBIAN_PACKAGE = "postgresql"
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "pg_isready")
@@ -39,17 +41,6 @@ SERVER_PROGRAMS = ("initdb", "pg_ctl", "pg_isready")
 
 class PostgresUnavailable(RuntimeError):
     """PostgreSQL cannot be installed or started here (the message says why)."""
-
-
-def in_ci() -> bool:
-    """Whether the tests run in CI (``CI=true``), where a missing service is a failure.
-
-    Returns
-    -------
-    bool
-        True when the ``CI`` environment variable is ``true`` (any case) or ``1``.
-    """
-    return os.environ.get("CI", "").strip().lower() in ("true", "1")
 
 
 def skip_or_fail(reason: str) -> None:
@@ -146,12 +137,6 @@ def ensure_bindir() -> Path:
         raise PostgresUnavailable(f"apt-get installed {DEBIAN_PACKAGE} but initdb/pg_ctl "
                                   "are still not found")
     return bindir
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -331,7 +316,7 @@ def running_postgres(user: str = "hub", password: str = "hub-db-pw-7f3k",
     # a fresh folder directly under the system temp dir: pytest's tmp folders are private
     # to root (0700), which the postgres user could not enter
     base = Path(tempfile.mkdtemp(prefix="oceandata-pg-"))
-    pg = Postgres(bindir=bindir, base=base, port=_free_port(), user=user,
+    pg = Postgres(bindir=bindir, base=base, port=free_port(), user=user,
                   password=password, dbname=dbname)
     started = False
     try:

@@ -15,13 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from oceandata.netutil import free_port
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -55,7 +51,7 @@ def _wait_listening(proc: subprocess.Popen, port: int, log: list[str]) -> None:
 
 @pytest.fixture
 def lab(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, OCEANDATA_DATA_DIR=str(tmp_path / "var"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "oceandata.cli", "lab", "--port", str(port),

@@ -35,6 +35,7 @@ from pathlib import Path
 from ..config import get_settings
 from ..errors import OceandataError, UsageError
 from ..lab import secret_file
+from ..netutil import free_port
 
 #: The checkout holding ``hub_config/`` (the package is installed editable from it).
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -88,6 +89,7 @@ class HubRuntime:
             "CONFIGPROXY_AUTH_TOKEN": secret_file(self.secrets_dir / "proxy-token"),
             "OCEANDATA_GATEWAY_SERVICE_TOKEN": secret_file(self.secrets_dir / "gateway-token"),
             "OCEANDATA_CULLER_SERVICE_TOKEN": secret_file(self.secrets_dir / "culler-token"),
+            "OCEANDATA_ALLOC_SERVICE_TOKEN": secret_file(self.secrets_dir / "allocations-token"),
             "OCEANDATA_GATEWAY_PROXY_TOKEN": secret_file(self.secrets_dir / "gateway-proxy-token"),
             "PATH": f"{NODE_PREFIX / 'node_modules' / '.bin'}:{Path(sys.executable).parent}:"
                     f"{env.get('PATH', '')}",
@@ -96,12 +98,6 @@ class HubRuntime:
             env["OCEANDATA_SAMPLE_DATA"] = str(settings.sample_data)
         env.pop("JUPYTERHUB_API_TOKEN", None)
         return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_taken(port: int) -> bool:
@@ -119,16 +115,8 @@ def _gateway_db_key(path: Path) -> str:
     """A Fernet key (urlsafe base64 of 32 bytes) for the gateway database, stored 0600."""
     import base64
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        os.chmod(path, 0o600)
-        return path.read_text(encoding="utf-8").strip()
-    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(key + "\n")
-    return key
+    return secret_file(path, make=lambda: base64.urlsafe_b64encode(
+        secrets.token_bytes(32)).decode())
 
 
 def _admin_password(secrets_dir: Path) -> str:
@@ -193,9 +181,9 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
                          admin=os.environ.get("OCEANDATA_HUB_ADMIN", "admin"))
     runtime.hub_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (data / "users").mkdir(parents=True, exist_ok=True)
-    runtime.ports = {name: _free_port() for name in
+    runtime.ports = {name: free_port() for name in
                      ("hub_api", "proxy_api", "gateway_gate", "gateway_http", "gateway_tcp",
-                      "gateway_api")}
+                      "gateway_api", "allocations")}
     secret_file(runtime.secrets_dir / "hub-cookie-secret")
     _gateway_db_key(runtime.secrets_dir / "gateway-db-key")
     bootstrap_admin(runtime)

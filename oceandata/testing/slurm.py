@@ -72,6 +72,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oceandata.netutil import free_port
+from oceandata.testing import in_ci as in_ci  # re-exported for the tests
+
 #: Debian packages providing the daemons and the client commands (``slurm-wlm`` pulls in
 #: ``slurmctld``, ``slurmd`` and ``slurm-client``).
 DEBIAN_PACKAGES = ("slurm-wlm", "munge")
@@ -119,17 +122,6 @@ class SlurmError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- programs
-
-
-def in_ci() -> bool:
-    """Whether this runs in CI (``CI=true``), where a Slurm that cannot start is a failure.
-
-    Returns
-    -------
-    bool
-        True when the ``CI`` environment variable is ``true`` (any case) or ``1``.
-    """
-    return os.environ.get("CI", "").strip().lower() in ("true", "1")
 
 
 def find_programs(names: Iterable[str] = REQUIRED_PROGRAMS) -> dict[str, Path | None]:
@@ -250,28 +242,6 @@ def slurm_version(slurmctld: Path | str = "slurmctld") -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------- machine
-
-
-def free_port(exclude: Iterable[int] = ()) -> int:
-    """Return a TCP port on 127.0.0.1 that is free now (the kernel picks it).
-
-    Parameters
-    ----------
-    exclude
-        Ports not to return (already chosen for something else).
-
-    Returns
-    -------
-    int
-        The port number.
-    """
-    taken = set(exclude)
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in taken:
-            return port
 
 
 def short_hostname() -> str:
