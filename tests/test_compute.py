@@ -1,0 +1,36 @@
+"""``oceandata.compute.cluster`` outside the hub: a LocalCluster on 127.0.0.1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oceandata.compute import cluster, in_hub
+from oceandata.errors import UsageError
+
+
+def test_local_cluster_outside_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    assert not in_hub()
+    import dask.array as da
+
+    with cluster(workers=1, worker_cores=1, worker_memory="1GiB") as c, c.get_client() as client:
+        assert type(c).__name__ == "LocalCluster"
+        assert c.scheduler_address.startswith("tcp://127.0.0.1:")
+        info = client.scheduler_info()
+        assert len(info["workers"]) == 1
+        worker = next(iter(info["workers"].values()))
+        assert worker["nthreads"] == 1
+        assert worker["memory_limit"] == 2**30
+        x = np.arange(1_000_000, dtype=float)
+        assert da.from_array(x, chunks=100_000).mean().compute() == pytest.approx(x.mean())
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"workers": -1}, "workers=-1 must be 0 or more"),
+    ({"worker_cores": 0}, "worker_cores=0 must be at least 1"),
+    ({"worker_memory": "lots"}, "worker_memory 'lots' is not a size"),
+])
+def test_bad_requests_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        cluster(**kwargs)
