@@ -58,7 +58,8 @@ c.JupyterHub.load_groups = {
 # --- roles: services get only what they need
 c.JupyterHub.load_roles = [
     {"name": "user",
-     "scopes": ["self", "access:services!service=dask-gateway"]},
+     "scopes": ["self", "access:services!service=dask-gateway",
+                "access:services!service=allocations"]},
     {"name": "idle-culler", "services": ["idle-culler"],
      "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]},
     # dask-gateway needs no scope of its own: it identifies callers with their tokens
@@ -86,6 +87,22 @@ c.JupyterHub.services = [
         "oauth_no_confirm": True,
     },
     {
+        # compute allocations: requests, review, usage (REST API and HTML pages)
+        "name": "allocations",
+        "url": f"http://127.0.0.1:{PORTS['allocations']}",
+        "api_token": os.environ["OCEANDATA_ALLOC_SERVICE_TOKEN"],
+        "command": [sys.executable, "-m", "oceandata.alloc.service"],
+        "environment": {
+            # PRODUCTION: postgresql://... (the same database for every hub node)
+            "OCEANDATA_ALLOC_DB_URL": os.environ.get(
+                "OCEANDATA_ALLOC_DB_URL", f"sqlite:///{DATA / 'alloc' / 'alloc.sqlite'}"),
+            "OCEANDATA_HUB_PUBLIC_URL": PUBLIC_URL,
+            "OCEANDATA_DATA_DIR": str(DATA),
+            "PATH": os.environ["PATH"],
+        },
+        "oauth_no_confirm": True,
+    },
+    {
         "name": "idle-culler",
         "api_token": os.environ["OCEANDATA_CULLER_SERVICE_TOKEN"],
         "command": [sys.executable, "-m", "jupyterhub_idle_culler",
@@ -107,6 +124,7 @@ if hasattr(os, "geteuid") and os.geteuid() == 0:
 c.Spawner.server_token_scopes = [
     "users:activity!user", "access:servers!server", "read:users:name!user",
     "read:users:groups!user", "access:services!service=dask-gateway",
+    "access:services!service=allocations",
 ]
 c.Spawner.environment = {
     **{k: os.environ[k] for k in ("OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",

@@ -289,6 +289,11 @@ def _install_subcommands() -> None:
 
     install(app)
     app.add_typer(argo_app, name="argo")
+    from .alloc.cli import install as install_alloc
+    from .jobs.cli import install as install_jobs
+
+    install_alloc(app)
+    install_jobs(app)
 
 
 _install_subcommands()

@@ -51,6 +51,11 @@ def cluster(workers: int | None = None, *, worker_cores: int = 1,
     **gateway_options
         Further dask-gateway cluster options (e.g. ``cluster_cores``); ignored locally.
 
+    Notes
+    -----
+    Inside a batch job (``OCEANDATA_JOB_CORES``/``OCEANDATA_JOB_MEMORY`` set by the jobs
+    service) the LocalCluster is sized to the job's cores and memory.
+
     Returns
     -------
     dask_gateway.GatewayCluster or distributed.LocalCluster
@@ -77,7 +82,16 @@ def cluster(workers: int | None = None, *, worker_cores: int = 1,
         return gc
     from distributed import LocalCluster
 
-    n = workers if workers is not None else max(1, (os.cpu_count() or 1) // worker_cores)
+    cores = os.cpu_count() or 1
+    job_cores = os.environ.get("OCEANDATA_JOB_CORES")
+    job_memory = os.environ.get("OCEANDATA_JOB_MEMORY")
+    if job_cores:
+        # inside a batch job: stay within what the job was given, not the whole node
+        cores = max(1, int(job_cores))
+        worker_cores = min(worker_cores, cores)
+    n = workers if workers is not None else max(1, cores // worker_cores)
+    if job_memory:
+        memory = min(memory, _memory_gib(job_memory) / max(n, 1))
     return LocalCluster(n_workers=n, threads_per_worker=worker_cores,
                         memory_limit=f"{memory}GiB", host="127.0.0.1",
                         dashboard_address="127.0.0.1:0")

@@ -34,3 +34,13 @@ def test_local_cluster_outside_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_requests_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         cluster(**kwargs)
+
+
+def test_inside_a_batch_job_the_cluster_fits_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    monkeypatch.setenv("OCEANDATA_JOB_CORES", "1")
+    monkeypatch.setenv("OCEANDATA_JOB_MEMORY", "1536MiB")
+    with cluster() as c, c.get_client() as client:
+        workers = client.scheduler_info()["workers"].values()
+        assert [w["nthreads"] for w in workers] == [1]
+        assert sum(w["memory_limit"] for w in workers) <= 1536 * 2**20

@@ -82,7 +82,7 @@ def test_hub_up_second_instance_and_ctrl_c(tmp_path: Path) -> None:
         assert third.returncode == 2 and f"port {port}" in third.stderr
 
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=120) == 0
         leftover = {p for p in children if Path(f"/proc/{p}").exists()
                     and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[-1][:3]}
         assert not leftover, f"processes left after Ctrl-C: {leftover}"

@@ -327,17 +327,28 @@ def hub_up(data_dir: Path | None = None, port: int = 8000, db_url: str | None = 
     with _Lock(runtime):
         proc = start_hub(runtime)
 
+        stopping: list[int] = []
+
         def _stop(signum: int, frame: object) -> None:
             # only signal here: waiting inside a handler that interrupted Popen.wait
             # would deadlock on the Popen's wait lock; the main flow reaps the hub
+            stopping.append(signum)
             try:
                 os.kill(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
+        # Ctrl-C and SIGTERM only forward SIGTERM to the hub; the main flow then sees the
+        # hub exit (no KeyboardInterrupt unwinding through a blocking wait)
         signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
         try:
-            wait_until_up(runtime, proc)
+            try:
+                wait_until_up(runtime, proc)
+            except OceandataError:
+                if stopping:  # Ctrl-C while starting: not a failure
+                    return 0
+                raise
             pw_file = runtime.secrets_dir / "hub-admin-password"
             where = ("OCEANDATA_HUB_ADMIN_PASSWORD" if os.environ.get(
                 "OCEANDATA_HUB_ADMIN_PASSWORD") else f"{pw_file} (mode 0600)")
@@ -348,10 +359,9 @@ def hub_up(data_dir: Path | None = None, port: int = 8000, db_url: str | None = 
                   f"  log: {runtime.hub_dir / 'jupyterhub.log'}; Ctrl-C stops everything",
                   flush=True)
             code = proc.wait()
+            print("the hub has stopped", flush=True)
             return 0 if code in (0, -signal.SIGTERM) else code
-        except KeyboardInterrupt:
-            print("stopping the hub ...", flush=True)
-            return 0
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             stop_hub(proc)

@@ -1,0 +1,264 @@
+"""The rules of allocations: requests, decisions, quota checks and charging.
+
+Every path that grants or spends compute goes through these functions (the REST API,
+the CLI through it, the gateway's options handler, batch submission), so the rules are
+written once. They take an open session; callers own the transaction
+(:func:`oceandata.alloc.db.session_scope`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..errors import NotAuthorized, OceandataError, UsageError
+from .models import Allocation, AllocationStatus, AuditEntry, Usage, utcnow
+
+#: fields a partner fills in; numbers must be positive
+REQUEST_FIELDS = ("project_title", "pi", "institution", "justification", "core_hours",
+                  "max_cores", "memory_per_job_gb", "storage_gb", "start_date", "end_date",
+                  "datasets")
+#: fields an admin may change when approving
+ADJUSTABLE = ("core_hours", "max_cores", "memory_per_job_gb", "storage_gb", "start_date",
+              "end_date", "datasets")
+
+
+class QuotaExceeded(NotAuthorized):
+    """A request for compute that the user's allocation cannot cover."""
+
+
+class NotFound(OceandataError):
+    """No such allocation (or not one the caller may see)."""
+
+
+def _date(value: Any, name: str) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise UsageError(f"{name} {value!r} is not a date: give YYYY-MM-DD") from None
+
+
+def _positive(value: Any, name: str, kind: type = float) -> float:
+    """A finite number above 0; *kind* ``int`` also refuses fractions (``4.7`` cores)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} {value!r} is not a number") from None
+    if not math.isfinite(number):
+        # a NaN quota would pass every later comparison: unlimited compute
+        raise UsageError(f"{name} {value!r} is not a finite number")
+    if number <= 0:
+        raise UsageError(f"{name} must be more than 0, got {value!r}")
+    if kind is int:
+        if number != int(number):
+            raise UsageError(f"{name} must be a whole number, got {value!r}")
+        return int(number)
+    return number
+
+
+def clean_request(fields: dict[str, Any]) -> dict[str, Any]:
+    """Validate and normalise the fields of a request (or of an admin's changes)."""
+    out: dict[str, Any] = {}
+    for name in ("project_title", "pi", "institution", "justification"):
+        if name in fields:
+            text = str(fields[name]).strip()
+            if not text:
+                raise UsageError(f"{name} is empty")
+            out[name] = text
+    for name in ("core_hours", "memory_per_job_gb", "storage_gb"):
+        if name in fields:
+            out[name] = _positive(fields[name], name)
+    if "max_cores" in fields:
+        out["max_cores"] = int(_positive(fields["max_cores"], "max_cores", int))
+    for name in ("start_date", "end_date"):
+        if name in fields:
+            out[name] = _date(fields[name], name)
+    if "datasets" in fields:
+        raw = fields["datasets"] or []
+        if isinstance(raw, str):
+            raw = [d for d in raw.replace(",", " ").split() if d]
+        out["datasets"] = sorted({str(d) for d in raw})
+    return out
+
+
+def _audit(session: Session, alloc: Allocation, actor: str, action: str,
+           before: dict | None) -> None:
+    session.add(AuditEntry(allocation_id=alloc.id, actor=actor, action=action, before=before,
+                           after=alloc.snapshot(), at=utcnow()))
+
+
+def request_allocation(session: Session, owner: str, fields: dict[str, Any]) -> Allocation:
+    """File a request for *owner*; every field of :data:`REQUEST_FIELDS` is required."""
+    missing = [f for f in REQUEST_FIELDS if f != "datasets" and fields.get(f) in (None, "")]
+    if missing:
+        raise UsageError(f"missing field(s): {', '.join(missing)}")
+    data = clean_request(fields)
+    data.setdefault("datasets", [])
+    if data["end_date"] < data["start_date"]:
+        raise UsageError(f"end_date {data['end_date']} is before start_date "
+                         f"{data['start_date']}")
+    alloc = Allocation(owner=owner, status=AllocationStatus.PENDING, **data)
+    session.add(alloc)
+    session.flush()
+    _audit(session, alloc, owner, "request", None)
+    return alloc
+
+
+def get_visible(session: Session, alloc_id: int, user: str, is_admin: bool) -> Allocation:
+    """The allocation if *user* owns it or is an admin; otherwise :class:`NotFound`."""
+    alloc = session.get(Allocation, alloc_id)
+    if alloc is None or (alloc.owner != user and not is_admin):
+        raise NotFound(f"no allocation {alloc_id} of yours")
+    return alloc
+
+
+def list_visible(session: Session, user: str, is_admin: bool,
+                 status: AllocationStatus | None = None) -> list[Allocation]:
+    """The caller's allocations (every allocation for an admin), newest first."""
+    query = select(Allocation).order_by(Allocation.id.desc())
+    if not is_admin:
+        query = query.where(Allocation.owner == user)
+    if status is not None:
+        query = query.where(Allocation.status == status)
+    return list(session.scalars(query))
+
+
+def decide(session: Session, alloc_id: int, actor: str, is_admin: bool, *, approve: bool,
+           changes: dict[str, Any] | None = None, reason: str | None = None) -> Allocation:
+    """Approve (possibly with changed amounts) or deny a request; admins only.
+
+    A decided allocation may be decided again: denying an approved one revokes it (from
+    then on nothing can be charged to it), approving a denied one reinstates it. Every
+    decision is audited with the state before and after.
+    """
+    if not is_admin:
+        raise NotAuthorized(f"{actor} is not an administrator: only admins approve or deny")
+    alloc = get_visible(session, alloc_id, actor, True)
+    if not approve and not (reason or "").strip():
+        raise UsageError("a denial needs a reason")
+    before = alloc.snapshot()
+    unknown = set(changes or {}) - set(ADJUSTABLE)
+    if unknown:
+        raise UsageError(f"cannot change {', '.join(sorted(unknown))}: adjustable fields "
+                         f"are {', '.join(ADJUSTABLE)}")
+    for name, value in clean_request(changes or {}).items():
+        setattr(alloc, name, value)
+    if alloc.end_date < alloc.start_date:
+        raise UsageError(f"end_date {alloc.end_date} is before start_date {alloc.start_date}")
+    alloc.status = AllocationStatus.APPROVED if approve else AllocationStatus.DENIED
+    alloc.decided_by = actor
+    alloc.decided_at = utcnow()
+    alloc.reason = (reason or "").strip() or None
+    session.flush()
+    _audit(session, alloc, actor, "approve" if approve else "deny", before)
+    return alloc
+
+
+def audit_log(session: Session, alloc_id: int) -> list[AuditEntry]:
+    """Every change of one allocation, oldest first."""
+    return list(session.scalars(select(AuditEntry).where(AuditEntry.allocation_id == alloc_id)
+                                .order_by(AuditEntry.id)))
+
+
+def used_core_hours(session: Session, alloc_id: int) -> float:
+    """Core-hours charged so far to an allocation."""
+    total = session.scalar(select(func.coalesce(func.sum(Usage.core_hours), 0.0))
+                           .where(Usage.allocation_id == alloc_id))
+    return float(total or 0.0)
+
+
+def active_allocation(session: Session, user: str,
+                      day: dt.date | None = None) -> Allocation | None:
+    """The user's approved allocation in force on *day* (the latest approved one)."""
+    day = day or dt.date.today()
+    query = (select(Allocation).where(Allocation.owner == user,
+                                      Allocation.status == AllocationStatus.APPROVED,
+                                      Allocation.start_date <= day,
+                                      Allocation.end_date >= day)
+             .order_by(Allocation.decided_at.desc(), Allocation.id.desc()))
+    return session.scalars(query).first()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an allocation lets a request use."""
+
+    allocation_id: int
+    max_cores: int
+    memory_per_job_gb: float
+    core_hours_left: float
+
+
+def check_compute(session: Session, user: str, *, cores: float, memory_gb: float,
+                  hours: float, allocation_id: int | None = None) -> Grant:
+    """Refuse what the user's allocation cannot cover; return what it grants.
+
+    Parameters
+    ----------
+    cores, memory_gb, hours
+        The request: concurrent cores, memory per job (or per worker), and the longest
+        it may run (walltime; the charge is ``cores * hours`` at most).
+    allocation_id
+        The allocation to charge; default the user's active one.
+    """
+    today = dt.date.today()
+    if allocation_id is not None:
+        alloc = session.get(Allocation, allocation_id)
+        if alloc is None or alloc.owner != user:
+            raise NotFound(f"no allocation {allocation_id} of yours")
+        if alloc.status != AllocationStatus.APPROVED:
+            raise QuotaExceeded(f"allocation {alloc.id} is {alloc.status.value}, not approved")
+        if not alloc.active_on(today):
+            raise QuotaExceeded(f"allocation {alloc.id} runs {alloc.start_date} to "
+                                f"{alloc.end_date}; today is {today}")
+    else:
+        alloc = active_allocation(session, user, today)
+        if alloc is None:
+            raise QuotaExceeded(f"{user} has no approved allocation in force today: request "
+                                "one (oceandata alloc request) and wait for its approval")
+    left = alloc.core_hours - used_core_hours(session, alloc.id)
+    if cores > alloc.max_cores:
+        raise QuotaExceeded(f"{cores:g} cores asked, allocation {alloc.id} allows at most "
+                            f"{alloc.max_cores} at once")
+    if memory_gb > alloc.memory_per_job_gb:
+        raise QuotaExceeded(f"{memory_gb:g} GB of memory asked, allocation {alloc.id} allows "
+                            f"at most {alloc.memory_per_job_gb:g} GB per job")
+    if left <= 0:
+        raise QuotaExceeded(f"allocation {alloc.id} is exhausted: {alloc.core_hours:g} "
+                            f"core-hours, all used")
+    if cores * hours > left:
+        raise QuotaExceeded(f"{cores:g} cores for {hours:g} h may use {cores * hours:g} "
+                            f"core-hours; allocation {alloc.id} has {left:.3g} left")
+    return Grant(alloc.id, alloc.max_cores, alloc.memory_per_job_gb, left)
+
+
+def charge(session: Session, *, user: str, allocation_id: int | None, source: str, ref: str,
+           cores: float, seconds: float) -> Usage:
+    """Record ``cores * seconds`` of use (in core-hours) against an allocation."""
+    if source not in ("gateway", "batch"):
+        raise UsageError(f"usage source {source!r}: give gateway or batch")
+    row = Usage(allocation_id=allocation_id, user=user, source=source, ref=ref, cores=cores,
+                seconds=max(seconds, 0.0), core_hours=cores * max(seconds, 0.0) / 3600.0,
+                recorded_at=utcnow())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def usage_summary(session: Session, user: str | None = None) -> list[dict[str, Any]]:
+    """Core-hours per allocation and user and source (all users when *user* is None)."""
+    query = (select(Usage.allocation_id, Usage.user, Usage.source,
+                    func.sum(Usage.core_hours), func.count())
+             .group_by(Usage.allocation_id, Usage.user, Usage.source)
+             .order_by(Usage.allocation_id, Usage.user, Usage.source))
+    if user is not None:
+        query = query.where(Usage.user == user)
+    return [{"allocation_id": a, "user": u, "source": s, "core_hours": float(h), "records": n}
+            for a, u, s, h, n in session.execute(query)]

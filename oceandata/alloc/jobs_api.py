@@ -1,0 +1,223 @@
+"""REST routes of batch jobs: submit, list, show, logs, cancel, outputs.
+
+Mounted by the allocations service (``app.include_router(router)``); every route needs
+a JupyterHub token (:func:`oceandata.alloc.auth.current_user`). Another user's job
+answers 404, as if it did not exist; admins see every job.
+
+``POST /jobs`` takes either
+
+- ``multipart/form-data``: a ``script`` file and the fields ``cores``, ``memory``,
+  ``walltime``, ``allocation_id``, ``backend``, ``name`` and ``args`` (a JSON list, or
+  the field repeated), or
+- JSON: ``{"script": "<text>", "script_name": "run.py", "args": [...], "cores": 2,
+  "memory": "4GB", "walltime": "1:00:00", "allocation_id": 1, "backend": "local"}``.
+
+Errors: 400 bad request (one line saying what and what is valid), 403 over quota,
+404 no such job (or not yours), 409 already ended, 503 backend unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import NotAuthorized, UsageError
+from ..hub.identity import HubUser
+from ..jobs import service
+from ..jobs.spec import make_spec
+from . import db
+from .auth import current_user
+from .core import NotFound
+
+router = APIRouter()
+
+#: largest script accepted, in bytes
+MAX_SCRIPT_BYTES = 4 * 2**20
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    """Map the platform's errors to HTTP statuses with their one-line message."""
+    try:
+        yield
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except service.JobFinished as exc:
+        raise HTTPException(409, str(exc)) from None
+    except NotAuthorized as exc:
+        raise HTTPException(403, str(exc)) from None
+    except UsageError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _db_url(request: Request) -> str:
+    return getattr(request.app.state, "db_url", None) or db.default_url()
+
+
+def _runtime(request: Request) -> service.JobRuntime:
+    runtime = getattr(request.app.state, "jobs", None)
+    return runtime if runtime is not None else service.get_runtime(_db_url(request))
+
+
+def _args(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            return [str(v) for v in parsed]
+        return [value]
+    raise UsageError(f"args {value!r}: give a JSON list of strings")
+
+
+def _allocation(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"allocation_id {value!r} is not a whole number") from None
+
+
+async def _read_request(request: Request) -> tuple[str, bytes, dict[str, Any]]:
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data") or kind.startswith(
+            "application/x-www-form-urlencoded"):
+        form = await request.form()
+        upload = form.get("script")
+        if upload is None or isinstance(upload, str):
+            raise UsageError("script: upload the script file as the multipart field 'script'")
+        data = await upload.read(MAX_SCRIPT_BYTES + 1)
+        fields: dict[str, Any] = {k: v for k, v in form.items() if k != "script"}
+        arg_values = form.getlist("args")
+        fields["args"] = arg_values[0] if len(arg_values) == 1 else [str(a) for a in arg_values]
+        name = upload.filename or "job.py"
+    else:
+        try:
+            fields = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UsageError("the body is neither multipart/form-data nor JSON") from None
+        if not isinstance(fields, dict) or not isinstance(fields.get("script"), str):
+            raise UsageError("script: give the script's text as the JSON field 'script'")
+        data = fields["script"].encode()
+        name = str(fields.get("script_name") or "job.py")
+    if len(data) > MAX_SCRIPT_BYTES:
+        raise UsageError(f"script is larger than {MAX_SCRIPT_BYTES // 2**20} MiB")
+    name = Path(name.replace("\\", "/")).name
+    if not re.fullmatch(r"[\w][\w.+-]{0,127}", name):
+        raise UsageError(f"script name {name!r}: use letters, digits, '.', '_', '+' or '-'")
+    return name, data, fields
+
+
+@router.post("/jobs", status_code=201)
+async def submit_job(request: Request, user: HubUser = Depends(current_user)) -> dict[str, Any]:
+    """Submit a job (quota checked before anything is queued)."""
+    with _http_errors():
+        name, data, fields = await _read_request(request)
+        runtime = _runtime(request)
+        url = _db_url(request)
+        backend = str(fields.get("backend") or "local")
+
+        def work() -> dict[str, Any]:
+            engine = runtime.backend(backend)
+            with tempfile.TemporaryDirectory(prefix="oceandata-upload-") as tmp:
+                script = Path(tmp) / name
+                script.write_bytes(data)
+                spec = make_spec(script, _args(fields.get("args")),
+                                 cores=fields.get("cores", 1),
+                                 memory=fields.get("memory", "2GB"),
+                                 walltime=fields.get("walltime", "1:00:00"),
+                                 max_cores=engine.max_cores(),
+                                 max_walltime_s=runtime.settings.max_walltime_s,
+                                 name=fields.get("name") or None)
+                with db.session_scope(url) as session:
+                    job = service.submit(session, user.name, spec,
+                                         _allocation(fields.get("allocation_id")), backend,
+                                         runtime=runtime)
+                    return service.job_dict(job)
+
+        return await run_in_threadpool(work)
+
+
+@router.get("/jobs")
+async def list_jobs(request: Request, user: HubUser = Depends(current_user)) -> list[dict]:
+    """The caller's jobs (every job for an admin), newest first."""
+    def work() -> list[dict[str, Any]]:
+        with db.session_scope(_db_url(request)) as session:
+            return [service.job_dict(j)
+                    for j in service.list_jobs(session, user.name, user.admin)]
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/jobs/{job_id}")
+async def show_job(job_id: str, request: Request,
+                   user: HubUser = Depends(current_user)) -> dict[str, Any]:
+    """One job."""
+    def work() -> dict[str, Any]:
+        with _http_errors(), db.session_scope(_db_url(request)) as session:
+            return service.job_dict(service.get_job(session, user.name, job_id, user.admin))
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
+async def job_logs(job_id: str, request: Request, tail: int | None = None,
+                   user: HubUser = Depends(current_user)) -> str:
+    """The job's ``job.log`` (``?tail=N`` for its last lines)."""
+    def work() -> str:
+        with _http_errors(), db.session_scope(_db_url(request)) as session:
+            return service.logs(session, user.name, job_id, user.admin, tail=tail)
+
+    return PlainTextResponse(await run_in_threadpool(work))
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, request: Request,
+                     user: HubUser = Depends(current_user)) -> dict[str, Any]:
+    """Cancel a queued or running job."""
+    runtime = _runtime(request)
+
+    def work() -> dict[str, Any]:
+        with _http_errors(), db.session_scope(_db_url(request)) as session:
+            return service.job_dict(service.cancel(session, user.name, job_id, user.admin,
+                                                   runtime=runtime))
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/jobs/{job_id}/outputs")
+async def job_outputs(job_id: str, request: Request,
+                      user: HubUser = Depends(current_user)) -> list[dict[str, Any]]:
+    """The files the job wrote under ``outputs/``."""
+    def work() -> list[dict[str, Any]]:
+        with _http_errors(), db.session_scope(_db_url(request)) as session:
+            return service.outputs(session, user.name, job_id, user.admin)
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/jobs/{job_id}/outputs/{path:path}")
+async def job_output_file(job_id: str, path: str, request: Request,
+                          user: HubUser = Depends(current_user)) -> FileResponse:
+    """One output file (400 for ``..`` or absolute paths, 404 for links leaving it)."""
+    def work() -> Path:
+        with _http_errors(), db.session_scope(_db_url(request)) as session:
+            return service.output_file(session, user.name, job_id, path, user.admin)
+
+    target = await run_in_threadpool(work)
+    return FileResponse(target, filename=target.name)

@@ -1,0 +1,659 @@
+"""The allocations service: a JupyterHub service (FastAPI) with a REST API and HTML pages.
+
+Run by JupyterHub as ``python -m oceandata.alloc.service`` (see
+``hub_config/jupyterhub_config.py``); it listens on 127.0.0.1 at the port of
+``JUPYTERHUB_SERVICE_URL`` and the hub's proxy sends it every path under its prefix
+(``/services/allocations/``).
+
+REST API (JSON; a JupyterHub token in ``Authorization: token ...``):
+
+- ``GET api/allocations``, ``POST api/allocations``: list visible ones, file a request;
+- ``GET api/allocations/{id}``: one allocation with used and remaining core-hours and its
+  audit log;
+- ``POST api/allocations/{id}/approve`` (admins; optional body of changed amounts and a
+  ``note``), ``POST api/allocations/{id}/deny`` (admins; ``reason`` required);
+- ``GET api/usage`` (``?csv=1`` for CSV; own usage, everybody's for admins);
+- ``GET api/me``: name, admin, active allocation.
+
+HTML pages (server-rendered, plain forms, no JavaScript; the hub's OAuth login): ``/``,
+``request``, ``admin``, ``allocations/{id}``, ``usage``. Form POSTs carry a CSRF token
+in a hidden field that must equal the service's CSRF cookie (double submit); REST calls
+authenticated by the login cookie instead of a token need it in ``X-CSRF-Token``.
+
+Every rule is in :mod:`oceandata.alloc.core`; this module only translates HTTP.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import inspect
+import io
+import os
+import secrets
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import jinja2
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import NotAuthorized, OceandataError, UsageError
+from ..hub.identity import HubOAuthClient, HubUser
+from . import core, db
+from .auth import COOKIE, LoginRequired, current_user, oauth_callback, page_user
+from .models import Allocation, AllocationStatus, AuditEntry
+
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "/services/allocations/"
+CSRF_COOKIE = "oceandata-alloc-csrf"
+CSRF_FIELD = "_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+TEMPLATES = Path(__file__).with_name("templates")
+#: the form fields of a request, in the order the form shows them
+FORM_FIELDS = core.REQUEST_FIELDS
+#: what an admin may change on the review page (datasets only through the API)
+FORM_ADJUSTABLE = ("core_hours", "max_cores", "memory_per_job_gb", "storage_gb",
+                   "start_date", "end_date")
+LABELS = {
+    "project_title": "Project title", "pi": "Principal investigator",
+    "institution": "Institution", "justification": "Scientific justification",
+    "core_hours": "Core-hours", "max_cores": "Cores at once (max)",
+    "memory_per_job_gb": "Memory per job (GB)", "storage_gb": "Storage (GB)",
+    "start_date": "Start date", "end_date": "End date",
+    "datasets": "Datasets (catalog names, comma or space separated)",
+}
+
+
+def _normalise_prefix(prefix: str) -> str:
+    return "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
+
+
+# --- serialisation -------------------------------------------------------------------
+
+
+def _utc_iso(value: dt.datetime | None) -> str | None:
+    """ISO 8601 with the UTC offset (SQLite gives back naive datetimes, all in UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat()
+
+
+def allocation_dict(alloc: Allocation) -> dict[str, Any]:
+    """An allocation as JSON-safe values.
+
+    Parameters
+    ----------
+    alloc
+        The allocation.
+
+    Returns
+    -------
+    dict
+        ``id``, ``owner``, ``created_at`` and the audited fields.
+    """
+    return {"id": alloc.id, "owner": alloc.owner, **alloc.snapshot(),
+            "decided_at": _utc_iso(alloc.decided_at), "created_at": _utc_iso(alloc.created_at)}
+
+
+def audit_dict(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry as JSON-safe values, with the fields that changed.
+
+    Parameters
+    ----------
+    entry
+        The audit entry.
+
+    Returns
+    -------
+    dict
+        ``actor``, ``at``, ``action``, ``before``, ``after`` and ``changed`` (names of the
+        fields whose value differs between before and after).
+    """
+    before, after = entry.before or {}, entry.after or {}
+    changed = sorted(k for k in after if entry.before is not None and before.get(k) != after[k])
+    return {"id": entry.id, "actor": entry.actor, "at": _utc_iso(entry.at),
+            "action": entry.action, "before": entry.before, "after": entry.after,
+            "changed": changed}
+
+
+def _detail(session: Session, alloc: Allocation) -> dict[str, Any]:
+    used = core.used_core_hours(session, alloc.id)
+    return {**allocation_dict(alloc), "used_core_hours": used,
+            "remaining_core_hours": alloc.core_hours - used,
+            "audit": [audit_dict(e) for e in core.audit_log(session, alloc.id)]}
+
+
+def usage_rows(session: Session, user: HubUser) -> list[dict[str, Any]]:
+    """Usage per allocation, user and source: the caller's, everybody's for an admin."""
+    return core.usage_summary(session, None if user.admin else user.name)
+
+
+def usage_csv(rows: list[dict[str, Any]]) -> str:
+    """The usage rows as CSV text (header ``allocation_id,user,source,core_hours,records``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["allocation_id", "user", "source", "core_hours",
+                                             "records"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "core_hours": f"{row['core_hours']:.6g}"})
+    return buf.getvalue()
+
+
+def usage_chart(rows: list[dict[str, Any]], width: int = 640) -> dict[str, Any]:
+    """Geometry of a horizontal SVG bar chart of core-hours per allocation and user.
+
+    Parameters
+    ----------
+    rows
+        Rows of :func:`oceandata.alloc.core.usage_summary` (sources are summed).
+    width
+        Width of the chart in pixels.
+
+    Returns
+    -------
+    dict
+        ``width``, ``height``, ``label_width`` and ``bars`` (each with ``label``, ``value``,
+        ``y``, ``length``), ready for the template.
+    """
+    totals: dict[tuple[int | None, str], float] = {}
+    for row in rows:
+        key = (row["allocation_id"], row["user"])
+        totals[key] = totals.get(key, 0.0) + row["core_hours"]
+    label_width, value_width, bar_height, gap = 220, 90, 22, 8
+    longest = max(totals.values(), default=0.0)
+    room = width - label_width - value_width
+    bars = []
+    for i, ((alloc_id, user), value) in enumerate(sorted(
+            totals.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1]))):
+        label = f"#{alloc_id} {user}" if alloc_id is not None else f"(none) {user}"
+        length = room * value / longest if longest > 0 else 0.0
+        bars.append({"label": label, "value": value, "y": i * (bar_height + gap),
+                     "length": round(max(length, 1.0 if value > 0 else 0.0), 1),
+                     "height": bar_height})
+    height = max(len(bars) * (bar_height + gap), bar_height)
+    return {"width": width, "height": height, "label_width": label_width, "bars": bars}
+
+
+# --- the app -------------------------------------------------------------------------
+
+
+def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
+    """The allocations service.
+
+    Parameters
+    ----------
+    db_url
+        SQLAlchemy URL of the allocations database (default
+        :func:`oceandata.alloc.db.default_url`); upgraded to the latest schema at start-up.
+    prefix
+        Path prefix of every route (default ``JUPYTERHUB_SERVICE_PREFIX``, else
+        ``/services/allocations/``).
+
+    Returns
+    -------
+    fastapi.FastAPI
+        The application. At start-up it needs the environment JupyterHub gives a managed
+        service (:meth:`oceandata.hub.identity.HubOAuthClient.from_env`) unless
+        ``app.state.hub`` was set before.
+    """
+    url = db_url or db.default_url()
+    _sqlite_folder(url)
+    prefix = _normalise_prefix(prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+                               or DEFAULT_PREFIX)
+    callback = urllib.parse.urlparse(os.environ.get("JUPYTERHUB_OAUTH_CALLBACK_URL")
+                                     or f"{prefix}oauth_callback").path
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(db.upgrade, url)
+        if getattr(app.state, "hub", None) is None:
+            app.state.hub = HubOAuthClient.from_env()
+        app.state.http = aiohttp.ClientSession()
+        jobs = _jobs_service()
+        try:
+            if jobs is not None:
+                await _maybe_await(jobs.startup(app))
+            yield
+        finally:
+            try:
+                if jobs is not None:
+                    await _maybe_await(jobs.shutdown(app))
+            finally:
+                await app.state.http.close()
+
+    app = FastAPI(title="oceandata allocations", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=f"{prefix}api/openapi.json")
+    app.state.prefix = prefix
+    app.state.db_url = url
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    app.state.templates = Jinja2Templates(env=env)
+    _install_error_handlers(app)
+    app.add_api_route(callback, oauth_callback, methods=["GET"], include_in_schema=False)
+    app.include_router(_api_router(), prefix=f"{prefix}api")
+    app.include_router(_page_router(), prefix=prefix.rstrip("/"))
+    try:
+        from .jobs_api import router as jobs_router
+    except ImportError:
+        pass
+    else:
+        app.include_router(jobs_router, prefix=f"{prefix}api")
+    return app
+
+
+def _sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite database file (mode 0700) if it is missing."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///").split("?")[0])
+        if str(path):
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _jobs_service() -> Any:
+    try:
+        from ..jobs import service
+    except ImportError:
+        return None
+    return service
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def in_session(request: Request, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """Run ``fn(session, *args, **kw)`` in one transaction, in a worker thread.
+
+    Parameters
+    ----------
+    request
+        The request (its app names the database).
+    fn
+        The work; its exceptions propagate after a rollback.
+    *args, **kw
+        Passed on to *fn*.
+
+    Returns
+    -------
+    object
+        What *fn* returns.
+    """
+    url = request.app.state.db_url
+
+    def work() -> T:
+        with db.session_scope(url) as session:
+            return fn(session, *args, **kw)
+
+    return await run_in_threadpool(work)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(f"{request.app.state.prefix}api")
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if _is_api(request):
+        return JSONResponse({"error": message}, status_code=status)
+    return render(request, "error.html", {"status": status, "message": message}, status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def login_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LoginRequired)
+        return exc.response
+
+    async def usage(request: Request, exc: Exception) -> Response:
+        return _error(request, 400, str(exc))
+
+    async def forbidden(request: Request, exc: Exception) -> Response:
+        return _error(request, 403, str(exc))
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(request, 404, str(exc))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        response = _error(request, exc.status_code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(UsageError, usage)
+    app.add_exception_handler(NotAuthorized, forbidden)  # QuotaExceeded is one
+    app.add_exception_handler(core.NotFound, not_found)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+# --- CSRF ----------------------------------------------------------------------------
+
+
+def csrf_token(request: Request) -> str:
+    """The browser's CSRF token (its cookie), or a new one to be set with the response."""
+    token = request.cookies.get(CSRF_COOKIE)
+    if not token or len(token) < 20:
+        token = getattr(request.state, "new_csrf", None) or secrets.token_urlsafe(32)
+        request.state.new_csrf = token
+    return token
+
+
+def check_csrf(request: Request, submitted: str | None) -> None:
+    """Refuse (403) a form whose CSRF token is missing or not the cookie's."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not cookie or not submitted or not secrets.compare_digest(cookie, submitted):
+        raise NotAuthorized("the form's CSRF token is missing or stale: reload the page and "
+                            "submit it again")
+
+
+def render(request: Request, name: str, context: dict[str, Any],
+           status: int = 200) -> HTMLResponse:
+    """Render a template with the common context; set the CSRF cookie when it is new."""
+    prefix = request.app.state.prefix
+    ctx = {"prefix": prefix, "csrf": csrf_token(request), "csrf_field": CSRF_FIELD,
+           "user": getattr(request.state, "user", None), "labels": LABELS,
+           "message": request.query_params.get("message"), **context}
+    response = request.app.state.templates.TemplateResponse(request, name, ctx,
+                                                            status_code=status)
+    new = getattr(request.state, "new_csrf", None)
+    if new:
+        response.set_cookie(CSRF_COOKIE, new, path=prefix, httponly=True, samesite="strict")
+    return response
+
+
+def _redirect(request: Request, path: str, **query: Any) -> RedirectResponse:
+    target = request.app.state.prefix + path
+    if query:
+        target += "?" + urllib.parse.urlencode(query)
+    return RedirectResponse(target, status_code=303)
+
+
+# --- REST API ------------------------------------------------------------------------
+
+
+async def api_user(request: Request, user: HubUser = Depends(current_user)) -> HubUser:
+    """The caller of a REST route; one authenticated by the login cookie alone must send
+    the CSRF token in ``X-CSRF-Token`` for anything but GET."""
+    request.state.user = user
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not request.headers.get(
+            "Authorization") and request.cookies.get(COOKIE):
+        check_csrf(request, request.headers.get(CSRF_HEADER))
+    return user
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise UsageError("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise UsageError("the request body must be a JSON object")
+    return body
+
+
+def _api_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health", include_in_schema=False)
+    async def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    @router.get("/me")
+    async def me(request: Request, user: HubUser = Depends(api_user)) -> dict[str, Any]:
+        def work(session: Session) -> dict[str, Any] | None:
+            alloc = core.active_allocation(session, user.name)
+            if alloc is None:
+                return None
+            detail = _detail(session, alloc)
+            detail.pop("audit")
+            return detail
+
+        active = await in_session(request, work)
+        return {"name": user.name, "admin": user.admin, "active_allocation": active}
+
+    @router.get("/allocations")
+    async def list_allocations(request: Request, status: str | None = None,
+                               user: HubUser = Depends(api_user)) -> list[dict[str, Any]]:
+        wanted = _status(status)
+        return await in_session(request, lambda s: [
+            allocation_dict(a) for a in core.list_visible(s, user.name, user.admin, wanted)])
+
+    @router.post("/allocations", status_code=201)
+    async def file_request(request: Request,
+                           user: HubUser = Depends(api_user)) -> dict[str, Any]:
+        body = await _json_body(request)
+        return await in_session(request, lambda s: _detail(
+            s, core.request_allocation(s, user.name, body)))
+
+    @router.get("/allocations/{alloc_id}")
+    async def show(request: Request, alloc_id: int,
+                   user: HubUser = Depends(api_user)) -> dict[str, Any]:
+        return await in_session(request, lambda s: _detail(
+            s, core.get_visible(s, alloc_id, user.name, user.admin)))
+
+    @router.post("/allocations/{alloc_id}/approve")
+    async def approve(request: Request, alloc_id: int,
+                      user: HubUser = Depends(api_user)) -> dict[str, Any]:
+        body = await _json_body(request)
+        note = body.pop("note", None)
+        changes = body.pop("changes", None) or {}
+        if not isinstance(changes, dict):
+            raise UsageError("changes must be a JSON object of field: new value")
+        changes = {**body, **changes}
+        return await in_session(request, lambda s: _detail(s, core.decide(
+            s, alloc_id, user.name, user.admin, approve=True, changes=changes,
+            reason=None if note is None else str(note))))
+
+    @router.post("/allocations/{alloc_id}/deny")
+    async def deny(request: Request, alloc_id: int,
+                   user: HubUser = Depends(api_user)) -> dict[str, Any]:
+        body = await _json_body(request)
+        reason = body.get("reason")
+        return await in_session(request, lambda s: _detail(s, core.decide(
+            s, alloc_id, user.name, user.admin, approve=False,
+            reason=None if reason is None else str(reason))))
+
+    @router.get("/usage", response_model=None)
+    async def usage(request: Request, csv: str | None = None,
+                    user: HubUser = Depends(api_user)) -> Response | list[dict[str, Any]]:
+        rows = await in_session(request, usage_rows, user)
+        if csv not in (None, "", "0", "false", "no"):
+            return Response(usage_csv(rows), media_type="text/csv; charset=utf-8", headers={
+                "Content-Disposition": 'attachment; filename="usage.csv"'})
+        return rows
+
+    return router
+
+
+def _status(value: str | None) -> AllocationStatus | None:
+    if not value:
+        return None
+    try:
+        return AllocationStatus(value)
+    except ValueError:
+        raise UsageError(f"status {value!r}: give one of "
+                         f"{', '.join(s.value for s in AllocationStatus)}") from None
+
+
+# --- HTML pages ----------------------------------------------------------------------
+
+
+async def browser_user(request: Request, user: HubUser = Depends(page_user)) -> HubUser:
+    """The user of a page (through the hub's login), kept for the templates."""
+    request.state.user = user
+    return user
+
+
+async def _form(request: Request) -> dict[str, str]:
+    form = await request.form()
+    data = {k: v for k, v in form.items() if isinstance(v, str)}
+    check_csrf(request, data.pop(CSRF_FIELD, None))
+    return data
+
+
+def field_errors(fields: dict[str, Any]) -> dict[str, str]:
+    """Per-field messages of :func:`oceandata.alloc.core.clean_request` (empty when valid).
+
+    Parameters
+    ----------
+    fields
+        The submitted form.
+
+    Returns
+    -------
+    dict
+        Field name to the message of its :class:`~oceandata.errors.UsageError`.
+    """
+    errors: dict[str, str] = {}
+    for name in FORM_FIELDS:
+        value = fields.get(name)
+        if value in (None, ""):
+            if name != "datasets":
+                errors[name] = "required"
+            continue
+        try:
+            core.clean_request({name: value})
+        except UsageError as exc:
+            errors[name] = str(exc)
+    return errors
+
+
+def _page_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
+    async def index(request: Request, user: HubUser = Depends(browser_user)) -> Response:
+        allocations = await in_session(request, lambda s: [
+            _detail(s, a) for a in core.list_visible(s, user.name, False)])
+        return render(request, "index.html", {
+            "allocations": allocations, "message": request.query_params.get("message")})
+
+    @router.get("/request", response_class=HTMLResponse)
+    async def request_form(request: Request,
+                           user: HubUser = Depends(browser_user)) -> Response:
+        today = dt.date.today()
+        values = {"start_date": today.isoformat(),
+                  "end_date": (today + dt.timedelta(days=365)).isoformat()}
+        return render(request, "request.html", {"values": values, "errors": {},
+                                                "error": None})
+
+    @router.post("/request", response_class=HTMLResponse)
+    async def request_submit(request: Request,
+                             user: HubUser = Depends(browser_user)) -> Response:
+        form = await _form(request)
+        values = {name: form.get(name, "") for name in FORM_FIELDS}
+        errors = field_errors(values)
+        if not errors:
+            try:
+                alloc_id = await in_session(
+                    request, lambda s: core.request_allocation(s, user.name, values).id)
+            except UsageError as exc:
+                return render(request, "request.html", {
+                    "values": values, "errors": {}, "error": str(exc)}, 400)
+            return _redirect(request, "", message=f"Request #{alloc_id} filed: an "
+                             "administrator will review it.")
+        return render(request, "request.html", {
+            "values": values, "errors": errors,
+            "error": "The request was not filed: correct the fields marked below."}, 400)
+
+    @router.get("/allocations/{alloc_id}", response_class=HTMLResponse)
+    async def detail(request: Request, alloc_id: int,
+                     user: HubUser = Depends(browser_user)) -> Response:
+        alloc = await in_session(request, lambda s: _detail(
+            s, core.get_visible(s, alloc_id, user.name, user.admin)))
+        return render(request, "detail.html", {"a": alloc})
+
+    async def _queue(request: Request, user: HubUser, status: int = 200,
+                     error: str | None = None, error_id: int | None = None,
+                     values: dict[str, str] | None = None) -> Response:
+        if not user.admin:
+            raise NotAuthorized(f"{user.name} is not an administrator: the review queue is "
+                                "for administrators")
+        pending = await in_session(request, lambda s: [
+            _detail(s, a) for a in core.list_visible(s, user.name, True,
+                                                      AllocationStatus.PENDING)])
+        decided = await in_session(request, lambda s: [
+            allocation_dict(a) for a in core.list_visible(s, user.name, True)
+            if a.status != AllocationStatus.PENDING][:50])
+        return render(request, "admin.html", {
+            "pending": pending, "decided": decided, "adjustable": FORM_ADJUSTABLE,
+            "message": request.query_params.get("message"), "error": error,
+            "error_id": error_id, "values": values or {}}, status)
+
+    @router.get("/admin", response_class=HTMLResponse)
+    async def admin(request: Request, user: HubUser = Depends(browser_user)) -> Response:
+        return await _queue(request, user)
+
+    @router.post("/admin/{alloc_id}/approve", response_class=HTMLResponse)
+    async def admin_approve(request: Request, alloc_id: int,
+                            user: HubUser = Depends(browser_user)) -> Response:
+        form = await _form(request)
+        submitted = {k: form[k] for k in FORM_ADJUSTABLE if k in form}
+        note = form.get("note", "")
+
+        def work(session: Session) -> None:
+            alloc = core.get_visible(session, alloc_id, user.name, user.admin)
+            current = alloc.snapshot()
+            cleaned = core.clean_request(submitted)
+            changes = {k: submitted[k] for k, v in cleaned.items()
+                       if (v.isoformat() if isinstance(v, dt.date) else v) != current[k]}
+            core.decide(session, alloc_id, user.name, user.admin, approve=True,
+                        changes=changes, reason=note)
+
+        try:
+            await in_session(request, work)
+        except UsageError as exc:
+            return await _queue(request, user, 400, str(exc), alloc_id, submitted)
+        return _redirect(request, "admin", message=f"Allocation #{alloc_id} approved.")
+
+    @router.post("/admin/{alloc_id}/deny", response_class=HTMLResponse)
+    async def admin_deny(request: Request, alloc_id: int,
+                         user: HubUser = Depends(browser_user)) -> Response:
+        form = await _form(request)
+        try:
+            await in_session(request, lambda s: core.decide(
+                s, alloc_id, user.name, user.admin, approve=False,
+                reason=form.get("reason", "")))
+        except UsageError as exc:
+            return await _queue(request, user, 400, str(exc), alloc_id)
+        return _redirect(request, "admin", message=f"Allocation #{alloc_id} denied.")
+
+    @router.get("/usage", response_class=HTMLResponse)
+    async def usage_page(request: Request, user: HubUser = Depends(browser_user)) -> Response:
+        rows = await in_session(request, usage_rows, user)
+        return render(request, "usage.html", {"rows": rows, "chart": usage_chart(rows)})
+
+    return router
+
+
+def main() -> None:
+    """Serve the app on 127.0.0.1 at the port of ``JUPYTERHUB_SERVICE_URL``."""
+    import uvicorn
+
+    service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
+    if not service_url:
+        raise OceandataError("JUPYTERHUB_SERVICE_URL is not set: the allocations service is "
+                             "started by JupyterHub (oceandata hub up)")
+    port = urllib.parse.urlparse(service_url).port or 8000
+    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="info",
+                proxy_headers=False, server_header=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Command line of batch jobs: ``oceandata submit`` and ``oceandata jobs ...``.
+
+The commands talk to the allocations service's REST API at ``OCEANDATA_ALLOC_URL``
+(default ``http://127.0.0.1:8000/services/allocations``) with the JupyterHub token in
+``JUPYTERHUB_API_TOKEN`` (set in every platform server) or ``OCEANDATA_TOKEN``::
+
+    oceandata submit run.py --year 2020 --cores 4 --memory 8GB --walltime 2:00:00 \\
+        --allocation 3
+    oceandata jobs list
+    oceandata jobs logs 3f2a...
+    oceandata jobs outputs 3f2a... --get maps/sst.nc --to results/
+
+Errors are one line on stderr and exit code 2. Add the commands to the main app with
+:func:`install`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import OceandataError, UsageError
+from .spec import check_script, parse_cores, parse_memory, parse_walltime
+
+DEFAULT_URL = "http://127.0.0.1:8000/services/allocations"
+
+jobs_app = typer.Typer(help="Batch jobs: list, show, logs, cancel, outputs.",
+                       no_args_is_help=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+JobArg = Annotated[str, typer.Argument(help="The job's id (from `oceandata jobs list`).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class ApiError(OceandataError):
+    """The service refused the request or could not be reached."""
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"oceandata: error: {' '.join(message.split())}", markup=False)
+    return typer.Exit(2)
+
+
+def _one_line_errors(func: F) -> F:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OceandataError as exc:
+            raise _fail(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _client() -> Any:
+    """An ``httpx.Client`` on the service's URL with the user's token."""
+    import httpx
+
+    token = os.environ.get("JUPYTERHUB_API_TOKEN") or os.environ.get("OCEANDATA_TOKEN")
+    if not token:
+        raise UsageError("no token: set JUPYTERHUB_API_TOKEN (set in every platform server) "
+                         "or OCEANDATA_TOKEN to a JupyterHub API token")
+    base = os.environ.get("OCEANDATA_ALLOC_URL", DEFAULT_URL).rstrip("/")
+    return httpx.Client(base_url=base, headers={"Authorization": f"token {token}"},
+                        timeout=60.0)
+
+
+def _request(method: str, path: str, **kwargs: Any) -> Any:
+    """Call the API; an error status or no connection becomes :class:`ApiError`."""
+    import httpx
+
+    try:
+        with _client() as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        base = os.environ.get("OCEANDATA_ALLOC_URL", DEFAULT_URL)
+        raise ApiError(f"cannot reach the allocations service at {base} ({exc}); set "
+                       "OCEANDATA_ALLOC_URL") from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except (ValueError, AttributeError):
+            detail = response.text
+        if isinstance(detail, list):  # validation errors
+            detail = "; ".join(str(d.get("msg", d)) for d in detail)
+        raise ApiError(f"{detail} (HTTP {response.status_code})")
+    return response
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _show(job: dict[str, Any]) -> None:
+    for key in ("id", "state", "reason", "exit_code", "script", "args", "backend",
+                "backend_id", "cores", "memory_mb", "walltime_s", "allocation_id",
+                "submitted_at", "started_at", "ended_at"):
+        out.print(f"{key:14} {job.get(key)}", markup=False, highlight=False)
+
+
+@_one_line_errors
+def submit_command(
+    script: Annotated[Path, typer.Argument(help="The script (Python, or an executable).")],
+    args: Annotated[list[str] | None, typer.Argument(
+        help="Arguments of the script (put `--` before ones starting with '-').")] = None,
+    cores: Annotated[str, typer.Option(help="Cores, 1 to the node's.")] = "1",
+    memory: Annotated[str, typer.Option(help="Memory with a unit: KB, MB, GB, KiB, MiB, GiB.")]
+    = "2GB",
+    walltime: Annotated[str, typer.Option(help="Longest run: HH:MM:SS, MM:SS or D-HH:MM:SS.")]
+    = "1:00:00",
+    allocation: Annotated[int | None, typer.Option(
+        help="Allocation to charge (default your active one).")] = None,
+    backend: Annotated[str, typer.Option(help="local or slurm.")] = "local",
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a batch job (checked against your allocation before it is queued)."""
+    path = check_script(script)
+    parse_cores(cores, None)
+    parse_memory(memory)
+    parse_walltime(walltime, None)
+    if backend not in ("local", "slurm"):
+        raise UsageError(f"--backend {backend!r} is not a backend; give local or slurm")
+    data = {"cores": cores, "memory": memory, "walltime": walltime, "backend": backend,
+            "args": json.dumps(list(args or []))}
+    if allocation is not None:
+        data["allocation_id"] = str(allocation)
+    with open(path, "rb") as handle:
+        job = _request("POST", "/jobs", data=data,
+                       files={"script": (path.name, handle, "text/plain")}).json()
+    if as_json:
+        _print_json(job)
+    else:
+        out.print(f"submitted job {job['id']} ({job['state']}); follow it with "
+                  f"`oceandata jobs show {job['id']}`", markup=False)
+
+
+@jobs_app.command("list")
+@_one_line_errors
+def list_command(as_json: JsonOpt = False) -> None:
+    """Your jobs, newest first."""
+    jobs = _request("GET", "/jobs").json()
+    if as_json:
+        _print_json(jobs)
+        return
+    table = Table(title="jobs")
+    table.add_column("id", no_wrap=True, min_width=16)
+    table.add_column("state", no_wrap=True)
+    for col in ("script", "backend", "cores", "submitted", "reason"):
+        table.add_column(col, overflow="fold")
+    for job in jobs:
+        table.add_row(job["id"], job["state"], job["script"], job["backend"],
+                      str(job["cores"]), str(job["submitted_at"])[:19], job.get("reason") or "")
+    out.print(table)
+
+
+@jobs_app.command("show")
+@_one_line_errors
+def show_command(job: JobArg, as_json: JsonOpt = False) -> None:
+    """One job: state, resources, times."""
+    body = _request("GET", f"/jobs/{job}").json()
+    _print_json(body) if as_json else _show(body)
+
+
+@jobs_app.command("logs")
+@_one_line_errors
+def logs_command(job: JobArg, tail: Annotated[int | None, typer.Option(
+        help="Only the last N lines.")] = None) -> None:
+    """The job's output (stdout and stderr)."""
+    params = {"tail": tail} if tail is not None else None
+    sys.stdout.write(_request("GET", f"/jobs/{job}/logs", params=params).text)
+
+
+@jobs_app.command("cancel")
+@_one_line_errors
+def cancel_command(job: JobArg) -> None:
+    """Cancel a queued or running job."""
+    body = _request("POST", f"/jobs/{job}/cancel").json()
+    out.print(f"job {body['id']}: {body['state']}", markup=False)
+
+
+@jobs_app.command("outputs")
+@_one_line_errors
+def outputs_command(
+    job: JobArg,
+    get: Annotated[str | None, typer.Option("--get", help="Fetch this output file.")] = None,
+    to: Annotated[Path, typer.Option("--to", help="Folder to fetch into.")] = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """List the job's output files, or fetch one with --get PATH [--to DIR]."""
+    if get is None:
+        files = _request("GET", f"/jobs/{job}/outputs").json()
+        if as_json:
+            _print_json(files)
+        else:
+            for entry in files:
+                out.print(f"{entry['size']:>12}  {entry['path']}", markup=False)
+        return
+    from urllib.parse import quote
+
+    parts = get.replace("\\", "/").split("/")
+    if get.startswith(("/", "\\")) or ".." in parts:
+        raise UsageError(f"--get {get!r} contains '..' or is absolute; give a path inside the "
+                         "job's outputs, as `oceandata jobs outputs JOB` lists them")
+    response = _request("GET", f"/jobs/{job}/outputs/{quote(get, safe='/')}")
+    if to.exists() and not to.is_dir():
+        raise UsageError(f"--to {str(to)!r} is not a folder")
+    to.mkdir(parents=True, exist_ok=True)
+    target = to / Path(get).name
+    target.write_bytes(response.content)
+    out.print(f"wrote {target} ({len(response.content)} bytes)", markup=False)
+
+
+def install(app: Any) -> None:
+    """Add ``submit`` and ``jobs`` to the main application."""
+    app.command("submit")(submit_command)
+    app.add_typer(jobs_app, name="jobs")

@@ -1,0 +1,408 @@
+"""The rules of batch jobs, shared by the REST API and the command line.
+
+- :func:`submit` checks the request against the user's allocation
+  (:func:`oceandata.alloc.core.check_compute` with ``cores``, ``memory`` and
+  ``walltime``, plus the core-hours already reserved by the allocation's unfinished
+  jobs) *before* anything is written or queued; an over-quota request leaves no job row,
+  folder or process;
+- :func:`list_jobs`, :func:`get_job`, :func:`cancel`, :func:`logs`, :func:`outputs` and
+  :func:`output_file` only show a user their own jobs (every job to an admin): another
+  user's job is "not found", never "forbidden";
+- :func:`startup` / :func:`shutdown` start and stop the backends and the poller
+  (:class:`JobRuntime`) for a FastAPI app; they may be called or awaited.
+
+The runtime's backends: ``local`` always, ``slurm`` when ``sbatch`` is installed and the
+controller answers. Only one service process should run a runtime for a database (the
+local backend adopts the jobs it finds RUNNING at start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ..alloc import core
+from ..alloc.db import default_url
+from ..alloc.models import Allocation, Job, JobState, utcnow
+from ..errors import UsageError
+from . import JobSettings
+from .backends import UNFINISHED, LocalBackend, SlurmBackend
+from .spec import JobSpec, parse_cores, parse_walltime
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("local", "slurm")
+
+
+class JobFinished(UsageError):
+    """The job has already ended (nothing to cancel)."""
+
+
+class PathRefused(UsageError):
+    """An output path that leaves the job's folder (``..``, absolute)."""
+
+
+class _Done:
+    """Returned by :func:`startup`/:func:`shutdown` so that both ``f(app)`` and
+    ``await f(app)`` work."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        return iter(())
+
+
+# ---------------------------------------------------------------------------- runtime
+
+
+class JobRuntime:
+    """The backends and the poller of one service process.
+
+    Parameters
+    ----------
+    db_url
+        The database.
+    data_dir
+        Root of the jobs' folders (``<data_dir>/jobs/<user>/<id>/``; default the
+        platform's data dir).
+    settings
+        Limits and intervals (default :meth:`JobSettings.from_env`).
+    slurm_env
+        Environment of the Slurm commands (``SLURM_CONF``); default the service's.
+    slurm
+        Whether to offer the Slurm backend: None (default) when it is available.
+    """
+
+    def __init__(self, db_url: str, data_dir: Path | None = None,
+                 settings: JobSettings | None = None, slurm_env: dict[str, str] | None = None,
+                 slurm: bool | None = None) -> None:
+        from ..config import get_settings
+
+        self.db_url = db_url
+        self.data_dir = Path(data_dir) if data_dir is not None else get_settings().data_dir
+        self.settings = settings or JobSettings.from_env()
+        self.backends: dict[str, Any] = {"local": LocalBackend(db_url, self.settings)}
+        if slurm is not False:
+            backend = SlurmBackend(db_url, self.settings, env=slurm_env)
+            if backend.available():
+                self.backends["slurm"] = backend
+            elif slurm:
+                raise UsageError("Slurm is not available here (no sbatch, or the controller "
+                                 "does not answer scontrol ping)")
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> JobRuntime:
+        """Start the backends (recovering jobs of a previous run) and the poller."""
+        for backend in self.backends.values():
+            backend.start()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll_loop, name="oceandata-jobs-poller",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, kill_jobs: bool = False) -> None:
+        """Stop the poller and the backends.
+
+        Parameters
+        ----------
+        kill_jobs
+            Kill running local jobs too (default: leave them; the next start adopts them).
+        """
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+        for backend in self.backends.values():
+            backend.stop(kill_jobs=kill_jobs)
+
+    def poll(self) -> None:
+        """Poll every backend once now (the poller does it every ``poll_interval``)."""
+        for backend in self.backends.values():
+            backend.poll()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception:  # pragma: no cover - keep polling; the log says why
+                log.exception("job poller")
+            self._wake.wait(self.settings.poll_interval)
+            self._wake.clear()
+
+    def backend(self, name: str) -> Any:
+        """The backend called *name*, or a :class:`UsageError` naming those available."""
+        if name not in BACKENDS:
+            raise UsageError(f"--backend {name!r} is not a backend; give "
+                             f"{' or '.join(BACKENDS)}")
+        if name not in self.backends:
+            raise UsageError(f"--backend {name}: not available here; give "
+                             f"{' or '.join(self.backends)}")
+        return self.backends[name]
+
+
+_runtime: JobRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def set_runtime(runtime: JobRuntime | None) -> None:
+    """Make *runtime* the process's (what :func:`submit` and :func:`cancel` use)."""
+    global _runtime
+    _runtime = runtime
+
+
+def get_runtime(db_url: str | None = None) -> JobRuntime:
+    """The process's runtime, started on first use when :func:`startup` was not called."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = JobRuntime(db_url or default_url()).start()
+        return _runtime
+
+
+def startup(app: Any) -> _Done:
+    """Start the job runtime for a FastAPI app (``app.state.db_url``); ``app.state.jobs``.
+
+    Parameters
+    ----------
+    app
+        The application.
+
+    Returns
+    -------
+    object
+        Something that may be awaited (nothing to wait for).
+    """
+    db_url = getattr(app.state, "db_url", None) or default_url()
+    runtime = JobRuntime(db_url).start()
+    app.state.jobs = runtime
+    set_runtime(runtime)
+    return _Done()
+
+
+def shutdown(app: Any) -> _Done:
+    """Stop the job runtime started by :func:`startup` (running jobs keep running)."""
+    runtime = getattr(app.state, "jobs", None)
+    if runtime is not None:
+        runtime.stop()
+        if _runtime is runtime:
+            set_runtime(None)
+        app.state.jobs = None
+    return _Done()
+
+
+# ---------------------------------------------------------------------------- rules
+
+
+def _safe_user(user: str) -> str:
+    name = re.sub(r"[^\w.@+-]", "_", user)
+    return "_" + name if name.startswith(".") or not name else name
+
+
+def reserved_core_hours(session: Session, allocation_id: int) -> float:
+    """Core-hours the allocation's unfinished jobs may still use (cores x walltime)."""
+    total = session.scalar(select(func.coalesce(func.sum(Job.cores * Job.walltime_s), 0))
+                           .where(Job.allocation_id == allocation_id,
+                                  Job.state.in_(list(UNFINISHED))))
+    return float(total or 0) / 3600
+
+
+def submit(session: Session, user: str, spec: JobSpec, allocation_id: int | None = None,
+           backend: str = "local", runtime: JobRuntime | None = None) -> Job:
+    """Check the quota, then create and queue a job.
+
+    Parameters
+    ----------
+    session
+        Open session (the caller commits; a local job is queued once it does).
+    user
+        The owner.
+    spec
+        The checked request (:func:`oceandata.jobs.spec.make_spec`).
+    allocation_id
+        Allocation to charge (default the user's active one).
+    backend
+        ``local`` or ``slurm``.
+    runtime
+        Default the process's (:func:`get_runtime`).
+
+    Returns
+    -------
+    Job
+        The new job (PENDING).
+
+    Raises
+    ------
+    UsageError
+        Unknown backend, or more cores or walltime than the backend allows.
+    oceandata.alloc.core.QuotaExceeded
+        The allocation cannot cover the request (nothing was created).
+    oceandata.alloc.core.NotFound
+        No such allocation of the user's.
+    """
+    runtime = runtime or get_runtime()
+    engine = runtime.backend(backend)
+    parse_cores(spec.cores, engine.max_cores())
+    parse_walltime(f"{spec.walltime_s // 60}:{spec.walltime_s % 60:02d}",
+                   runtime.settings.max_walltime_s)
+    grant = core.check_compute(session, user, cores=spec.cores, memory_gb=spec.memory_gb,
+                               hours=spec.hours, allocation_id=allocation_id)
+    # serialise the submissions to one allocation until the caller commits: a no-op
+    # UPDATE takes the row lock (PostgreSQL) or the database's write lock (SQLite); then
+    # check again against what the submissions before this one reserved
+    session.execute(update(Allocation).where(Allocation.id == grant.allocation_id)
+                    .values(core_hours=Allocation.core_hours)
+                    .execution_options(synchronize_session=False))
+    grant = core.check_compute(session, user, cores=spec.cores, memory_gb=spec.memory_gb,
+                               hours=spec.hours, allocation_id=grant.allocation_id)
+    reserved = reserved_core_hours(session, grant.allocation_id)
+    asked = spec.cores * spec.hours
+    if reserved + asked > grant.core_hours_left:
+        raise core.QuotaExceeded(
+            f"{spec.cores} cores for {spec.hours:g} h may use {asked:g} core-hours; "
+            f"allocation {grant.allocation_id} has {grant.core_hours_left:.3g} left, of which "
+            f"{reserved:.3g} are reserved by your queued and running jobs")
+    job_id = uuid.uuid4().hex[:16]
+    workdir = runtime.data_dir / "jobs" / _safe_user(user) / job_id
+    (workdir / "outputs").mkdir(parents=True, mode=0o700)
+    try:
+        target = workdir / spec.script.name
+        shutil.copy2(spec.script, target)
+        job = Job(id=job_id, owner=user, allocation_id=grant.allocation_id, backend=backend,
+                  script=spec.script.name, args=list(spec.args), cores=spec.cores,
+                  memory_mb=spec.memory_mb, walltime_s=spec.walltime_s,
+                  state=JobState.PENDING, workdir=str(workdir), submitted_at=utcnow())
+        session.add(job)
+        session.flush()
+        engine.submit(session, job)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return job
+
+
+def list_jobs(session: Session, user: str, is_admin: bool = False,
+              state: JobState | None = None) -> list[Job]:
+    """The user's jobs (every job for an admin), newest first."""
+    query = select(Job).order_by(Job.submitted_at.desc(), Job.id)
+    if not is_admin:
+        query = query.where(Job.owner == user)
+    if state is not None:
+        query = query.where(Job.state == state)
+    return list(session.scalars(query))
+
+
+def get_job(session: Session, user: str, job_id: str, is_admin: bool = False) -> Job:
+    """The job if the user owns it (or is an admin); otherwise :class:`NotFound`."""
+    job = session.get(Job, str(job_id))
+    if job is None or (job.owner != user and not is_admin):
+        raise core.NotFound(f"no job {job_id} of yours")
+    return job
+
+
+def cancel(session: Session, user: str, job_id: str, is_admin: bool = False,
+           runtime: JobRuntime | None = None) -> Job:
+    """Cancel a queued or running job (it ends CANCELLED; a running one is charged)."""
+    job = get_job(session, user, job_id, is_admin)
+    if job.state.finished:
+        raise JobFinished(f"job {job.id} already ended {job.state.value}: nothing to cancel")
+    runtime = runtime or get_runtime()
+    runtime.backend(job.backend).cancel(job.id)
+    session.refresh(job)
+    return job
+
+
+def logs(session: Session, user: str, job_id: str, is_admin: bool = False,
+         tail: int | None = None) -> str:
+    """The job's ``job.log`` (its last *tail* lines), empty before it starts."""
+    job = get_job(session, user, job_id, is_admin)
+    path = Path(job.workdir) / "job.log"
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    if tail is not None:
+        text = "\n".join(text.splitlines()[-tail:]) + ("\n" if text.endswith("\n") else "")
+    return text
+
+
+def _outputs_dir(job: Job) -> Path:
+    return (Path(job.workdir) / "outputs").resolve()
+
+
+def outputs(session: Session, user: str, job_id: str,
+            is_admin: bool = False) -> list[dict[str, Any]]:
+    """The files under the job's ``outputs/`` (links leaving it are left out)."""
+    job = get_job(session, user, job_id, is_admin)
+    root = _outputs_dir(job)
+    found: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return found
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            with contextlib.suppress(OSError):
+                real = path.resolve()
+                if not real.is_relative_to(root) or not real.is_file():
+                    continue
+                stat = real.stat()
+                found.append({"path": path.relative_to(root).as_posix(), "size": stat.st_size,
+                              "modified": stat.st_mtime})
+    return sorted(found, key=lambda f: f["path"])
+
+
+def output_file(session: Session, user: str, job_id: str, path: str,
+                is_admin: bool = False) -> Path:
+    """One output file, refusing paths that leave the job's ``outputs/``.
+
+    Raises
+    ------
+    PathRefused
+        ``..`` in the path, or an absolute path (400).
+    oceandata.alloc.core.NotFound
+        No such file, or a link leading out of the folder (404).
+    """
+    job = get_job(session, user, job_id, is_admin)
+    text = str(path).replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise PathRefused(f"output path {path!r} is absolute; give a path inside the job's "
+                          "outputs, as `outputs` lists them")
+    if ".." in parts or "\0" in text:
+        raise PathRefused(f"output path {path!r} contains '..'; give a path inside the job's "
+                          "outputs, as `outputs` lists them")
+    if not parts:
+        raise PathRefused("output path is empty; give a file as `outputs` lists it")
+    root = _outputs_dir(job)
+    target = (root / "/".join(parts)).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise core.NotFound(f"job {job.id} has no output {path!r}")
+    return target
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """A JSON-safe view of a job."""
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "id": job.id, "owner": job.owner, "allocation_id": job.allocation_id,
+        "backend": job.backend, "backend_id": job.backend_id, "script": job.script,
+        "args": list(job.args or []), "cores": job.cores, "memory_mb": job.memory_mb,
+        "walltime_s": job.walltime_s, "state": JobState(job.state).value,
+        "exit_code": job.exit_code, "reason": job.reason,
+        "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at),
+        "ended_at": iso(job.ended_at),
+    }

@@ -1,0 +1,260 @@
+"""A batch job request, parsed and checked before anything is queued.
+
+Each bad value raises :class:`~oceandata.errors.UsageError` with one line that names
+the option, the value, what is wrong with it and what is valid::
+
+    --walltime '1:75:00': minutes must be 00-59; give HH:MM:SS, MM:SS or D-HH:MM:SS,
+    e.g. 1:00:00
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+
+#: bytes per unit of ``--memory`` (case-insensitive)
+MEMORY_UNITS: dict[str, int] = {
+    "KB": 10**3, "MB": 10**6, "GB": 10**9,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
+}
+_UNITS_TEXT = "KB, MB, GB, KiB, MiB or GiB"
+_WALLTIME_FORMS = "HH:MM:SS, MM:SS or D-HH:MM:SS, e.g. 1:00:00"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job asks for.
+
+    Attributes
+    ----------
+    script
+        The script to run (an existing file).
+    args
+        Its arguments.
+    cores
+        Cores (``--cpus-per-task`` on Slurm).
+    memory_mb
+        Memory in MiB (rounded up).
+    walltime_s
+        Longest run time in seconds.
+    name
+        A short name (default the script's file name).
+    """
+
+    script: Path
+    cores: int
+    memory_mb: int
+    walltime_s: int
+    args: tuple[str, ...] = field(default_factory=tuple)
+    name: str | None = None
+
+    @property
+    def memory_gb(self) -> float:
+        """Memory in GiB, as the allocation's ``memory_per_job_gb`` counts it."""
+        return self.memory_mb / 1024
+
+    @property
+    def hours(self) -> float:
+        """Walltime in hours."""
+        return self.walltime_s / 3600
+
+
+def format_walltime(seconds: int) -> str:
+    """Return *seconds* as Slurm's ``D-HH:MM:SS`` (``HH:MM:SS`` under a day).
+
+    Parameters
+    ----------
+    seconds
+        A duration.
+
+    Returns
+    -------
+    str
+        The duration as ``sbatch --time`` takes it.
+    """
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{text}" if days else text
+
+
+def parse_cores(value: object, max_cores: int | None, *, option: str = "--cores") -> int:
+    """Check a number of cores.
+
+    Parameters
+    ----------
+    value
+        What was given (an int or its text).
+    max_cores
+        The largest the machine or partition allows (None: no upper bound).
+    option
+        The option's name in messages.
+
+    Returns
+    -------
+    int
+        The cores.
+    """
+    valid = f"give a whole number from 1 to {max_cores}" if max_cores else \
+        "give a whole number, 1 or more"
+    if isinstance(value, bool):
+        raise UsageError(f"{option} {value!r} is not a number of cores; {valid}")
+    text = str(value).strip()
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise UsageError(f"{option} {text!r} is not a whole number of cores; {valid}")
+    cores = int(text)
+    if cores < 1:
+        raise UsageError(f"{option} {cores} is less than 1; {valid}")
+    if max_cores is not None and cores > max_cores:
+        raise UsageError(f"{option} {cores} is more than the {max_cores} this machine or "
+                         f"partition has; {valid}")
+    return cores
+
+
+def parse_memory(value: object, *, option: str = "--memory") -> int:
+    """Parse a memory size such as ``4GB`` or ``512MiB`` into MiB (rounded up).
+
+    Parameters
+    ----------
+    value
+        The size with its unit (KB, MB, GB, KiB, MiB, GiB; any case).
+    option
+        The option's name in messages.
+
+    Returns
+    -------
+    int
+        MiB, at least 1.
+    """
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)", text)
+    if not match:
+        raise UsageError(f"{option} {text!r} is not a size; give a number and a unit "
+                         f"({_UNITS_TEXT}), e.g. 4GB")
+    number, unit = float(match.group(1)), match.group(2)
+    if not unit:
+        raise UsageError(f"{option} {text!r} has no unit; give one of {_UNITS_TEXT}, "
+                         f"e.g. {match.group(1)}GB")
+    factor = MEMORY_UNITS.get(unit.upper())
+    if factor is None:
+        raise UsageError(f"{option} {text!r}: unknown unit {unit!r}; give one of "
+                         f"{_UNITS_TEXT}, e.g. 4GB")
+    if number <= 0 or not math.isfinite(number):
+        raise UsageError(f"{option} {text!r} must be more than 0, e.g. 4GB")
+    return max(1, math.ceil(number * factor / 2**20))
+
+
+def parse_walltime(value: object, max_s: int | None, *, option: str = "--walltime") -> int:
+    """Parse a walltime (``HH:MM:SS``, ``MM:SS`` or ``D-HH:MM:SS``) into seconds.
+
+    Parameters
+    ----------
+    value
+        The walltime.
+    max_s
+        The longest allowed, in seconds (None: no upper bound).
+    option
+        The option's name in messages.
+
+    Returns
+    -------
+    int
+        Seconds, more than 0.
+    """
+    text = str(value).strip()
+    match = re.fullmatch(r"(?:(\d+)-(\d+):(\d+):(\d+))|(?:(\d+):(\d+):(\d+))|(?:(\d+):(\d+))",
+                         text)
+    if not match:
+        raise UsageError(f"{option} {text!r} is not a duration; give {_WALLTIME_FORMS}")
+    groups = match.groups()
+    if groups[0] is not None:
+        days, hours, minutes, seconds = (int(g) for g in groups[0:4])
+    elif groups[4] is not None:
+        days, (hours, minutes, seconds) = 0, (int(g) for g in groups[4:7])
+    else:
+        days, hours, (minutes, seconds) = 0, 0, (int(g) for g in groups[7:9])
+    if groups[0] is not None and hours > 23:
+        raise UsageError(f"{option} {text!r}: hours must be 00-23 after the days; give "
+                         f"{_WALLTIME_FORMS}")
+    if (groups[0] is not None or groups[4] is not None) and minutes > 59:
+        raise UsageError(f"{option} {text!r}: minutes must be 00-59; give {_WALLTIME_FORMS}")
+    if seconds > 59:
+        raise UsageError(f"{option} {text!r}: seconds must be 00-59; give {_WALLTIME_FORMS}")
+    total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise UsageError(f"{option} {text!r} must be longer than 0; give {_WALLTIME_FORMS}")
+    if max_s is not None and total > max_s:
+        raise UsageError(f"{option} {text!r} is longer than the maximum "
+                         f"{format_walltime(max_s)}; give at most that")
+    return total
+
+
+def check_script(path: object, *, option: str = "SCRIPT") -> Path:
+    """Check that the script exists and is a regular file.
+
+    Parameters
+    ----------
+    path
+        The script's path.
+    option
+        The argument's name in messages.
+
+    Returns
+    -------
+    Path
+        The absolute path.
+    """
+    text = str(path).strip() if path is not None else ""
+    if not text:
+        raise UsageError(f"{option} is empty; give the path of a script file, e.g. run.py")
+    script = Path(text).expanduser()
+    if not script.exists():
+        raise UsageError(f"{option} {text!r} does not exist; give the path of a script file")
+    if not script.is_file():
+        raise UsageError(f"{option} {text!r} is not a file (a folder or a device?); give the "
+                         "path of a script file")
+    return script.resolve()
+
+
+def make_spec(script: object, args: list[str] | tuple[str, ...] = (), *, cores: object = 1,
+              memory: object = "2GB", walltime: object = "1:00:00",
+              max_cores: int | None = None, max_walltime_s: int | None = 7 * 86400,
+              name: str | None = None) -> JobSpec:
+    """Parse and check a whole request.
+
+    Parameters
+    ----------
+    script, args
+        The script and its arguments.
+    cores, memory, walltime
+        As given on the command line (``4``, ``4GB``, ``1:00:00``).
+    max_cores, max_walltime_s
+        Upper bounds of the machine or partition (None: none).
+    name
+        A short name for the job.
+
+    Returns
+    -------
+    JobSpec
+        The checked request.
+
+    Raises
+    ------
+    UsageError
+        On the first bad value, with a one-line message.
+    """
+    if name is not None and not re.fullmatch(r"[\w.+-]{1,64}", name):
+        raise UsageError(f"--name {name!r}: use 1-64 letters, digits, '.', '_', '+' or '-'")
+    return JobSpec(
+        script=check_script(script),
+        args=tuple(str(a) for a in args),
+        cores=parse_cores(cores, max_cores),
+        memory_mb=parse_memory(memory),
+        walltime_s=parse_walltime(walltime, max_walltime_s),
+        name=name,
+    )
