@@ -40,6 +40,9 @@ c.DBBackendBase.db_encrypt_keys = [
     (DATA / "secrets" / "gateway-db-key").read_text(encoding="utf-8").strip()]
 c.LocalBackend.clusters_directory = str(HUB_DIR / "dask-clusters")
 c.Backend.cluster_options = cluster_options(GROUP_LIMITS)
+# core-hours of running clusters charged to the allocations database every this many s
+c.LimitedLocalBackend.usage_period = float(os.environ.get("OCEANDATA_GATEWAY_USAGE_PERIOD",
+                                                          "60"))
 
 # current `distributed` ships no dask-scheduler/dask-worker executables
 c.ClusterConfig.scheduler_cmd = [str(BIN / "dask"), "scheduler"]

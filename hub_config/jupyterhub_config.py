@@ -24,6 +24,9 @@ ADMIN = os.environ["OCEANDATA_HUB_ADMIN"]
 PUBLIC_URL = f"http://127.0.0.1:{PUBLIC_PORT}"
 BIN = Path(sys.executable).parent
 NOTEBOOKS = HERE.parent / "notebooks"
+# allocations, usage and jobs (the allocations service and the gateway's accounting)
+ALLOC_DB_URL = os.environ.get("OCEANDATA_ALLOC_DB_URL",
+                              f"sqlite:///{DATA / 'alloc' / 'alloc.sqlite'}")
 
 # --- network: everything on loopback (PRODUCTION: the proxy behind TLS, see operations.md)
 c.JupyterHub.bind_url = f"{PUBLIC_URL}/"
@@ -80,6 +83,10 @@ c.JupyterHub.services = [
             "OCEANDATA_HUB_PUBLIC_URL": PUBLIC_URL,
             "OCEANDATA_GATEWAY_PROXY_TOKEN": os.environ["OCEANDATA_GATEWAY_PROXY_TOKEN"],
             "PATH": os.environ["PATH"],
+            # allocations: enforced when clusters start, charged while they run
+            "OCEANDATA_ALLOC_DB_URL": ALLOC_DB_URL,
+            **{k: os.environ[k] for k in ("OCEANDATA_GATEWAY_USAGE_PERIOD",)
+               if os.environ.get(k)},
             # handed on to the clusters' schedulers and workers
             **{k: os.environ[k] for k in ("OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
                                           "OCEANDATA_SAMPLE_CACHE") if os.environ.get(k)},
@@ -94,11 +101,16 @@ c.JupyterHub.services = [
         "command": [sys.executable, "-m", "oceandata.alloc.service"],
         "environment": {
             # PRODUCTION: postgresql://... (the same database for every hub node)
-            "OCEANDATA_ALLOC_DB_URL": os.environ.get(
-                "OCEANDATA_ALLOC_DB_URL", f"sqlite:///{DATA / 'alloc' / 'alloc.sqlite'}"),
+            "OCEANDATA_ALLOC_DB_URL": ALLOC_DB_URL,
             "OCEANDATA_HUB_PUBLIC_URL": PUBLIC_URL,
             "OCEANDATA_DATA_DIR": str(DATA),
             "PATH": os.environ["PATH"],
+            # batch jobs: the Slurm cluster (SLURM_CONF), the jobs' limits and routing, and
+            # the catalog and sample data the jobs open (as the users' servers do)
+            **{k: v for k, v in os.environ.items()
+               if v and (k in ("SLURM_CONF", "OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
+                               "OCEANDATA_SAMPLE_CACHE")
+                         or k.startswith(("OCEANDATA_JOBS_", "OCEANDATA_SLURM_")))},
         },
         "oauth_no_confirm": True,
     },

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.db_base import JobStatus
 from dask_gateway_server.backends.local import UnsafeLocalBackend
 from dask_gateway_server.options import Float as FloatOption
 from dask_gateway_server.options import Integer, Options
@@ -81,6 +82,41 @@ def _gib(n: float) -> str:
     return f"{n / GIB:g} GiB"
 
 
+@dataclass(frozen=True)
+class AllocationView:
+    """What the allocations database says about a user right now."""
+
+    allocation_id: int
+    max_cores: int
+    memory_per_job_gb: float
+    core_hours_left: float
+
+
+def allocation_for(user_name: str) -> AllocationView | None:
+    """The user's approved allocation in force today, from the allocations database.
+
+    None when the user has none, or when the database has no tables yet (the
+    allocations service creates them at its first start).
+    """
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from ..alloc import core, db
+
+    try:
+        with db.session_scope() as session:
+            alloc = core.active_allocation(session, user_name)
+            if alloc is None:
+                return None
+            left = alloc.core_hours - core.used_core_hours(session, alloc.id)
+            return AllocationView(alloc.id, alloc.max_cores, alloc.memory_per_job_gb, left)
+    except (OperationalError, ProgrammingError):
+        return None
+
+
+#: groups whose members need an approved allocation for any cluster
+ALLOCATION_GROUPS = frozenset({"partners"})
+
+
 def cluster_options(table: dict[str, GroupLimits] | None = None) -> Options:
     """The options users may set (the form in the gateway widget and ``Gateway.cluster_options``).
 
@@ -104,12 +140,26 @@ def cluster_options(table: dict[str, GroupLimits] | None = None) -> Options:
         if options.cluster_cores > lim.max_cores:
             raise ValueError(f"cluster_cores={options.cluster_cores} exceeds your limit of "
                              f"{lim.max_cores:g} cores for all your clusters together")
-        share = options.cluster_cores / lim.max_cores
+        cluster_cores = options.cluster_cores
+        alloc = allocation_for(user.name)
+        if alloc is None and set(user.groups) & ALLOCATION_GROUPS:
+            raise ValueError(f"{user.name} has no approved allocation in force today: "
+                             "request one at /services/allocations/request")
+        if alloc is not None:
+            if alloc.core_hours_left <= 0:
+                raise ValueError(f"allocation {alloc.allocation_id} is exhausted: no "
+                                 "core-hours left")
+            if options.worker_memory > alloc.memory_per_job_gb:
+                raise ValueError(f"worker_memory={options.worker_memory:g} GiB exceeds "
+                                 f"allocation {alloc.allocation_id}'s "
+                                 f"{alloc.memory_per_job_gb:g} GB per job")
+            cluster_cores = min(cluster_cores, alloc.max_cores)
+        share = cluster_cores / lim.max_cores
         return {
             "worker_cores": options.worker_cores,
             "worker_memory": memory,
             "idle_timeout": lim.idle_timeout,
-            "cluster_max_cores": options.cluster_cores,
+            "cluster_max_cores": cluster_cores,
             "cluster_max_memory": int(lim.max_memory * share),
         }
 
@@ -137,16 +187,70 @@ class UserLimitsMixin(HasTraits):
     lifetime_check_period = Float(60.0, config=True,
                                   help="Seconds between two checks of the clusters' age.")
 
+    usage_period = Float(60.0, config=True,
+                         help="Seconds between two charges of the running clusters' "
+                              "core-hours to the allocations database (0: no accounting).")
+
     async def setup(self, app: Any) -> None:
         await super().setup(app)
+        self._tasks = []
         if self.max_lifetime:
-            self._lifetime_task = asyncio.ensure_future(self._stop_expired_loop())
+            self._tasks.append(asyncio.ensure_future(self._stop_expired_loop()))
+        if self.usage_period:
+            self._tasks.append(asyncio.ensure_future(self._charge_loop()))
 
     async def cleanup(self) -> None:
-        task = getattr(self, "_lifetime_task", None)
-        if task is not None:
+        for task in getattr(self, "_tasks", []):
             task.cancel()
         await super().cleanup()
+
+    def cores_in_use(self, cluster: Any) -> float:
+        """Scheduler cores plus worker cores of the cluster's running workers."""
+        workers = sum(1 for w in cluster.workers.values()
+                      if w.is_active() and w.status == JobStatus.RUNNING)
+        return float(cluster.config.scheduler_cores) + workers * float(
+            cluster.config.worker_cores)
+
+    async def _charge_loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(self.usage_period)
+            now = time.monotonic()
+            try:
+                await self.charge_running(now - last)
+            except Exception:  # accounting must never stop the gateway
+                self.log.exception("Charging cluster usage failed")
+            last = now
+
+    async def charge_running(self, seconds: float) -> None:
+        """Charge ``cores in use x seconds`` of every running cluster to its user.
+
+        The charge goes to the user's allocation in force (or to no allocation); a
+        cluster whose allocation is exhausted or has expired is stopped.
+        """
+        from ..alloc import core, db
+
+        for cluster in list(self.db.active_clusters()):
+            if cluster.status != JobStatus.RUNNING:
+                continue
+            cores = self.cores_in_use(cluster)
+            with db.session_scope() as session:
+                alloc = core.active_allocation(session, cluster.username)
+                core.charge(session, user=cluster.username,
+                            allocation_id=alloc.id if alloc else None, source="gateway",
+                            ref=cluster.name, cores=cores, seconds=seconds)
+                exhausted = alloc is not None and (
+                    core.used_core_hours(session, alloc.id) >= alloc.core_hours)
+            partner = alloc is None and self._needs_allocation(cluster.username)
+            if exhausted or partner:
+                self.log.info("Stopping cluster %s of %s: %s", cluster.name,
+                              cluster.username, "allocation exhausted" if exhausted
+                              else "no allocation in force")
+                await self.stop_cluster(cluster.name)
+
+    def _needs_allocation(self, username: str) -> bool:
+        """Whether the cluster's user was a partner when it started (from its options)."""
+        return username in getattr(self, "_partners", set())
 
     async def _stop_expired_loop(self) -> None:
         while True:
@@ -160,6 +264,8 @@ class UserLimitsMixin(HasTraits):
 
     async def start_cluster(self, user: Any, cluster_options: dict) -> str:
         options, config = await self.process_cluster_options(user, cluster_options)
+        if set(user.groups) & ALLOCATION_GROUPS:
+            self._partners = getattr(self, "_partners", set()) | {user.name}
         lim = limits_for(set(user.groups), self.group_limits)
         active = list(self.db.list_clusters(username=user.name))
         if len(active) >= lim.max_clusters:
