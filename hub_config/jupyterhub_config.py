@@ -147,6 +147,8 @@ c.Spawner.environment = {
     "DASK_GATEWAY__PUBLIC_ADDRESS": f"{PUBLIC_URL}/services/dask-gateway",
     "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://127.0.0.1:{PORTS['gateway_tcp']}",
     "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+    # the allocations service (oceandata alloc/submit/jobs, restricted datasets)
+    "OCEANDATA_ALLOC_URL": f"{PUBLIC_URL}/services/allocations",
     # restricted catalog entries open for the groups named here
     "OCEANDATA_GROUPS": lambda spawner: ",".join(sorted(g.name for g in spawner.user.groups)),
     "DASK_DISTRIBUTED__DASHBOARD__LINK": "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status",

@@ -475,7 +475,7 @@ def test_cli_against_the_rest_api(env: Env, monkeypatch: pytest.MonkeyPatch) -> 
     from oceandata.jobs.cli import install
 
     app = FastAPI()
-    app.include_router(router)
+    app.include_router(router, prefix="/api")  # as the service mounts it
     app.state.db_url = env.url
     app.state.jobs = env.runtime
 

@@ -75,6 +75,59 @@ def current_groups() -> set[str]:
     return {g.strip() for g in raw.split(",") if g.strip()}
 
 
+def allocation_service_url() -> str | None:
+    """The allocations service's base URL, without a final ``/`` (None when unknown).
+
+    ``OCEANDATA_ALLOC_URL`` when set; else ``<hub>/services/allocations`` where ``<hub>``
+    is the hub's public host (``JUPYTERHUB_HOST`` with ``JUPYTERHUB_BASE_URL``) or, when
+    JupyterHub gives none, ``JUPYTERHUB_API_URL`` without its ``/hub/api``.
+    """
+    url = os.environ.get("OCEANDATA_ALLOC_URL", "").strip()
+    if url:
+        return url.rstrip("/")
+    host = os.environ.get("JUPYTERHUB_HOST", "").strip().rstrip("/")
+    base_url = "/" + os.environ.get("JUPYTERHUB_BASE_URL", "/").strip("/")
+    if host.startswith(("http://", "https://")):
+        return f"{host}{base_url.rstrip('/')}/services/allocations"
+    api = os.environ.get("JUPYTERHUB_API_URL", "").strip().rstrip("/")
+    if not api.endswith("/hub/api"):
+        return None
+    return f"{api[: -len('/hub/api')]}/services/allocations"
+
+
+#: seconds the allocations service may take to answer an access check
+ALLOC_TIMEOUT = 10.0
+
+
+def allocation_datasets() -> set[str]:
+    """Datasets named by the current user's approved allocation in force today.
+
+    Only in the hub: with a JupyterHub token (``JUPYTERHUB_API_TOKEN``, set in every
+    server) the allocations service's ``GET api/me`` is asked. No token, no service
+    URL, a service that cannot be reached or refuses the token: no datasets (the group
+    check alone decides).
+    """
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip()
+    url = allocation_service_url()
+    if not token or not url:
+        return set()
+    import requests
+
+    try:
+        resp = requests.get(f"{url}/api/me", headers={"Authorization": f"token {token}"},
+                            timeout=ALLOC_TIMEOUT, allow_redirects=False)
+        if resp.status_code != 200:
+            return set()
+        body = resp.json()
+    except (requests.RequestException, ValueError):
+        return set()
+    active = body.get("active_allocation") if isinstance(body, dict) else None
+    names = active.get("datasets") if isinstance(active, dict) else None
+    if not isinstance(names, list):
+        return set()
+    return {str(n) for n in names}
+
+
 @dataclass
 class Entry:
     """One dataset of a catalog.
@@ -130,17 +183,28 @@ class Entry:
         return out
 
     def check_access(self, groups: set[str] | None = None) -> None:
-        """Raise :class:`NotAuthorized` unless the caller may open this entry."""
+        """Raise :class:`NotAuthorized` unless the caller may open this entry.
+
+        A restricted entry opens for a member of one of its ``access.groups``
+        (``OCEANDATA_GROUPS``, or *groups*) and, when *groups* is not given, for a user
+        whose approved allocation in force today names the dataset
+        (:func:`allocation_datasets`: asked of the allocations service with the user's
+        JupyterHub token).
+        """
         access = self.metadata.access
         if access.level == "public":
             return
+        explicit = groups is not None
         groups = current_groups() if groups is None else groups
-        if not groups.intersection(access.groups):
-            raise NotAuthorized(
-                f"dataset {self.name!r} is restricted to groups {', '.join(access.groups)}; "
-                "request access with an allocation (see `oceandata catalog show "
-                f"{self.name}`)"
-            )
+        if groups.intersection(access.groups):
+            return
+        if not explicit and self.name in allocation_datasets():
+            return
+        raise NotAuthorized(
+            f"dataset {self.name!r} is restricted to groups {', '.join(access.groups)}; "
+            "an approved allocation naming the dataset also grants access: request one "
+            f"with `oceandata alloc request ... --dataset {self.name}`"
+        )
 
     def to_dask(self, *, chunks: Any = None, version: str | None = None,
                 layout: str | None = None) -> xr.Dataset:

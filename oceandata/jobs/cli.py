@@ -72,7 +72,8 @@ def _client() -> Any:
         raise UsageError("no token: set JUPYTERHUB_API_TOKEN (set in every platform server) "
                          "or OCEANDATA_TOKEN to a JupyterHub API token")
     base = os.environ.get("OCEANDATA_ALLOC_URL", DEFAULT_URL).rstrip("/")
-    return httpx.Client(base_url=base, headers={"Authorization": f"token {token}"},
+    # the service serves its REST API, jobs included, under <prefix>api/
+    return httpx.Client(base_url=f"{base}/api", headers={"Authorization": f"token {token}"},
                         timeout=60.0)
 
 
@@ -89,7 +90,8 @@ def _request(method: str, path: str, **kwargs: Any) -> Any:
                        "OCEANDATA_ALLOC_URL") from None
     if response.status_code >= 400:
         try:
-            detail = response.json().get("detail", response.text)
+            body = response.json()
+            detail = body.get("error") or body.get("detail") or response.text
         except (ValueError, AttributeError):
             detail = response.text
         if isinstance(detail, list):  # validation errors
