@@ -200,6 +200,7 @@ def main() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)  # JupyterHub stops services with SIGINT first
     try:
         web.run_app(_make_app(cfg), host="127.0.0.1", port=port, print=None,
                     handle_signals=False)

@@ -280,7 +280,14 @@ def wait_until_up(runtime: HubRuntime, proc: subprocess.Popen, timeout: float = 
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the hub gets SIGTERM if the launcher dies without stopping it (kill -9)."""
+    """Prepare the hub's process before exec.
+
+    SIGINT back to its default: a process started in the background by a shell inherits
+    SIGINT ignored, and so would the hub's services, which JupyterHub stops with SIGINT
+    first (then waits 10 s before SIGTERM). And, on Linux, the hub gets SIGTERM if the
+    launcher dies without stopping it (kill -9).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         import ctypes
 
