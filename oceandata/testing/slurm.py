@@ -673,6 +673,10 @@ class SlurmCluster:
         int
             The job id.
         """
+        if not any(a in ("-D", "--chdir") or a.startswith("--chdir=") for a in args):
+            # never the caller's current folder (a checkout): the default slurm-N.out
+            # files land in the cluster's own folder
+            args = ("--chdir", str(self.layout.workdir), *args)
         out = self.run("sbatch", "--parsable", *args).stdout.strip()
         return int(out.splitlines()[-1].split(";")[0])
 
