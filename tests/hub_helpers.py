@@ -214,3 +214,21 @@ def admin_client(hub: Hub) -> HubClient:
     assert admin.login(hub.admin_password)
     admin.new_token()
     return admin
+
+
+def wait_for_service(hub: Hub, service: str = "allocations", timeout: float = 120) -> None:
+    """Poll a hub service's ``api/health`` through the hub's proxy until it answers 200."""
+    url = f"{hub.url}/services/{service}/api/health"
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(url, timeout=5, allow_redirects=False)
+            if r.status_code == 200:
+                return
+            last = f"{r.status_code} {r.text[:200]}"
+        except requests.RequestException as exc:
+            last = repr(exc)
+        time.sleep(0.25)  # poll interval of the readiness probe
+    raise TimeoutError(f"the {service} service was not up within {timeout} s ({last})\n"
+                       + hub.log()[-4000:])

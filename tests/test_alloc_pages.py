@@ -13,96 +13,38 @@ without it the tests are skipped, except in CI (``CI=true``), where they fail.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from oceandata.alloc import core, db
-from tests.hub_helpers import PASSWORD, Hub, HubClient, admin_client, new_user, running_hub
-from tests.pg_helpers import in_ci
+from tests.browser_helpers import ARTIFACTS, launched_browser
+from tests.hub_helpers import (
+    PASSWORD,
+    Hub,
+    HubClient,
+    admin_client,
+    new_user,
+    running_hub,
+    wait_for_service,
+)
 
 pytestmark = [pytest.mark.slow]
 
 SERVICE = "/services/allocations"
 PAGE_MS = 60_000
-# as in test_hub_browser.py
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-#: screenshots are copied here (``var/`` is git-ignored) to be kept after the run
-ARTIFACTS = Path(__file__).resolve().parents[1] / "var" / "test-artifacts"
 
 
-def _unavailable(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: the browser tests must run)")
-    pytest.skip(reason)
-
-
-def _ensure_chromium() -> Path:
-    """``/usr/bin/chromium``, installed from Debian when missing and root; else skip/fail."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        _unavailable(f"{CHROMIUM} is missing and cannot be installed here (not root or no "
-                     "apt-get): apt-get install chromium")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-qq", "chromium"]
-    try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True,
-                           timeout=900)
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        _unavailable("apt-get install chromium timed out")
-    if done.returncode != 0 or not CHROMIUM.exists():
-        _unavailable(f"apt-get install chromium failed:\n{done.stderr[-2000:]}")
-    return CHROMIUM
-
-
-def wait_for_service(hub: Hub, timeout: float = 120) -> None:
-    """Poll the service's health through the hub's proxy until it answers 200."""
-    url = f"{hub.url}{SERVICE}/api/health"
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            r = requests.get(url, timeout=5, allow_redirects=False)
-            if r.status_code == 200:
-                return
-            last = f"{r.status_code} {r.text[:200]}"
-        except requests.RequestException as exc:
-            last = repr(exc)
-        time.sleep(0.25)  # poll interval of the readiness probe
-    raise TimeoutError(f"the allocations service was not up within {timeout} s ({last})\n"
-                       + hub.log()[-4000:])
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    executable = _ensure_chromium()
-    from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
-        except PlaywrightError as exc:
-            _unavailable(f"Chromium ({executable}) does not start: {exc}")
-        try:
-            yield b
-        finally:
-            b.close()
+    with launched_browser() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ the service with their own JupyterHub tokens through the hub's proxy.
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,30 +16,12 @@ import pytest
 import requests
 
 from oceandata.alloc import core, db
-from tests.hub_helpers import Hub, HubClient, admin_client, new_user, running_hub
+from tests.hub_helpers import Hub, HubClient, admin_client, new_user, running_hub, wait_for_service
 
 pytestmark = [pytest.mark.slow]
 
 SERVICE = "/services/allocations"
 TODAY = dt.date.today()
-
-
-def wait_for_service(hub: Hub, timeout: float = 120) -> None:
-    """Poll the service's health through the hub's proxy until it answers 200."""
-    url = f"{hub.url}{SERVICE}/api/health"
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            r = requests.get(url, timeout=5, allow_redirects=False)
-            if r.status_code == 200 and r.json() == {"ok": True}:
-                return
-            last = f"{r.status_code} {r.text[:200]}"
-        except requests.RequestException as exc:
-            last = repr(exc)
-        time.sleep(0.25)  # poll interval of the readiness probe
-    raise TimeoutError(f"the allocations service was not up within {timeout} s ({last})\n"
-                       + hub.log()[-4000:])
 
 
 @pytest.fixture(scope="module")

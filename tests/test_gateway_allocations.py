@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.hub_helpers import Hub, HubClient, admin_client, new_user, running_hub
-from tests.test_alloc_service import api, request_body, wait_for_service
+from tests.hub_helpers import Hub, HubClient, admin_client, new_user, running_hub, wait_for_service
+from tests.test_alloc_service import api, request_body
 
 pytestmark = pytest.mark.slow
 

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
 from oceandata.testing.slurm import SlurmCluster, SlurmUnavailable, in_ci, single_node_slurm
-from tests.hub_helpers import Hub, HubClient, admin_client, new_user, running_hub
+from tests.hub_helpers import Hub, HubClient, admin_client, new_user, running_hub, wait_for_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -64,24 +63,6 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(f"no single-node Slurm here: {reason}")
 
 
-def _wait_for_service(hub: Hub, timeout: float = 120) -> None:
-    """Poll the allocations service's health through the hub's proxy until it answers."""
-    url = f"{hub.url}{SERVICE}/api/health"
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            r = requests.get(url, timeout=5, allow_redirects=False)
-            if r.status_code == 200:
-                return
-            last = f"{r.status_code} {r.text[:200]}"
-        except requests.RequestException as exc:
-            last = repr(exc)
-        time.sleep(0.25)  # poll interval of the readiness probe
-    raise TimeoutError(f"the allocations service was not up within {timeout} s ({last})\n"
-                       + hub.log()[-4000:])
-
-
 @dataclass
 class Platform:
     hub: Hub
@@ -105,7 +86,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         mp.setenv("OCEANDATA_JOBS_POLL_INTERVAL", "0.5")
         mp.delenv("JUPYTERHUB_API_TOKEN", raising=False)
         hub = stack.enter_context(running_hub(tmp / "var"))
-        _wait_for_service(hub)
+        wait_for_service(hub)
         yield Platform(hub, cluster, admin_client(hub), tmp)
 
 
