@@ -14,7 +14,7 @@ ifneq ($(wildcard ../shared/data/MANIFEST.md),)
 export OCEANDATA_SAMPLE_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: up test lint sample venv clean bench sysdeps
+.PHONY: up test lint sample venv clean bench sysdeps figure
 
 venv: $(STAMP)
 
@@ -64,6 +64,10 @@ bench: $(STAMP) sample
 	$(BIN)/python -m benchmarks.bench_ingest
 	$(BIN)/python benchmarks/bench_argo.py
 	$(BIN)/python -m benchmarks analysis
+
+# The README's figure, made by the project's own code (oceandata.analysis + oceandata.viz).
+figure: $(STAMP) sample
+	$(BIN)/python scripts/make_readme_figure.py docs/img/sst_anomaly_1997.png
 
 clean:
 	rm -rf $(VENV) data/sample .pytest_cache .ruff_cache
