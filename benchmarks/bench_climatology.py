@@ -111,6 +111,8 @@ from benchmarks._common import (
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+#: this module run as a child (as a module, so that ``benchmarks._common`` imports)
+SELF = (sys.executable, "-m", "benchmarks.bench_climatology")
 VARIABLE = "sst"
 FIRST_YEAR = 2000
 TIME_UNITS = f"days since {FIRST_YEAR}-01-01 00:00:00"
@@ -263,8 +265,8 @@ def ensure_data(spec: Spec, data_dir: Path) -> dict:
     folder.mkdir(parents=True)
     zarr_path, nc_path = folder / "sst.zarr", folder / "sst.nc"
     print(f"generating {spec.nbytes / 1e9:.2f} GB of data in {folder} ...", file=sys.stderr)
-    child = run_child([sys.executable, __file__, "--generate", spec.name, str(zarr_path),
-                       str(nc_path)])
+    child = run_child([*SELF, "--generate", spec.name, str(zarr_path), str(nc_path)],
+                      cwd=ROOT)
     info = {"spec": asdict(spec), "zarr": str(zarr_path), "netcdf": str(nc_path),
             "generate_seconds": child.seconds, "generate_peak_rss_mib": child.peak_rss_mib,
             **json.loads(child.stdout.strip().splitlines()[-1])}
@@ -373,8 +375,7 @@ class Run:
 def _python(method: str) -> Callable[[dict, Path], Run]:
     def run(data: dict, out: Path) -> Run:
         try:
-            child = run_child([sys.executable, __file__, "--case", method, data["zarr"],
-                               str(out)])
+            child = run_child([*SELF, "--case", method, data["zarr"], str(out)], cwd=ROOT)
         except MethodFailed as exc:
             raise MethodFailed(f"{method} failed: {exc}") from None
         clim = out / "clim.zarr"
@@ -529,7 +530,7 @@ def check(reference: dict[str, str], others: dict[str, dict[str, str]]) -> dict[
 
 
 def _check_child(reference: dict, others: dict) -> dict[str, dict]:
-    proc = subprocess.run([sys.executable, __file__, "--check",
+    proc = subprocess.run([*SELF, "--check",
                            json.dumps({"reference": reference, "others": others})],
                           capture_output=True, text=True, env=os.environ, cwd=ROOT)
     if proc.returncode != 0:

@@ -67,6 +67,10 @@ from benchmarks._common import (
     run_child,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
+#: this module run as a child (as a module, so that ``benchmarks._common`` imports)
+SELF = (sys.executable, "-m", "benchmarks.bench_ingest")
+
 HERE = Path(__file__).resolve().parent
 PATTERN = "gridded/cobe-sst2/year*.nc"
 NCCOPY_HINT = "install it with `apt-get install netcdf-bin` (Debian/Ubuntu)"
@@ -242,8 +246,8 @@ def digest(kind: str, paths: Sequence[str], variable: str) -> dict[str, float]:
 
 def _digest_child(kind: str, paths: Sequence[Path], variable: str) -> dict[str, float]:
     """:func:`digest` in a child process (keeps the imports and their logs out of here)."""
-    proc = subprocess.run([sys.executable, __file__, "--digest", kind, variable,
-                           *map(str, paths)], capture_output=True, text=True, env=os.environ)
+    proc = subprocess.run([*SELF, "--digest", kind, variable, *map(str, paths)],
+                          capture_output=True, text=True, env=os.environ, cwd=ROOT)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise MethodFailed(f"cannot read the {kind} output back: {last}")
@@ -316,8 +320,8 @@ def _sources(n_files: int | None) -> list[Path]:
     The registry pulls in pydantic and pooch; listing in a child keeps this process small,
     which matters when peak RSS comes from ``os.wait4`` (see the module docstring).
     """
-    proc = subprocess.run([sys.executable, __file__, "--list-sources"], capture_output=True,
-                          text=True, env=os.environ)
+    proc = subprocess.run([*SELF, "--list-sources"], capture_output=True, text=True,
+                          env=os.environ, cwd=ROOT)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise SystemExit(f"cannot fetch the sources {PATTERN}: {last}")
