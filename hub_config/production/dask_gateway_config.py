@@ -14,9 +14,10 @@ reach. The dashboards' HTTP proxy stays on 127.0.0.1: only the gate reaches it.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
+
+from oceandata.hub.siteenv import optional, require
 
 HERE = Path(__file__).resolve().parent
 BASE = HERE.parent / "dask_gateway_config.py"
@@ -24,15 +25,10 @@ BIN = Path(sys.executable).parent
 
 
 def _require(name: str, example: str) -> str:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        raise SystemExit(f"oceandata production gateway: set {name} (e.g. {name}={example}) "
-                         "in the hub's environment; see docs/operations.md, 'Production'")
-    return value
+    return require(name, example, who="oceandata production gateway")
 
 
-def _optional(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
+_optional = optional
 
 
 INTERNAL_HOST = _require("OCEANDATA_HUB_INTERNAL_HOST", "10.1.0.5")

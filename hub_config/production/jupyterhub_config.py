@@ -20,21 +20,18 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from oceandata.hub.siteenv import optional, require
+
 HERE = Path(__file__).resolve().parent
 BASE = HERE.parent / "jupyterhub_config.py"
 BIN = Path(sys.executable).parent
 
 
 def _require(name: str, example: str) -> str:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        raise SystemExit(f"oceandata production hub: set {name} (e.g. {name}={example}); "
-                         "see docs/operations.md, 'Production'")
-    return value
+    return require(name, example, who="oceandata production hub")
 
 
-def _optional(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
+_optional = optional
 
 
 def _port(name: str, default: int) -> int:
