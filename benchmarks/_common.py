@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,3 +110,19 @@ def _write_atomic(path: Path, text: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+class RunStats:
+    """Median seconds and largest peak RSS over ``self.runs`` (for a method's ``Result``)."""
+
+    runs: list
+
+    @property
+    def seconds(self) -> float:
+        """Median wall time over the runs."""
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def peak_rss_mib(self) -> float:
+        """Largest peak RSS over the runs."""
+        return max(r.peak_rss_mib for r in self.runs)

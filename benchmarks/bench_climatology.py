@@ -91,7 +91,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +103,7 @@ from benchmarks._common import (
     RSS_METHOD,
     MethodFailed,
     MethodSkipped,
+    RunStats,
     _size,
     _write_atomic,
     run_child,
@@ -425,7 +425,7 @@ METHODS: dict[str, tuple[Callable[[dict, Path], Run], str]] = {
 
 
 @dataclass
-class Result:
+class Result(RunStats):
     """Every run of one method, or why it has none."""
 
     method: str
@@ -434,16 +434,6 @@ class Result:
     skipped: str | None = None
     failed: str | None = None
     check: dict | None = None
-
-    @property
-    def seconds(self) -> float:
-        """Median wall time over the runs."""
-        return statistics.median(r.seconds for r in self.runs)
-
-    @property
-    def peak_rss_mib(self) -> float:
-        """Largest peak RSS over the runs."""
-        return max(r.peak_rss_mib for r in self.runs)
 
     @property
     def ok(self) -> bool:

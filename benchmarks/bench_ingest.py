@@ -50,7 +50,6 @@ import math
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from benchmarks._common import (
     RSS_METHOD,
     MethodFailed,
     MethodSkipped,
+    RunStats,
     _size,
     _write_atomic,
     run_child,
@@ -109,7 +109,7 @@ class Run:
 
 
 @dataclass
-class Result:
+class Result(RunStats):
     """Every run of one method, or why it has none."""
 
     method: str
@@ -119,16 +119,6 @@ class Result:
     skipped: str | None = None
     failed: str | None = None
     verified: bool = False
-
-    @property
-    def seconds(self) -> float:
-        """Median wall time over the runs."""
-        return statistics.median(r.seconds for r in self.runs)
-
-    @property
-    def peak_rss_mib(self) -> float:
-        """Largest peak RSS over the runs."""
-        return max(r.peak_rss_mib for r in self.runs)
 
 
 # --------------------------------------------------------------------------- children
