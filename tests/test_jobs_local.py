@@ -27,7 +27,7 @@ from oceandata.alloc import core, db
 from oceandata.alloc.auth import current_user
 from oceandata.alloc.jobs_api import router
 from oceandata.alloc.models import Job, JobState, Usage
-from oceandata.hub.identity import HubUser
+from oceandata.hub.security import HubUser
 from oceandata.jobs import JobSettings, service
 from oceandata.jobs.backends import LOST_REASON
 from oceandata.jobs.service import JobFinished, JobRuntime, PathRefused

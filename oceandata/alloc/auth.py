@@ -1,12 +1,18 @@
-"""Who is calling the allocations service: JupyterHub tokens and the hub's OAuth login.
+"""Who is calling the allocations service: FastAPI dependencies over the security layer.
 
-FastAPI dependencies over :mod:`oceandata.hub.identity`:
+Every route takes its caller from one of these dependencies, all built on
+:class:`oceandata.hub.security.ServiceAuth` (JupyterHub's ``HubOAuth``: tokens, the
+service's access scope, the admin scope, session-bound CSRF):
 
 - :func:`current_user` for the REST API: a JupyterHub token in ``Authorization: token ...``
-  (or the service's login cookie), else 401;
+  (or the service's login cookie), else 401; a token without
+  ``access:services!service=allocations`` is 403. A cookie-authenticated request that
+  changes state (anything but GET/HEAD/OPTIONS) must send the session's CSRF token in
+  ``X-CSRF-Token`` or the form field ``_csrf``;
 - :func:`page_user` for HTML pages: the same, but a browser without a session is sent
   through the hub's OAuth login and comes back to the page it asked for;
-- :func:`require_admin` for admin-only routes (JupyterHub admins), else 403.
+- :func:`require_admin` for admin-only routes: a hub admin whose token carries the admin
+  scope, asked of the hub without the cache, else 403.
 
 The OAuth callback route is :func:`oauth_callback` (mounted by the service at the path
 JupyterHub registered, ``JUPYTERHUB_OAUTH_CALLBACK_URL``).
@@ -14,14 +20,16 @@ JupyterHub registered, ``JUPYTERHUB_OAUTH_CALLBACK_URL``).
 
 from __future__ import annotations
 
-import aiohttp
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
-from ..hub.identity import HubOAuthClient, HubUser, token_from
+from ..hub.security import CSRF_FIELD, CSRF_HEADER, AuthError, HubUser, ServiceAuth
 
 COOKIE = "oceandata-alloc-auth"
-STATE_COOKIE = "oceandata-alloc-oauth-state"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+__all__ = ["COOKIE", "HubUser", "LoginRequired", "current_user", "oauth_callback",
+           "page_user", "require_admin", "service_auth"]
 
 
 class LoginRequired(Exception):
@@ -31,68 +39,89 @@ class LoginRequired(Exception):
         self.response = response
 
 
-def hub_client(request: Request) -> HubOAuthClient:
-    """The service's :class:`HubOAuthClient` (created by the app at start-up)."""
-    return request.app.state.hub
+def service_auth(request: Request) -> ServiceAuth:
+    """The service's :class:`ServiceAuth` (created by the app at start-up)."""
+    return request.app.state.auth
 
 
-def _session(request: Request) -> aiohttp.ClientSession:
-    return request.app.state.http
-
-
-async def _user(request: Request) -> HubUser | None:
-    token = token_from(request.headers, request.cookies, COOKIE)
-    if not token:
-        return None
-    user = await hub_client(request).user_for_token(_session(request), token)
+async def _identify(request: Request, fresh: bool = False) -> HubUser | None:
+    try:
+        user = await service_auth(request).identify(request.headers, request.cookies,
+                                                    fresh=fresh)
+    except AuthError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
     if user is not None:
-        request.state.token = token
+        request.state.user = user
     return user
+
+
+async def check_csrf(request: Request, user: HubUser) -> None:
+    """403 unless a cookie-authenticated change carries its session's CSRF token.
+
+    The token is read from ``X-CSRF-Token``, else from the ``_csrf`` field of a form body
+    (Starlette caches the parsed form, so the route can read it again).
+    """
+    if user.via != "cookie" or request.method in SAFE_METHODS:
+        return
+    submitted = request.headers.get(CSRF_HEADER)
+    if submitted is None and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        submitted = value if isinstance(value, str) else None
+    try:
+        service_auth(request).check_csrf(user, submitted)
+    except AuthError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
 
 
 async def current_user(request: Request) -> HubUser:
     """The caller of a REST route; 401 without a valid JupyterHub token."""
-    user = await _user(request)
+    user = await _identify(request)
     if user is None:
-        raise HTTPException(401, "a JupyterHub token is required (Authorization: token ...)")
+        raise HTTPException(401, "a JupyterHub token is required (Authorization: token ...)",
+                            headers={"WWW-Authenticate": "token"})
+    await check_csrf(request, user)
     return user
 
 
 async def page_user(request: Request) -> HubUser:
     """The caller of an HTML page; a browser without a session goes through the hub login."""
-    user = await _user(request)
+    user = await _identify(request)
     if user is not None:
+        await check_csrf(request, user)
         return user
-    url, state = hub_client(request).login_redirect(str(request.url.path)
-                                                    + (f"?{request.url.query}"
-                                                       if request.url.query else ""))
+    auth = service_auth(request)
+    next_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    url, state = auth.login_redirect(next_url)
     response = RedirectResponse(url, status_code=302)
-    response.set_cookie(STATE_COOKIE, state, path=request.app.state.prefix, httponly=True,
-                        samesite="lax", max_age=600)
+    response.set_cookie(auth.state_cookie_name, state, max_age=600,
+                        **auth.cookie_options(request.app.state.prefix))
     raise LoginRequired(response)
 
 
-async def require_admin(user: HubUser = Depends(current_user)) -> HubUser:
-    """An administrator, else 403."""
-    if not user.admin:
-        raise HTTPException(403, f"{user.name} is not an administrator")
-    return user
+async def require_admin(request: Request, user: HubUser = Depends(current_user)) -> HubUser:
+    """An administrator (asked of the hub afresh), else 403."""
+    fresh = await _identify(request, fresh=True)
+    if fresh is None or not fresh.admin:
+        raise HTTPException(403, f"{user.name} is not an administrator of this service (a hub "
+                                 "admin's token with the admin scope is needed)")
+    return fresh
 
 
 async def oauth_callback(request: Request) -> RedirectResponse:
     """Finish the hub's OAuth login: exchange the code, keep the token in a cookie."""
-    hub = hub_client(request)
+    auth = service_auth(request)
     prefix = request.app.state.prefix
-    target = hub.next_url(request.cookies.get(STATE_COOKIE, ""), request.query_params.get("state"))
-    code = request.query_params.get("code")
-    if target is None or not code:
-        raise HTTPException(403, "OAuth state mismatch: open the page again")
-    token = await hub.token_for_code(_session(request), code)
-    if token is None:
-        raise HTTPException(403, "the hub refused the OAuth code")
-    if not target.startswith(prefix):
+    try:
+        token, target = await auth.finish_login(
+            request.query_params.get("code"), request.query_params.get("state"),
+            request.cookies.get(auth.state_cookie_name))
+    except AuthError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    if not target.startswith(prefix) or target.startswith("//"):
         target = prefix
     response = RedirectResponse(target, status_code=302)
-    response.set_cookie(COOKIE, token, path=prefix, httponly=True, samesite="lax")
-    response.delete_cookie(STATE_COOKIE, path=prefix)
+    response.set_cookie(COOKIE, token, **auth.cookie_options(prefix))
+    response.delete_cookie(auth.state_cookie_name, path=prefix)
     return response

@@ -28,6 +28,19 @@ ADJUSTABLE = ("core_hours", "max_cores", "memory_per_job_gb", "storage_gb", "sta
               "end_date", "datasets")
 
 
+#: the longest text of each text field (characters)
+MAX_TEXT = {"project_title": 200, "pi": 200, "institution": 200, "justification": 20_000,
+            "note": 5_000, "reason": 5_000}
+#: the largest amount of each numeric field a request may name
+MAXIMA = {"core_hours": 1e9, "max_cores": 1_000_000, "memory_per_job_gb": 1e6,
+          "storage_gb": 1e9}
+#: the most datasets a request may name, and the longest name
+MAX_DATASETS = 200
+MAX_DATASET_NAME = 128
+#: dates a request may name (inclusive)
+DATE_RANGE = (dt.date(2000, 1, 1), dt.date(2199, 12, 31))
+
+
 class QuotaExceeded(NotAuthorized):
     """A request for compute that the user's allocation cannot cover."""
 
@@ -40,22 +53,44 @@ def _date(value: Any, name: str) -> dt.date:
     if isinstance(value, dt.date):
         return value
     try:
-        return dt.date.fromisoformat(str(value))
+        day = dt.date.fromisoformat(str(value)[:32])
     except ValueError:
-        raise UsageError(f"{name} {value!r} is not a date: give YYYY-MM-DD") from None
+        raise UsageError(f"{name} {str(value)[:40]!r} is not a date: give YYYY-MM-DD"
+                         ) from None
+    if not DATE_RANGE[0] <= day <= DATE_RANGE[1]:
+        raise UsageError(f"{name} {day} is outside {DATE_RANGE[0]} to {DATE_RANGE[1]}")
+    return day
+
+
+def clean_text(value: Any, name: str) -> str:
+    """A non-empty text of at most ``MAX_TEXT[name]`` characters, stripped."""
+    if isinstance(value, (dict, list)):
+        raise UsageError(f"{name} must be text")
+    text = str(value).strip()
+    if not text:
+        raise UsageError(f"{name} is empty")
+    limit = MAX_TEXT.get(name, 5_000)
+    if len(text) > limit:
+        raise UsageError(f"{name} is {len(text)} characters long: at most {limit}")
+    return text
 
 
 def _positive(value: Any, name: str, kind: type = float) -> float:
     """A finite number above 0; *kind* ``int`` also refuses fractions (``4.7`` cores)."""
+    if isinstance(value, bool):
+        raise UsageError(f"{name} {value!r} is not a number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} {value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"{name} {str(value)[:40]!r} is not a number") from None
     if not math.isfinite(number):
         # a NaN quota would pass every later comparison: unlimited compute
         raise UsageError(f"{name} {value!r} is not a finite number")
     if number <= 0:
         raise UsageError(f"{name} must be more than 0, got {value!r}")
+    if name in MAXIMA and number > MAXIMA[name]:
+        raise UsageError(f"{name} {value!r} is more than the most a request may name "
+                         f"({MAXIMA[name]:g})")
     if kind is int:
         if number != int(number):
             raise UsageError(f"{name} must be a whole number, got {value!r}")
@@ -68,10 +103,7 @@ def clean_request(fields: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("project_title", "pi", "institution", "justification"):
         if name in fields:
-            text = str(fields[name]).strip()
-            if not text:
-                raise UsageError(f"{name} is empty")
-            out[name] = text
+            out[name] = clean_text(fields[name], name)
     for name in ("core_hours", "memory_per_job_gb", "storage_gb"):
         if name in fields:
             out[name] = _positive(fields[name], name)
@@ -84,7 +116,12 @@ def clean_request(fields: dict[str, Any]) -> dict[str, Any]:
         raw = fields["datasets"] or []
         if isinstance(raw, str):
             raw = [d for d in raw.replace(",", " ").split() if d]
-        out["datasets"] = sorted({str(d) for d in raw})
+        if not isinstance(raw, list) or not all(isinstance(d, str) for d in raw):
+            raise UsageError("datasets must be a list of catalog names")
+        if len(raw) > MAX_DATASETS or any(len(d) > MAX_DATASET_NAME for d in raw):
+            raise UsageError(f"datasets: at most {MAX_DATASETS} names of at most "
+                             f"{MAX_DATASET_NAME} characters")
+        out["datasets"] = sorted(set(raw))
     return out
 
 
@@ -120,13 +157,20 @@ def get_visible(session: Session, alloc_id: int, user: str, is_admin: bool) -> A
 
 
 def list_visible(session: Session, user: str, is_admin: bool,
-                 status: AllocationStatus | None = None) -> list[Allocation]:
-    """The caller's allocations (every allocation for an admin), newest first."""
+                 status: AllocationStatus | None = None, *, limit: int | None = None,
+                 offset: int = 0) -> list[Allocation]:
+    """The caller's allocations (every allocation for an admin), newest first.
+
+    *limit* and *offset* page through them (no limit by default).
+    """
     query = select(Allocation).order_by(Allocation.id.desc())
     if not is_admin:
         query = query.where(Allocation.owner == user)
     if status is not None:
         query = query.where(Allocation.status == status)
+    query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
     return list(session.scalars(query))
 
 
@@ -143,6 +187,9 @@ def decide(session: Session, alloc_id: int, actor: str, is_admin: bool, *, appro
     alloc = get_visible(session, alloc_id, actor, True)
     if not approve and not (reason or "").strip():
         raise UsageError("a denial needs a reason")
+    if reason is not None and len(reason) > MAX_TEXT["reason"]:
+        raise UsageError(f"the {'reason' if not approve else 'note'} is {len(reason)} "
+                         f"characters long: at most {MAX_TEXT['reason']}")
     before = alloc.snapshot()
     unknown = set(changes or {}) - set(ADJUSTABLE)
     if unknown:

@@ -12,8 +12,11 @@ answers 404, as if it did not exist; admins see every job.
 - JSON: ``{"script": "<text>", "script_name": "run.py", "args": [...], "cores": 2,
   "memory": "4GB", "walltime": "1:00:00", "allocation_id": 1, "backend": "local"}``.
 
-Errors: 400 bad request (one line saying what and what is valid), 403 over quota,
-404 no such job (or not yours), 409 already ended, 503 backend unavailable.
+Errors: 400 bad request (one line saying what and what is valid), 403 over quota (or a
+cookie session without its CSRF token), 404 no such job (or not yours), 409 already ended,
+413 body too large, 415 a body that is neither multipart/form-data nor application/json
+(a ``text/plain`` "JSON" body from another site's form is refused), 503 backend
+unavailable.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import NotAuthorized, UsageError
-from ..hub.identity import HubUser
+from ..hub.security import MAX_INT64, HubUser, parse_json_object
 from ..jobs import service
 from ..jobs.spec import make_spec
 from . import db
@@ -42,6 +46,25 @@ router = APIRouter()
 
 #: largest script accepted, in bytes
 MAX_SCRIPT_BYTES = 4 * 2**20
+#: most arguments of a job, and the longest one
+MAX_ARGS, MAX_ARG_CHARS = 256, 4096
+#: a job id in a path (ids are 16 hexadecimal digits; anything else is simply not found)
+JobId = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                 description="The job's id, as `jobs list` shows it.")]
+Tail = Annotated[int | None, Query(ge=1, le=100_000, description="Last lines only.")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Largest number of jobs.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT64, description="Jobs to skip.")]
+#: the JSON form of a submission, for the OpenAPI schema (multipart takes the same fields)
+SUBMIT_SCHEMA = {
+    "type": "object", "required": ["script"],
+    "properties": {
+        "script": {"type": "string", "description": "The script's text."},
+        "script_name": {"type": "string"},
+        "args": {"type": "array", "items": {"type": "string"}},
+        "cores": {"type": "integer"}, "memory": {"type": "string"},
+        "walltime": {"type": "string"}, "allocation_id": {"type": "integer"},
+        "backend": {"type": "string", "enum": ["local", "slurm"]},
+        "name": {"type": "string"}}}
 
 
 @contextmanager
@@ -71,26 +94,31 @@ def _runtime(request: Request) -> service.JobRuntime:
 def _args(value: Any) -> list[str]:
     if value is None or value == "":
         return []
-    if isinstance(value, list):
-        return [str(v) for v in value]
     if isinstance(value, str):
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
+            parsed = json.loads(value) if len(value) <= MAX_ARGS * MAX_ARG_CHARS else None
+        except (json.JSONDecodeError, RecursionError):
             parsed = None
-        if isinstance(parsed, list):
-            return [str(v) for v in parsed]
-        return [value]
-    raise UsageError(f"args {value!r}: give a JSON list of strings")
+        value = parsed if isinstance(parsed, list) else [value]
+    if not isinstance(value, list) or not all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+        raise UsageError("args: give a JSON list of strings")
+    if len(value) > MAX_ARGS or any(len(str(v)) > MAX_ARG_CHARS for v in value):
+        raise UsageError(f"args: at most {MAX_ARGS} arguments of at most {MAX_ARG_CHARS} "
+                         "characters")
+    return [str(v) for v in value]
 
 
 def _allocation(value: Any) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"allocation_id {value!r} is not a whole number") from None
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"allocation_id {str(value)[:40]!r} is not a whole number") from None
+    if not 1 <= number <= MAX_INT64:
+        raise UsageError(f"allocation_id {number} is not a positive 64-bit id")
+    return number
 
 
 async def _read_request(request: Request) -> tuple[str, bytes, dict[str, Any]]:
@@ -106,24 +134,27 @@ async def _read_request(request: Request) -> tuple[str, bytes, dict[str, Any]]:
         arg_values = form.getlist("args")
         fields["args"] = arg_values[0] if len(arg_values) == 1 else [str(a) for a in arg_values]
         name = upload.filename or "job.py"
-    else:
+    elif kind.split(";")[0].strip().lower() == "application/json":
         try:
-            fields = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UsageError("the body is neither multipart/form-data nor JSON") from None
-        if not isinstance(fields, dict) or not isinstance(fields.get("script"), str):
+            fields = parse_json_object(await request.body())
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if not isinstance(fields.get("script"), str):
             raise UsageError("script: give the script's text as the JSON field 'script'")
         data = fields["script"].encode()
         name = str(fields.get("script_name") or "job.py")
+    else:
+        raise HTTPException(415, "send the job as multipart/form-data or application/json")
     if len(data) > MAX_SCRIPT_BYTES:
         raise UsageError(f"script is larger than {MAX_SCRIPT_BYTES // 2**20} MiB")
-    name = Path(name.replace("\\", "/")).name
+    name = Path(str(name).replace("\\", "/")).name
     if not re.fullmatch(r"[\w][\w.+-]{0,127}", name):
         raise UsageError(f"script name {name!r}: use letters, digits, '.', '_', '+' or '-'")
     return name, data, fields
 
 
-@router.post("/jobs", status_code=201)
+@router.post("/jobs", status_code=201, openapi_extra={"requestBody": {
+    "required": True, "content": {"application/json": {"schema": SUBMIT_SCHEMA}}}})
 async def submit_job(request: Request, user: HubUser = Depends(current_user)) -> dict[str, Any]:
     """Submit a job (quota checked before anything is queued)."""
     with _http_errors():
@@ -154,18 +185,19 @@ async def submit_job(request: Request, user: HubUser = Depends(current_user)) ->
 
 
 @router.get("/jobs")
-async def list_jobs(request: Request, user: HubUser = Depends(current_user)) -> list[dict]:
-    """The caller's jobs (every job for an admin), newest first."""
+async def list_jobs(request: Request, limit: Limit = 100, offset: Offset = 0,
+                    user: HubUser = Depends(current_user)) -> list[dict]:
+    """The caller's jobs (every job for an admin), newest first, a page at a time."""
     def work() -> list[dict[str, Any]]:
         with db.session_scope(_db_url(request)) as session:
-            return [service.job_dict(j)
-                    for j in service.list_jobs(session, user.name, user.admin)]
+            jobs = service.list_jobs(session, user.name, user.admin)
+            return [service.job_dict(j) for j in jobs[offset:offset + limit]]
 
     return await run_in_threadpool(work)
 
 
 @router.get("/jobs/{job_id}")
-async def show_job(job_id: str, request: Request,
+async def show_job(job_id: JobId, request: Request,
                    user: HubUser = Depends(current_user)) -> dict[str, Any]:
     """One job."""
     def work() -> dict[str, Any]:
@@ -176,7 +208,7 @@ async def show_job(job_id: str, request: Request,
 
 
 @router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
-async def job_logs(job_id: str, request: Request, tail: int | None = None,
+async def job_logs(job_id: JobId, request: Request, tail: Tail = None,
                    user: HubUser = Depends(current_user)) -> str:
     """The job's ``job.log`` (``?tail=N`` for its last lines)."""
     def work() -> str:
@@ -187,7 +219,7 @@ async def job_logs(job_id: str, request: Request, tail: int | None = None,
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, request: Request,
+async def cancel_job(job_id: JobId, request: Request,
                      user: HubUser = Depends(current_user)) -> dict[str, Any]:
     """Cancel a queued or running job."""
     runtime = _runtime(request)
@@ -201,7 +233,7 @@ async def cancel_job(job_id: str, request: Request,
 
 
 @router.get("/jobs/{job_id}/outputs")
-async def job_outputs(job_id: str, request: Request,
+async def job_outputs(job_id: JobId, request: Request,
                       user: HubUser = Depends(current_user)) -> list[dict[str, Any]]:
     """The files the job wrote under ``outputs/``."""
     def work() -> list[dict[str, Any]]:
@@ -212,7 +244,7 @@ async def job_outputs(job_id: str, request: Request,
 
 
 @router.get("/jobs/{job_id}/outputs/{path:path}")
-async def job_output_file(job_id: str, path: str, request: Request,
+async def job_output_file(job_id: JobId, path: str, request: Request,
                           user: HubUser = Depends(current_user)) -> FileResponse:
     """One output file (400 for ``..`` or absolute paths, 404 for links leaving it)."""
     def work() -> Path:

@@ -16,9 +16,14 @@ REST API (JSON; a JupyterHub token in ``Authorization: token ...``):
 - ``GET api/me``: name, admin, active allocation.
 
 HTML pages (server-rendered, plain forms, no JavaScript; the hub's OAuth login): ``/``,
-``request``, ``admin``, ``allocations/{id}``, ``usage``. Form POSTs carry a CSRF token
-in a hidden field that must equal the service's CSRF cookie (double submit); REST calls
-authenticated by the login cookie instead of a token need it in ``X-CSRF-Token``.
+``request``, ``admin``, ``allocations/{id}``, ``usage``. Form POSTs carry the session's
+CSRF token in a hidden field; REST calls authenticated by the login cookie instead of a
+token need it in ``X-CSRF-Token`` (:mod:`oceandata.hub.security`).
+
+Bounds (one sentence and a 4xx each): bodies of at most 1 MiB (scripts of jobs: 4 MiB),
+JSON only as ``application/json`` (else 415), at most 32 levels deep, integers and ids
+within 64 bits, lists paginated with ``limit`` (at most :data:`MAX_PAGE`) and ``offset``.
+Status messages of the pages come from a fixed set of keys (:data:`MESSAGES`).
 
 Every rule is in :mod:`oceandata.alloc.core`; this module only translates HTTP.
 """
@@ -29,35 +34,44 @@ import csv
 import datetime as dt
 import inspect
 import io
+import logging
 import os
-import secrets
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-import aiohttp
 import jinja2
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import NotAuthorized, OceandataError, UsageError
-from ..hub.identity import HubOAuthClient, HubUser
+from ..hub.security import (
+    CSRF_FIELD,
+    MAX_INT64,
+    SECURITY_HEADERS,
+    BodyLimit,
+    HubUser,
+    ServiceAuth,
+    parse_json_object,
+)
 from . import core, db
-from .auth import COOKIE, LoginRequired, current_user, oauth_callback, page_user
+from .auth import COOKIE, LoginRequired, current_user, oauth_callback, page_user, service_auth
 from .models import Allocation, AllocationStatus, AuditEntry
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PREFIX = "/services/allocations/"
-CSRF_COOKIE = "oceandata-alloc-csrf"
-CSRF_FIELD = "_csrf"
-CSRF_HEADER = "X-CSRF-Token"
 TEMPLATES = Path(__file__).with_name("templates")
 #: the form fields of a request, in the order the form shows them
 FORM_FIELDS = core.REQUEST_FIELDS
@@ -72,6 +86,78 @@ LABELS = {
     "start_date": "Start date", "end_date": "End date",
     "datasets": "Datasets (catalog names, comma or space separated)",
 }
+
+
+#: the status messages a page may show (``?message=<key>&id=<n>``); free text is never shown
+MESSAGES = {
+    "filed": "Request #{id} filed: an administrator will review it.",
+    "approved": "Allocation #{id} approved.",
+    "denied": "Allocation #{id} denied.",
+}
+#: the largest page of a list (``?limit=``)
+MAX_PAGE = 1000
+#: an allocation id in a path: a positive 64-bit integer
+AllocId = Annotated[int, PathParam(ge=1, le=MAX_INT64,
+                                   description="The allocation's id (a positive integer).")]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Largest number of items.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT64, description="Items to skip.")]
+
+
+class ErrorBody(BaseModel):
+    """Every error of the REST API: one sentence."""
+
+    error: str
+
+
+#: the error answers every REST route may give, documented in the OpenAPI schema
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text} for code, text in (
+        (400, "The request is invalid (what, and what would be valid)."),
+        (401, "No valid JupyterHub token."),
+        (403, "Not allowed: scope, CSRF token, administrator or quota."),
+        (404, "No such thing of yours."),
+        (409, "Already ended."),
+        (413, "The request body is too large."),
+        (415, "The body is not JSON (application/json)."),
+        (422, "A path or query parameter is invalid."),
+        (503, "The hub or a backend does not answer."))}
+
+
+class AllocationRequestBody(BaseModel):
+    """A request for an allocation (every field but ``datasets`` is required)."""
+
+    model_config = ConfigDict(extra="allow")
+    project_title: str
+    pi: str
+    institution: str
+    justification: str
+    core_hours: float
+    max_cores: int
+    memory_per_job_gb: float
+    storage_gb: float
+    start_date: str
+    end_date: str
+    datasets: list[str] | str | None = None
+
+
+class DecisionBody(BaseModel):
+    """An approval: an optional note and changed amounts (as fields or under ``changes``)."""
+
+    model_config = ConfigDict(extra="allow")
+    note: str | None = None
+    changes: dict[str, Any] | None = None
+
+
+class DenialBody(BaseModel):
+    """A denial: the reason is required."""
+
+    reason: str
+
+
+def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON request body read by :func:`_json_body`."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": model.model_json_schema()}}}}
 
 
 def _normalise_prefix(prefix: str) -> str:
@@ -205,8 +291,8 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
     -------
     fastapi.FastAPI
         The application. At start-up it needs the environment JupyterHub gives a managed
-        service (:meth:`oceandata.hub.identity.HubOAuthClient.from_env`) unless
-        ``app.state.hub`` was set before.
+        service (read by :class:`oceandata.hub.security.ServiceAuth`) unless
+        ``app.state.auth`` was set before.
     """
     url = db_url or db.default_url()
     _sqlite_folder(url)
@@ -218,20 +304,16 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(db.upgrade, url)
-        if getattr(app.state, "hub", None) is None:
-            app.state.hub = HubOAuthClient.from_env()
-        app.state.http = aiohttp.ClientSession()
+        if getattr(app.state, "auth", None) is None:
+            app.state.auth = ServiceAuth(cookie_name=COOKIE)
         jobs = _jobs_service()
         try:
             if jobs is not None:
                 await _maybe_await(jobs.startup(app))
             yield
         finally:
-            try:
-                if jobs is not None:
-                    await _maybe_await(jobs.shutdown(app))
-            finally:
-                await app.state.http.close()
+            if jobs is not None:
+                await _maybe_await(jobs.shutdown(app))
 
     app = FastAPI(title="oceandata allocations", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=f"{prefix}api/openapi.json")
@@ -242,14 +324,27 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
     app.state.templates = Jinja2Templates(env=env)
     _install_error_handlers(app)
     app.add_api_route(callback, oauth_callback, methods=["GET"], include_in_schema=False)
-    app.include_router(_api_router(), prefix=f"{prefix}api")
+    app.include_router(_api_router(), prefix=f"{prefix}api", responses=ERROR_RESPONSES)
     app.include_router(_page_router(), prefix=prefix.rstrip("/"))
+    overrides = {}
     try:
+        from .jobs_api import MAX_SCRIPT_BYTES
         from .jobs_api import router as jobs_router
     except ImportError:
         pass
     else:
-        app.include_router(jobs_router, prefix=f"{prefix}api")
+        app.include_router(jobs_router, prefix=f"{prefix}api", responses=ERROR_RESPONSES)
+        # a script upload with its form fields
+        overrides[f"{prefix}api/jobs"] = MAX_SCRIPT_BYTES + 2**16
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    app.add_middleware(BodyLimit, overrides=overrides)
     return app
 
 
@@ -332,6 +427,19 @@ def _install_error_handlers(app: FastAPI) -> None:
             response.headers.update(exc.headers)
         return response
 
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return _error(request, 422, f"{where}: {first.get('msg', 'invalid')}")
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(request, 500, "the service failed on this request; the administrators "
+                                    "can find it in the service log")
+
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(UsageError, usage)
     app.add_exception_handler(NotAuthorized, forbidden)  # QuotaExceeded is one
@@ -339,42 +447,31 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
-# --- CSRF ----------------------------------------------------------------------------
+# --- pages ---------------------------------------------------------------------------
 
 
-def csrf_token(request: Request) -> str:
-    """The browser's CSRF token (its cookie), or a new one to be set with the response."""
-    token = request.cookies.get(CSRF_COOKIE)
-    if not token or len(token) < 20:
-        token = getattr(request.state, "new_csrf", None) or secrets.token_urlsafe(32)
-        request.state.new_csrf = token
-    return token
-
-
-def check_csrf(request: Request, submitted: str | None) -> None:
-    """Refuse (403) a form whose CSRF token is missing or not the cookie's."""
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    if not cookie or not submitted or not secrets.compare_digest(cookie, submitted):
-        raise NotAuthorized("the form's CSRF token is missing or stale: reload the page and "
-                            "submit it again")
+def status_message(request: Request) -> str | None:
+    """The status line of a page: a fixed text chosen by ``?message=<key>`` (and ``id``)."""
+    text = MESSAGES.get(request.query_params.get("message", ""))
+    if text is None:
+        return None
+    ident = request.query_params.get("id", "")
+    return text.format(id=ident if ident.isdigit() and len(ident) < 20 else "?")
 
 
 def render(request: Request, name: str, context: dict[str, Any],
            status: int = 200) -> HTMLResponse:
-    """Render a template with the common context; set the CSRF cookie when it is new."""
+    """Render a template with the common context (the user, the session's CSRF token)."""
     prefix = request.app.state.prefix
-    ctx = {"prefix": prefix, "csrf": csrf_token(request), "csrf_field": CSRF_FIELD,
-           "user": getattr(request.state, "user", None), "labels": LABELS,
-           "message": request.query_params.get("message"), **context}
-    response = request.app.state.templates.TemplateResponse(request, name, ctx,
-                                                            status_code=status)
-    new = getattr(request.state, "new_csrf", None)
-    if new:
-        response.set_cookie(CSRF_COOKIE, new, path=prefix, httponly=True, samesite="strict")
-    return response
+    user = getattr(request.state, "user", None)
+    ctx = {"prefix": prefix, "csrf_field": CSRF_FIELD, "user": user, "labels": LABELS,
+           "csrf": service_auth(request).csrf_token(user) if user is not None else "",
+           "message": status_message(request), **context}
+    return request.app.state.templates.TemplateResponse(request, name, ctx,
+                                                        status_code=status)
 
 
-def _redirect(request: Request, path: str, **query: Any) -> RedirectResponse:
+def _redirect(request: Request, path: str, **query: str | int) -> RedirectResponse:
     target = request.app.state.prefix + path
     if query:
         target += "?" + urllib.parse.urlencode(query)
@@ -385,26 +482,43 @@ def _redirect(request: Request, path: str, **query: Any) -> RedirectResponse:
 
 
 async def api_user(request: Request, user: HubUser = Depends(current_user)) -> HubUser:
-    """The caller of a REST route; one authenticated by the login cookie alone must send
-    the CSRF token in ``X-CSRF-Token`` for anything but GET."""
-    request.state.user = user
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not request.headers.get(
-            "Authorization") and request.cookies.get(COOKIE):
-        check_csrf(request, request.headers.get(CSRF_HEADER))
+    """The caller of a REST route (CSRF checked for cookie sessions by ``current_user``)."""
     return user
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def admin_user(request: Request, user: HubUser = Depends(current_user)) -> HubUser:
+    """The caller of an admin action, asked of the hub afresh (no cached identity)."""
+    return await fresh_user(request, user)
+
+
+async def fresh_user(request: Request, user: HubUser) -> HubUser:
+    """*user* as the hub sees it now (a revoked token or lost admin right shows at once)."""
+    from .auth import _identify
+
+    fresh = await _identify(request, fresh=True)
+    return fresh if fresh is not None else user
+
+
+def is_json(request: Request) -> bool:
+    """Whether the request declares a JSON body (``application/json`` or ``+json``)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/")
+                                          and kind.endswith("+json"))
+
+
+async def _json_body(request: Request, required: bool = False) -> dict[str, Any]:
+    """The JSON object of the body: 415 unless declared JSON, 400 unless a bounded object."""
     raw = await request.body()
-    if not raw.strip():
+    if not raw.strip() and not required:
         return {}
+    if not is_json(request):
+        from fastapi import HTTPException
+
+        raise HTTPException(415, "send the body as JSON with Content-Type: application/json")
     try:
-        body = await request.json()
-    except ValueError:
-        raise UsageError("the request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise UsageError("the request body must be a JSON object")
-    return body
+        return parse_json_object(raw)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _api_router() -> APIRouter:
@@ -429,27 +543,30 @@ def _api_router() -> APIRouter:
 
     @router.get("/allocations")
     async def list_allocations(request: Request, status: str | None = None,
+                               limit: Limit = 100, offset: Offset = 0,
                                user: HubUser = Depends(api_user)) -> list[dict[str, Any]]:
         wanted = _status(status)
         return await in_session(request, lambda s: [
-            allocation_dict(a) for a in core.list_visible(s, user.name, user.admin, wanted)])
+            allocation_dict(a) for a in core.list_visible(
+                s, user.name, user.admin, wanted, limit=limit, offset=offset)])
 
-    @router.post("/allocations", status_code=201)
+    @router.post("/allocations", status_code=201,
+                 openapi_extra=json_body_doc(AllocationRequestBody))
     async def file_request(request: Request,
                            user: HubUser = Depends(api_user)) -> dict[str, Any]:
-        body = await _json_body(request)
+        body = await _json_body(request, required=True)
         return await in_session(request, lambda s: _detail(
             s, core.request_allocation(s, user.name, body)))
 
     @router.get("/allocations/{alloc_id}")
-    async def show(request: Request, alloc_id: int,
+    async def show(request: Request, alloc_id: AllocId,
                    user: HubUser = Depends(api_user)) -> dict[str, Any]:
         return await in_session(request, lambda s: _detail(
             s, core.get_visible(s, alloc_id, user.name, user.admin)))
 
-    @router.post("/allocations/{alloc_id}/approve")
-    async def approve(request: Request, alloc_id: int,
-                      user: HubUser = Depends(api_user)) -> dict[str, Any]:
+    @router.post("/allocations/{alloc_id}/approve", openapi_extra=json_body_doc(DecisionBody))
+    async def approve(request: Request, alloc_id: AllocId,
+                      user: HubUser = Depends(admin_user)) -> dict[str, Any]:
         body = await _json_body(request)
         note = body.pop("note", None)
         changes = body.pop("changes", None) or {}
@@ -460,10 +577,10 @@ def _api_router() -> APIRouter:
             s, alloc_id, user.name, user.admin, approve=True, changes=changes,
             reason=None if note is None else str(note))))
 
-    @router.post("/allocations/{alloc_id}/deny")
-    async def deny(request: Request, alloc_id: int,
-                   user: HubUser = Depends(api_user)) -> dict[str, Any]:
-        body = await _json_body(request)
+    @router.post("/allocations/{alloc_id}/deny", openapi_extra=json_body_doc(DenialBody))
+    async def deny(request: Request, alloc_id: AllocId,
+                   user: HubUser = Depends(admin_user)) -> dict[str, Any]:
+        body = await _json_body(request, required=True)
         reason = body.get("reason")
         return await in_session(request, lambda s: _detail(s, core.decide(
             s, alloc_id, user.name, user.admin, approve=False,
@@ -501,9 +618,10 @@ async def browser_user(request: Request, user: HubUser = Depends(page_user)) -> 
 
 
 async def _form(request: Request) -> dict[str, str]:
+    """The text fields of a form (its CSRF token was checked by :func:`page_user`)."""
     form = await request.form()
     data = {k: v for k, v in form.items() if isinstance(v, str)}
-    check_csrf(request, data.pop(CSRF_FIELD, None))
+    data.pop(CSRF_FIELD, None)
     return data
 
 
@@ -541,8 +659,7 @@ def _page_router() -> APIRouter:
     async def index(request: Request, user: HubUser = Depends(browser_user)) -> Response:
         allocations = await in_session(request, lambda s: [
             _detail(s, a) for a in core.list_visible(s, user.name, False)])
-        return render(request, "index.html", {
-            "allocations": allocations, "message": request.query_params.get("message")})
+        return render(request, "index.html", {"allocations": allocations})
 
     @router.get("/request", response_class=HTMLResponse)
     async def request_form(request: Request,
@@ -566,14 +683,13 @@ def _page_router() -> APIRouter:
             except UsageError as exc:
                 return render(request, "request.html", {
                     "values": values, "errors": {}, "error": str(exc)}, 400)
-            return _redirect(request, "", message=f"Request #{alloc_id} filed: an "
-                             "administrator will review it.")
+            return _redirect(request, "", message="filed", id=alloc_id)
         return render(request, "request.html", {
             "values": values, "errors": errors,
             "error": "The request was not filed: correct the fields marked below."}, 400)
 
     @router.get("/allocations/{alloc_id}", response_class=HTMLResponse)
-    async def detail(request: Request, alloc_id: int,
+    async def detail(request: Request, alloc_id: AllocId,
                      user: HubUser = Depends(browser_user)) -> Response:
         alloc = await in_session(request, lambda s: _detail(
             s, core.get_visible(s, alloc_id, user.name, user.admin)))
@@ -593,7 +709,7 @@ def _page_router() -> APIRouter:
             if a.status != AllocationStatus.PENDING][:50])
         return render(request, "admin.html", {
             "pending": pending, "decided": decided, "adjustable": FORM_ADJUSTABLE,
-            "message": request.query_params.get("message"), "error": error,
+            "error": error,
             "error_id": error_id, "values": values or {}}, status)
 
     @router.get("/admin", response_class=HTMLResponse)
@@ -601,8 +717,9 @@ def _page_router() -> APIRouter:
         return await _queue(request, user)
 
     @router.post("/admin/{alloc_id}/approve", response_class=HTMLResponse)
-    async def admin_approve(request: Request, alloc_id: int,
+    async def admin_approve(request: Request, alloc_id: AllocId,
                             user: HubUser = Depends(browser_user)) -> Response:
+        user = await fresh_user(request, user)
         form = await _form(request)
         submitted = {k: form[k] for k in FORM_ADJUSTABLE if k in form}
         note = form.get("note", "")
@@ -620,11 +737,12 @@ def _page_router() -> APIRouter:
             await in_session(request, work)
         except UsageError as exc:
             return await _queue(request, user, 400, str(exc), alloc_id, submitted)
-        return _redirect(request, "admin", message=f"Allocation #{alloc_id} approved.")
+        return _redirect(request, "admin", message="approved", id=alloc_id)
 
     @router.post("/admin/{alloc_id}/deny", response_class=HTMLResponse)
-    async def admin_deny(request: Request, alloc_id: int,
+    async def admin_deny(request: Request, alloc_id: AllocId,
                          user: HubUser = Depends(browser_user)) -> Response:
+        user = await fresh_user(request, user)
         form = await _form(request)
         try:
             await in_session(request, lambda s: core.decide(
@@ -632,7 +750,7 @@ def _page_router() -> APIRouter:
                 reason=form.get("reason", "")))
         except UsageError as exc:
             return await _queue(request, user, 400, str(exc), alloc_id)
-        return _redirect(request, "admin", message=f"Allocation #{alloc_id} denied.")
+        return _redirect(request, "admin", message="denied", id=alloc_id)
 
     @router.get("/usage", response_class=HTMLResponse)
     async def usage_page(request: Request, user: HubUser = Depends(browser_user)) -> Response:

@@ -4,12 +4,17 @@ dask-gateway's HTTP proxy serves every cluster's dashboard at ``/clusters/<name>
 anyone who knows the URL (dask/dask-gateway#570). JupyterHub routes
 ``/services/dask-gateway/`` to this gate instead, which:
 
-- passes ``.../api/...`` through unchanged (dask-gateway authenticates those requests
-  itself with the caller's JupyterHub token);
+- passes ``.../api/...`` through (dask-gateway authenticates those requests itself with
+  the caller's JupyterHub token) once :class:`oceandata.hub.security.ServiceAuth` has
+  checked that the token carries ``access:services!service=dask-gateway``
+  (``api/health`` stays open);
 - for ``.../clusters/<name>/...`` (dashboards, HTTP and websockets) requires a JupyterHub
   identity, a token in the ``Authorization`` header or the cookie this service sets after
   the hub's OAuth login, and asks the gateway, *with that user's token*, whether the
-  cluster is theirs; another user's cluster is answered 404, like a missing one;
+  cluster is theirs; another user's cluster is answered 404, like a missing one. A
+  websocket opened with the cookie must come from a page of the hub's own origin (a page
+  on another port of the same host is same-site, so SameSite cookies alone would let it
+  drive the dashboard);
 - answers 404 to anything else.
 
 The gateway runs as a child process (``dask-gateway-server -f $OCEANDATA_GATEWAY_CONFIG``)
@@ -32,10 +37,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from .identity import CACHE_SECONDS, HubOAuthClient, token_from
+from .security import CACHE_SECONDS, SECURITY_HEADERS, AuthError, ServiceAuth
 
 COOKIE = "oceandata-gateway-auth"
-STATE_COOKIE = "oceandata-gateway-oauth-state"
+GATE_HEADERS = {"Content-Security-Policy": "frame-ancestors 'self'",
+                "X-Content-Type-Options": SECURITY_HEADERS["X-Content-Type-Options"],
+                "Referrer-Policy": SECURITY_HEADERS["Referrer-Policy"]}
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailers", "transfer-encoding", "upgrade", "host", "content-length",
               "content-encoding"}
@@ -47,7 +54,7 @@ class GateConfig:
 
     prefix: str
     upstream: str
-    hub: HubOAuthClient
+    auth: ServiceAuth
     _owners: dict = field(default_factory=dict)
 
     @classmethod
@@ -56,7 +63,7 @@ class GateConfig:
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dask-gateway/")
         return cls(prefix=prefix.rstrip("/") + "/",
                    upstream=f"http://127.0.0.1:{ports['gateway_http']}",
-                   hub=HubOAuthClient.from_env())
+                   auth=ServiceAuth(cookie_name=COOKIE))
 
 
 async def _owns(cfg: GateConfig, session: aiohttp.ClientSession, token: str,
@@ -75,32 +82,44 @@ async def _owns(cfg: GateConfig, session: aiohttp.ClientSession, token: str,
     return owns
 
 
+def _cookie_options(cfg: GateConfig) -> dict:
+    options = cfg.auth.cookie_options(cfg.prefix)
+    options["samesite"] = "Lax"
+    return options
+
+
 def _login_redirect(cfg: GateConfig, request: web.Request) -> web.Response:
-    url, state = cfg.hub.login_redirect(request.path_qs)
+    url, state = cfg.auth.login_redirect(request.path_qs)
     resp = web.HTTPFound(url)
-    resp.set_cookie(STATE_COOKIE, state, path=cfg.prefix, httponly=True, samesite="Lax",
-                    max_age=600)
+    resp.set_cookie(cfg.auth.state_cookie_name, state, max_age=600, **_cookie_options(cfg))
     return resp
 
 
 async def oauth_callback(request: web.Request) -> web.StreamResponse:
     """Finish the hub's OAuth login: exchange the code, keep the token in a cookie."""
     cfg: GateConfig = request.app["cfg"]
-    target = cfg.hub.next_url(request.cookies.get(STATE_COOKIE, ""), request.query.get("state"))
-    if target is None:
-        raise web.HTTPForbidden(text="OAuth state mismatch: start again from the dashboard link")
-    code = request.query.get("code")
-    if not code:
-        raise web.HTTPBadRequest(text="OAuth callback without a code")
-    token = await cfg.hub.token_for_code(request.app["session"], code)
-    if token is None:
-        raise web.HTTPForbidden(text="the hub refused the OAuth code")
-    if not target.startswith(cfg.prefix):
+    try:
+        token, target = await cfg.auth.finish_login(
+            request.query.get("code"), request.query.get("state"),
+            request.cookies.get(cfg.auth.state_cookie_name))
+    except AuthError as exc:
+        raise web.HTTPForbidden(text=str(exc)) from None
+    if not target.startswith(cfg.prefix) or target.startswith("//"):
         target = cfg.prefix
     out = web.HTTPFound(target)
-    out.set_cookie(COOKIE, token, path=cfg.prefix, httponly=True, samesite="Lax")
-    out.del_cookie(STATE_COOKIE, path=cfg.prefix)
+    out.set_cookie(COOKIE, token, **_cookie_options(cfg))
+    out.del_cookie(cfg.auth.state_cookie_name, path=cfg.prefix)
     return out
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Whether the request's ``Origin`` is the hub it came through (scheme://host:port)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    parsed = urllib.parse.urlparse(origin)
+    return parsed.netloc == request.headers.get("Host", "") and parsed.scheme in (
+        "http", "https")
 
 
 def _forward_headers(request: web.Request) -> dict[str, str]:
@@ -150,34 +169,60 @@ async def route(request: web.Request) -> web.StreamResponse:
     """Dispatch one request under the service prefix (see the module docstring)."""
     cfg: GateConfig = request.app["cfg"]
     path = request.path
-    if path == cfg.hub.callback_path:
+    if path == cfg.auth.callback_path:
         return await oauth_callback(request)
     if not path.startswith(cfg.prefix):
         raise web.HTTPNotFound()
     rest = path[len(cfg.prefix):]
     url = f"{cfg.upstream}{request.path_qs}"
-    if rest.startswith("api/") or rest == "api":
+    if rest == "api/health":
         return await _proxy_http(request, url)
-    if rest.startswith("clusters/"):
-        cluster = rest.split("/")[1]
-        token = token_from(request.headers, request.cookies, COOKIE)
-        session: aiohttp.ClientSession = request.app["session"]
-        user = await cfg.hub.user_for_token(session, token) if token else None
-        if user is None:
-            if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
-                return _login_redirect(cfg, request)
-            raise web.HTTPUnauthorized(text="log in to JupyterHub to see this dashboard")
-        if not cluster or not await _owns(cfg, session, token, cluster):
-            raise web.HTTPNotFound(text=f"no cluster {cluster!r} of user {user.name!r}")
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await _proxy_ws(request, url)
+    api = rest.startswith("api/") or rest == "api"
+    if not api and not rest.startswith("clusters/"):
+        raise web.HTTPNotFound()
+    try:
+        user = await cfg.auth.identify(request.headers,
+                                       {} if api else request.cookies)
+    except AuthError as exc:
+        raise _http_error(exc) from None
+    if user is None:
+        if not api and request.method == "GET" and "text/html" in request.headers.get(
+                "Accept", ""):
+            return _login_redirect(cfg, request)
+        raise web.HTTPUnauthorized(text="log in to JupyterHub (or send Authorization: token "
+                                        "<JupyterHub token>)")
+    if api:
         return await _proxy_http(request, url)
-    raise web.HTTPNotFound()
+    cluster = rest.split("/")[1]
+    session: aiohttp.ClientSession = request.app["session"]
+    if not cluster or not await _owns(cfg, session, user.session, cluster):
+        raise web.HTTPNotFound(text=f"no cluster {cluster!r} of user {user.name!r}")
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        if user.via == "cookie" and not _same_origin(request):
+            raise web.HTTPForbidden(text="a dashboard websocket must come from the hub's own "
+                                         "pages")
+        return await _proxy_ws(request, url)
+    return await _proxy_http(request, url)
+
+
+def _http_error(exc: AuthError) -> web.HTTPException:
+    """The aiohttp answer of an :class:`AuthError` (401, 403 or 503)."""
+    kinds = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
+             503: web.HTTPServiceUnavailable}
+    return kinds.get(exc.status, web.HTTPForbidden)(text=str(exc))
 
 
 async def _make_app(cfg: GateConfig) -> web.Application:
     app = web.Application()
     app["cfg"] = cfg
+
+    async def headers(request: web.Request, response: web.StreamResponse) -> None:
+        # dashboards are framed by JupyterLab (dask-labextension) on the hub's own origin
+        # and run Bokeh's inline scripts: only framing by other origins is refused
+        for name, value in GATE_HEADERS.items():
+            response.headers[name] = value
+
+    app.on_response_prepare.append(headers)
 
     async def session_ctx(app: web.Application):
         app["session"] = aiohttp.ClientSession(auto_decompress=False)
