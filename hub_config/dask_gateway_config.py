@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from oceandata.hub.accounts import per_user
 from oceandata.hub.gateway import GROUP_LIMITS, cluster_options
 
 PORTS = json.loads(os.environ["OCEANDATA_HUB_PORTS"])
@@ -33,15 +34,18 @@ c.Proxy.api_token = os.environ["OCEANDATA_GATEWAY_PROXY_TOKEN"]
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
 c.JupyterHubAuthenticator.jupyterhub_service_name = "dask-gateway"
 
-# --- backend: local processes with per-user limits (PRODUCTION: LimitedSlurmBackend)
-c.DaskGateway.backend_class = "oceandata.hub.gateway.LimitedLocalBackend"
+# --- backend: local processes with per-user limits (PRODUCTION: LimitedSlurmBackend);
+# as the users' Unix accounts in per-user mode (OCEANDATA_ACCOUNTS, oceandata/hub/accounts.py)
+BACKEND = "LimitedUserLocalBackend" if per_user() else "LimitedLocalBackend"
+c.DaskGateway.backend_class = f"oceandata.hub.gateway.{BACKEND}"
 c.DBBackendBase.db_url = f"sqlite:///{HUB_DIR / 'dask-gateway.sqlite'}"
 c.DBBackendBase.db_encrypt_keys = [
     (DATA / "secrets" / "gateway-db-key").read_text(encoding="utf-8").strip()]
-c.LocalBackend.clusters_directory = str(HUB_DIR / "dask-clusters")
+# traversable (0711) by the users' accounts; each cluster's folder is 0700, its user's
+c.LocalBackend.clusters_directory = str(DATA / "dask-clusters")
 c.Backend.cluster_options = cluster_options(GROUP_LIMITS)
 # core-hours of running clusters charged to the allocations database every this many s
-c.LimitedLocalBackend.usage_period = float(os.environ.get("OCEANDATA_GATEWAY_USAGE_PERIOD",
+c[BACKEND].usage_period = float(os.environ.get("OCEANDATA_GATEWAY_USAGE_PERIOD",
                                                           "60"))
 
 # current `distributed` ships no dask-scheduler/dask-worker executables

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
+
+from oceandata.hub.accounts import ENV as ACCOUNTS_ENV
+from oceandata.hub.accounts import per_user
+from oceandata.hub.spawner import prepare_user
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ["OCEANDATA_DATA_DIR"])
@@ -24,6 +27,8 @@ ADMIN = os.environ["OCEANDATA_HUB_ADMIN"]
 PUBLIC_URL = f"http://127.0.0.1:{PUBLIC_PORT}"
 BIN = Path(sys.executable).parent
 NOTEBOOKS = HERE.parent / "notebooks"
+# one Unix account per user when root (OCEANDATA_ACCOUNTS, set by the launcher)
+PER_USER = per_user()
 # allocations, usage and jobs (the allocations service and the gateway's accounting)
 ALLOC_DB_URL = os.environ.get("OCEANDATA_ALLOC_DB_URL",
                               f"sqlite:///{DATA / 'alloc' / 'alloc.sqlite'}")
@@ -83,6 +88,8 @@ c.JupyterHub.services = [
             "OCEANDATA_HUB_PUBLIC_URL": PUBLIC_URL,
             "OCEANDATA_GATEWAY_PROXY_TOKEN": os.environ["OCEANDATA_GATEWAY_PROXY_TOKEN"],
             "PATH": os.environ["PATH"],
+            # clusters as the users' Unix accounts, or all as the gateway's (accounts.py)
+            ACCOUNTS_ENV: os.environ.get(ACCOUNTS_ENV) or ("create" if PER_USER else "single"),
             # allocations: enforced when clusters start, charged while they run
             "OCEANDATA_ALLOC_DB_URL": ALLOC_DB_URL,
             **{k: os.environ[k] for k in ("OCEANDATA_GATEWAY_USAGE_PERIOD",)
@@ -105,6 +112,8 @@ c.JupyterHub.services = [
             "OCEANDATA_HUB_PUBLIC_URL": PUBLIC_URL,
             "OCEANDATA_DATA_DIR": str(DATA),
             "PATH": os.environ["PATH"],
+            # jobs as the users' Unix accounts, or all as the service's (accounts.py)
+            ACCOUNTS_ENV: os.environ.get(ACCOUNTS_ENV) or ("create" if PER_USER else "single"),
             # batch jobs: the Slurm cluster (SLURM_CONF), the jobs' limits and routing, and
             # the catalog and sample data the jobs open (as the users' servers do)
             **{k: v for k, v in os.environ.items()
@@ -123,16 +132,23 @@ c.JupyterHub.services = [
 ]
 
 # --- the users' servers: JupyterLab with oceandata, the catalog and the gateway preset.
-# PRODUCTION: batchspawner.SlurmSpawner or systemdspawner (real per-user accounts).
-c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
-c.SimpleLocalProcessSpawner.home_dir_template = str(DATA / "users" / "{username}")
+# Per-user mode (root, OCEANDATA_ACCOUNTS=create|existing): each server runs as the Unix
+# account oceandata-<name> (oceandata/hub/accounts.py); single-account mode (not root, or
+# OCEANDATA_ACCOUNTS=single): as the hub's own account.
+# PRODUCTION: batchspawner.SlurmSpawner or systemdspawner (the same per-user accounts).
+if PER_USER:
+    c.JupyterHub.spawner_class = "oceandata.hub.spawner.UserAccountSpawner"
+else:
+    c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+    c.SimpleLocalProcessSpawner.home_dir_template = str(DATA / "users" / "{username}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # OCEANDATA_ACCOUNTS=single as root: the servers still listen on loopback only
+        c.Spawner.args = ["--allow-root"]
+c.Spawner.notebook_dir = str(DATA / "users" / "{username}")
 c.Spawner.cmd = [str(BIN / "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
-if hasattr(os, "geteuid") and os.geteuid() == 0:
-    # CI and containers run as root; the servers still listen on loopback only
-    c.Spawner.args = ["--allow-root"]
 c.Spawner.server_token_scopes = [
     "users:activity!user", "access:servers!server", "read:users:name!user",
     "read:users:groups!user", "access:services!service=dask-gateway",
@@ -156,16 +172,12 @@ c.Spawner.environment = {
 }
 
 
-def _copy_examples(spawner) -> None:
-    """Give a new user the example notebooks (never overwrites the user's copies)."""
-    home = Path(spawner.home_dir_template.format(username=spawner.user.name))
-    home.mkdir(parents=True, exist_ok=True)
-    target = home / "examples"
-    if NOTEBOOKS.is_dir() and not target.exists():
-        shutil.copytree(NOTEBOOKS, target, ignore=shutil.ignore_patterns(".*"))
+def _prepare_user(spawner):
+    """The user's account (per-user mode) and folder, with the example notebooks."""
+    return prepare_user(spawner, NOTEBOOKS, DATA)
 
 
-c.Spawner.pre_spawn_hook = _copy_examples
+c.Spawner.pre_spawn_hook = _prepare_user
 
 # --- housekeeping
 c.JupyterHub.cleanup_servers = True

@@ -24,14 +24,17 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import JobStatus
-from dask_gateway_server.backends.local import UnsafeLocalBackend
+from dask_gateway_server.backends.local import LocalBackend, UnsafeLocalBackend
 from dask_gateway_server.options import Float as FloatOption
 from dask_gateway_server.options import Integer, Options
 from traitlets import Float, HasTraits
+
+from .accounts import chown_tree, ensure_account, unix_name, user_home
 
 GIB = 2**30
 DEFAULT_GROUP = "scientists"
@@ -294,10 +297,57 @@ class UserLimitsMixin(HasTraits):
 
 
 class LimitedLocalBackend(UserLimitsMixin, UnsafeLocalBackend):
-    """Local processes, all as the gateway's own account (the embedded platform only).
+    """Local processes, all as the gateway's own account (single-account mode only).
 
-    PRODUCTION uses :class:`LimitedSlurmBackend`, where clusters run as the user.
+    PRODUCTION uses :class:`LimitedUserLocalBackend` or :class:`LimitedSlurmBackend`,
+    where clusters run as the user's Unix account.
     """
+
+
+class _AsAccount:
+    """A cluster whose ``username`` is its user's Unix account (``oceandata-<name>``).
+
+    dask-gateway's :class:`~dask_gateway_server.backends.local.LocalBackend` looks the
+    cluster's ``username`` up in the password database; the platform's accounts carry a
+    prefix. Everything else is the cluster's own.
+    """
+
+    def __init__(self, cluster: Any) -> None:
+        self._cluster = cluster
+        self.username = unix_name(cluster.username)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cluster, name)
+
+
+class LimitedUserLocalBackend(UserLimitsMixin, LocalBackend):
+    """Local processes as the user's Unix account, with the per-user limits (per-user mode).
+
+    dask-gateway's ``LocalBackend`` (``setgid``/``setgroups``/``setuid`` before ``exec``,
+    cluster folders 0700 owned by the user) with hub user ``<name>`` mapped to account
+    ``oceandata-<name>`` (created on first use, :func:`oceandata.hub.accounts.ensure_account`).
+    """
+
+    def make_preexec_fn(self, cluster: Any) -> Any:
+        """dask-gateway's switch to the user, for the user's ``oceandata-`` account."""
+        return super().make_preexec_fn(_AsAccount(cluster))
+
+    def set_file_permissions(self, paths: list[str], username: str) -> None:
+        """Give the cluster's folder (certificates and logs included) to the user's account.
+
+        dask-gateway-server 2026.3's ``setup_working_directory`` passes the certificate
+        paths spread into single characters (``paths.extend(path)``), the first being
+        ``/``: only the cluster folder, ``paths[0]``, is taken here, with all it holds.
+        """
+        entry = ensure_account(username)
+        chown_tree(Path(paths[0]), entry.pw_uid, entry.pw_gid)
+
+    def get_env(self, cluster: Any) -> dict[str, str]:
+        """dask-gateway's environment with the account's ``USER`` and ``HOME``."""
+        env = super().get_env(cluster)
+        env["USER"] = unix_name(cluster.username)
+        env["HOME"] = str(user_home(cluster.username))
+        return env
 
 
 try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]

@@ -36,6 +36,7 @@ from ..config import get_settings
 from ..errors import OceandataError, UsageError
 from ..lab import secret_file
 from ..netutil import free_port
+from . import accounts
 
 #: The checkout holding ``hub_config/`` (the package is installed editable from it).
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -56,6 +57,8 @@ class HubRuntime:
     db_url: str | None = None
     ports: dict[str, int] = field(default_factory=dict)
     admin: str = "admin"
+    #: ``create``/``existing``: each user as their own Unix account; ``single``: one account
+    accounts: str = "single"
 
     @property
     def hub_dir(self) -> Path:
@@ -84,6 +87,7 @@ class HubRuntime:
             "OCEANDATA_HUB_DB_URL": self.db_url or self.default_db_url,
             "OCEANDATA_HUB_PORTS": json.dumps(self.ports),
             "OCEANDATA_HUB_ADMIN": self.admin,
+            accounts.ENV: self.accounts,
             "OCEANDATA_CATALOG": str(settings.catalog),
             "OCEANDATA_SAMPLE_CACHE": str(settings.sample_cache),
             "CONFIGPROXY_AUTH_TOKEN": secret_file(self.secrets_dir / "proxy-token"),
@@ -178,9 +182,11 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
         db_url = "postgresql+psycopg2://" + db_url[len("postgresql://"):]
     data = (data_dir or get_settings().data_dir).resolve()
     runtime = HubRuntime(data_dir=data, port=port, db_url=db_url,
-                         admin=os.environ.get("OCEANDATA_HUB_ADMIN", "admin"))
-    runtime.hub_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (data / "users").mkdir(parents=True, exist_ok=True)
+                         admin=os.environ.get("OCEANDATA_HUB_ADMIN", "admin"),
+                         accounts=accounts.account_mode())
+    accounts.prepare_data_dir(data)
+    if runtime.accounts != "single":
+        _check_reachable(runtime)
     runtime.ports = {name: free_port() for name in
                      ("hub_api", "proxy_api", "gateway_gate", "gateway_http", "gateway_tcp",
                       "gateway_api", "allocations")}
@@ -188,6 +194,40 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
     _gateway_db_key(runtime.secrets_dir / "gateway-db-key")
     bootstrap_admin(runtime)
     return runtime
+
+
+def _check_reachable(runtime: HubRuntime) -> None:
+    """Refuse per-user mode when the users' accounts could not reach what they run."""
+    settings = get_settings()
+    needed = [runtime.data_dir, Path(sys.prefix), CHECKOUT, Path(settings.catalog),
+              Path(settings.sample_cache)]
+    if settings.sample_data is not None:
+        needed.append(Path(settings.sample_data))
+    blocked = accounts.blocked_ancestor(needed)
+    if blocked is not None:
+        raise UsageError(
+            f"{blocked} is not searchable by other accounts (no o+x), so the users' Unix "
+            f"accounts cannot reach the platform's files below it: chmod o+x {blocked}, "
+            f"move the data dir, or set {accounts.ENV}=single")
+
+
+def single_account_notice(runtime: HubRuntime) -> str | None:
+    """The one line ``hub up`` prints when all users run as the platform's account."""
+    if runtime.accounts != "single":
+        return None
+    why = (f"{accounts.ENV}=single is set" if os.geteuid() == 0
+           else "it does not run as root, so it cannot switch to per-user Unix accounts")
+    return (f"single-account mode: every user's servers, clusters and jobs run as "
+            f"{_whoami()} because {why} (see docs/security.md, Unix accounts)")
+
+
+def _whoami() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def bootstrap_admin(runtime: HubRuntime) -> bool:
@@ -331,6 +371,9 @@ def stop_hub(proc: subprocess.Popen, timeout: float = 30) -> None:
 def hub_up(data_dir: Path | None = None, port: int = 8000, db_url: str | None = None) -> int:
     """Run the platform in the foreground until Ctrl-C; return the exit code."""
     runtime = prepare_runtime(data_dir, port, db_url)
+    notice = single_account_notice(runtime)
+    if notice:
+        print(notice, flush=True)
     with _Lock(runtime):
         proc = start_hub(runtime)
 

@@ -67,6 +67,8 @@ from sqlalchemy.orm import Session
 from ..alloc import core
 from ..alloc.db import session_scope
 from ..alloc.models import Job, JobState, utcnow
+from ..errors import OceandataError
+from ..hub import accounts
 from ..testing.slurm import parse_duration, parse_scontrol_record
 from . import JobSettings
 from .spec import format_walltime
@@ -161,6 +163,29 @@ def job_environment(job: Job) -> dict[str, str]:
     return env
 
 
+def job_account(owner: str, workdir: Path, env: dict[str, str]) -> dict[str, Any]:
+    """``Popen`` arguments running a job as its owner's Unix account (per-user mode).
+
+    Sets ``USER``, ``LOGNAME`` and ``HOME`` in *env* to the account's; returns ``user``,
+    ``group`` and no supplementary groups (none of the service's). Single-account mode:
+    nothing to change, an empty dict.
+
+    Parameters
+    ----------
+    owner
+        The job's owner (hub user name).
+    workdir
+        The job's folder, ``<data dir>/jobs/<user>/<job id>``.
+    env
+        The job's environment, changed in place.
+    """
+    if not accounts.per_user():
+        return {}
+    entry = job_owner_account(owner, workdir)
+    env.update(USER=entry.pw_name, LOGNAME=entry.pw_name, HOME=entry.pw_dir)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def job_command(job: Job, python: str = sys.executable) -> list[str]:
     """``python SCRIPT ARGS``, or ``SCRIPT ARGS`` when the script is executable."""
     script = Path(job.workdir) / job.script
@@ -211,6 +236,12 @@ def _read_exit_file(workdir: Path) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return int((workdir / EXIT_FILE).read_text().strip())
     return None
+
+
+def job_owner_account(owner: str, workdir: Path) -> Any:
+    """The password entry of a job owner's account (made if needed), homes under the
+    job's data dir (``<data dir>/jobs/<user>/<job id>``)."""
+    return accounts.ensure_account(owner, Path(workdir).parents[2])
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -424,6 +455,7 @@ class LocalBackend:
             env = job_environment(job)
             cmd = job_command(job)
             walltime = job.walltime_s
+            owner = job.owner
         workdir = Path(job.workdir)
         (workdir / "outputs").mkdir(parents=True, exist_ok=True)
         (workdir / EXIT_FILE).unlink(missing_ok=True)
@@ -431,11 +463,15 @@ class LocalBackend:
                    "oceandata-job", str(workdir / EXIT_FILE), *cmd]
         started = utcnow()
         try:
-            with open(workdir / "job.log", "ab") as logf:
+            account = job_account(owner, workdir, env)
+            # the folder is the owner's (per-user mode): never follow a link they put there
+            fd = os.open(workdir / "job.log",
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "ab") as logf:
                 popen = subprocess.Popen(wrapper, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                                          stdout=logf, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        except OSError as exc:
+                                         start_new_session=True, **account)
+        except (OSError, OceandataError) as exc:
             transition(self.db_url, job_id, JobState.FAILED, from_states=[JobState.PENDING],
                        ended_at=utcnow(), reason=f"could not start: {exc}")
             return
@@ -550,8 +586,13 @@ class SlurmBackend:
         return shutil.which(name, path=self.env["PATH"])
 
     def run(self, program: str, *args: str, check: bool = True, timeout: float = 60.0,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+            env: dict[str, str] | None = None,
+            as_user: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a Slurm command with the backend's environment.
+
+        In per-user mode, with *as_user*, the command runs as that user's Unix account
+        through ``sudo -n -u <account> env VAR=... <program>`` (as dask-gateway's jobqueue
+        backends submit), so Slurm records the job as the user's (``squeue``, ``sacct``).
 
         Parameters
         ----------
@@ -565,6 +606,8 @@ class SlurmBackend:
             Seconds allowed.
         env
             Environment (default the backend's).
+        as_user
+            The hub user to run the command as (per-user mode; ignored otherwise).
 
         Returns
         -------
@@ -574,12 +617,26 @@ class SlurmBackend:
         exe = self._program(program)
         if exe is None:
             raise RuntimeError(f"{program} is not installed: Slurm is not available here")
-        done = subprocess.run([exe, *args], env=env if env is not None else self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        env = env if env is not None else self.env
+        cmd = [exe, *args]
+        if as_user is not None and accounts.per_user():
+            cmd = self._sudo(as_user, env) + cmd
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
             message = " ".join((done.stderr.strip() or done.stdout.strip()).split())
             raise RuntimeError(f"{program} failed: {message}")
         return done
+
+    def _sudo(self, owner: str, env: dict[str, str]) -> list[str]:
+        """``sudo -n -u <account> env VAR=...``: *env* reaches the command through ``env``
+        (sudo resets the environment; root needs no ``SETENV`` in sudoers for this)."""
+        sudo = self._program("sudo")
+        if sudo is None:
+            raise RuntimeError("sudo is not installed: it submits jobs as the users' Unix "
+                               f"accounts (apt-get install sudo, or {accounts.ENV}=single)")
+        account = accounts.unix_name(owner)  # made at submission
+        return [sudo, "-n", "-u", account, "--", "/usr/bin/env", "-i",
+                *(f"{key}={value}" for key, value in env.items())]
 
     def available(self) -> bool:
         """Whether ``sbatch`` is installed and the controller answers ``scontrol ping``."""
@@ -647,12 +704,19 @@ class SlurmBackend:
         workdir = Path(job.workdir)
         (workdir / "outputs").mkdir(parents=True, exist_ok=True)
         script = workdir / "job.sbatch"
-        script.write_text(self.batch_script(job))
+        # the folder is the owner's (per-user mode): never follow a link they put there
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.batch_script(job))
         # sbatch exports its environment to the job: the job's, not the service's secrets
         env = {**job_environment(job), "PATH": self.env["PATH"]}
         if self.env.get("SLURM_CONF"):
             env["SLURM_CONF"] = self.env["SLURM_CONF"]
-        out = self.run("sbatch", "--parsable", str(script), env=env).stdout.strip()
+        if accounts.per_user():
+            entry = job_owner_account(job.owner, workdir)
+            os.lchown(script, entry.pw_uid, entry.pw_gid)
+        out = self.run("sbatch", "--parsable", str(script), env=env,
+                       as_user=job.owner).stdout.strip()
         job.backend_id = out.splitlines()[-1].split(";")[0].strip()
         session.flush()
 
@@ -661,8 +725,9 @@ class SlurmBackend:
         with session_scope(self.db_url) as session:
             job = session.get(Job, job_id)
             slurm_id = job.backend_id if job is not None else None
+            owner = job.owner if job is not None else None
         if slurm_id:
-            self.run("scancel", slurm_id)
+            self.run("scancel", slurm_id, as_user=owner)
         self.poll()
 
     # -- records

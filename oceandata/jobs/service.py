@@ -36,6 +36,7 @@ from ..alloc import core
 from ..alloc.db import default_url
 from ..alloc.models import Allocation, Job, JobState, utcnow
 from ..errors import UsageError
+from ..hub import accounts
 from . import JobSettings
 from .backends import UNFINISHED, LocalBackend, SlurmBackend
 from .spec import JobSpec, parse_cores, parse_walltime
@@ -211,6 +212,34 @@ def _safe_user(user: str) -> str:
     return "_" + name if name.startswith(".") or not name else name
 
 
+def give_to_account(data_dir: Path, user: str, workdir: Path) -> None:
+    """In per-user mode, give a new job folder to the owner's Unix account.
+
+    ``<data dir>/jobs`` stays root's, searchable (0711); ``jobs/<user>/`` and the job's
+    folder (script, ``job.log``, ``outputs/``) become the account's, 0700. The service
+    (root) still reads them; nobody else can. Single-account mode changes nothing.
+
+    Parameters
+    ----------
+    data_dir
+        The platform's data dir.
+    user
+        The job's owner (hub user name).
+    workdir
+        The new job folder, ``<data dir>/jobs/<user>/<job id>``.
+    """
+    if not accounts.per_user():
+        return
+    entry = accounts.ensure_account(user, data_dir)
+    jobs_root = data_dir / "jobs"
+    os.chmod(jobs_root, 0o711)
+    mine = workdir.parent
+    os.lchown(mine, entry.pw_uid, entry.pw_gid)
+    os.chmod(mine, 0o700)
+    accounts.chown_tree(workdir, entry.pw_uid, entry.pw_gid)
+    os.chmod(workdir, 0o700)
+
+
 def reserved_core_hours(session: Session, allocation_id: int) -> float:
     """Core-hours the allocation's unfinished jobs may still use (cores x walltime)."""
     total = session.scalar(select(func.coalesce(func.sum(Job.cores * Job.walltime_s), 0))
@@ -280,6 +309,8 @@ def submit(session: Session, user: str, spec: JobSpec, allocation_id: int | None
     try:
         target = workdir / spec.script.name
         shutil.copy2(spec.script, target)
+        (workdir / "job.log").touch(mode=0o600)
+        give_to_account(runtime.data_dir, user, workdir)
         job = Job(id=job_id, owner=user, allocation_id=grant.allocation_id, backend=backend,
                   script=spec.script.name, args=list(spec.args), cores=spec.cores,
                   memory_mb=spec.memory_mb, walltime_s=spec.walltime_s,
@@ -328,18 +359,34 @@ def logs(session: Session, user: str, job_id: str, is_admin: bool = False,
          tail: int | None = None) -> str:
     """The job's ``job.log`` (its last *tail* lines), empty before it starts."""
     job = get_job(session, user, job_id, is_admin)
-    path = Path(job.workdir) / "job.log"
+    # the folder is the owner's (per-user mode): never follow a link they put there
+    path = _job_dir(job) / "job.log"
     try:
-        text = path.read_text(errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return ""
+    except OSError as exc:
+        raise core.NotFound(f"job {job.id} has no readable log ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        text = fh.read().decode(errors="replace")
     if tail is not None:
         text = "\n".join(text.splitlines()[-tail:]) + ("\n" if text.endswith("\n") else "")
     return text
 
 
+def _job_dir(job: Job) -> Path:
+    """The job's folder, refused (404) when its owner replaced it or its ``outputs/``
+    by a link: the folder is theirs in per-user mode, the service reads it as root."""
+    workdir = Path(job.workdir)
+    expected = workdir.parent.resolve() / workdir.name
+    if workdir.resolve() != expected or (workdir / "outputs").resolve() != expected / "outputs":
+        raise core.NotFound(f"job {job.id}'s folder was replaced by a link: its logs and "
+                            "outputs are not served")
+    return expected
+
+
 def _outputs_dir(job: Job) -> Path:
-    return (Path(job.workdir) / "outputs").resolve()
+    return _job_dir(job) / "outputs"
 
 
 def outputs(session: Session, user: str, job_id: str,
@@ -380,7 +427,10 @@ def output_file(session: Session, user: str, job_id: str, path: str,
     if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
         raise PathRefused(f"output path {path!r} is absolute; give a path inside the job's "
                           "outputs, as `outputs` lists them")
-    if ".." in parts or "\0" in text:
+    if "\0" in text or any(ord(ch) < 32 for ch in text):
+        raise PathRefused("output path contains a control character (NUL, newline...); give "
+                          "a file as `outputs` lists it")
+    if ".." in parts:
         raise PathRefused(f"output path {path!r} contains '..'; give a path inside the job's "
                           "outputs, as `outputs` lists them")
     if not parts:
