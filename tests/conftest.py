@@ -36,3 +36,25 @@ def sample():
 def argo_path(sample) -> Path:
     """A real delayed-mode Argo float file (csio 2902696, South China Sea)."""
     return sample("argo_2902696_prof")
+
+
+@pytest.fixture(autouse=True)
+def _tmp_path_reachable_by_accounts(request: pytest.FixtureRequest) -> None:
+    """A test's ``tmp_path`` reachable by the users' Unix accounts (as root, see
+    :func:`hub_helpers.reachable_by_accounts`): jobs there run as their owners."""
+    if os.geteuid() == 0 and "tmp_path" in request.fixturenames:
+        from hub_helpers import reachable_by_accounts
+
+        reachable_by_accounts(request.getfixturevalue("tmp_path"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _interpreter_reachable_by_accounts() -> None:
+    """As root, the users' accounts run this venv's Python: when it comes from a private
+    home (pyenv under ``/root`` on CI containers) grant search permission (o+x, no
+    listing) on the way to it, as ``make sysdeps`` does; the launcher refuses otherwise."""
+    if os.geteuid() == 0:
+        from oceandata.hub import accounts
+
+        if accounts.per_user():
+            accounts.grant_search(accounts.interpreter_paths())

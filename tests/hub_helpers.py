@@ -15,7 +15,10 @@ import concurrent.futures
 import contextlib
 import gc
 import json
+import os
 import re
+import stat
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,9 +61,39 @@ class Hub:
         return f"gateway://127.0.0.1:{self.runtime.ports['gateway_tcp']}"
 
 
+def reachable_by_accounts(path: Path) -> Path:
+    """Let the users' Unix accounts traverse pytest's temporary folders down to *path*.
+
+    As root the platform runs each user as their own account, which must reach the data
+    dir. pytest makes ``/tmp/pytest-of-root`` and every folder below it 0700; this adds
+    search permission for others (``o+x``: no listing, names must be known) to those
+    folders only, from the system's temporary folder down to *path*. Elsewhere, and when
+    not root, nothing changes.
+
+    Parameters
+    ----------
+    path
+        A folder (existing or not) the accounts' processes need to reach.
+
+    Returns
+    -------
+    Path
+        *path*.
+    """
+    if os.geteuid() != 0:
+        return path
+    tmp = Path(tempfile.gettempdir()).resolve()
+    target = Path(path).resolve()
+    for folder in [*reversed(target.parents), target]:
+        if folder != tmp and folder.is_relative_to(tmp) and folder.is_dir():
+            os.chmod(folder, stat.S_IMODE(folder.stat().st_mode) | stat.S_IXOTH)
+    return path
+
+
 @contextlib.contextmanager
 def running_hub(data_dir: Path, db_url: str | None = None) -> Iterator[Hub]:
     """Start the platform on a free port under *data_dir*; stop it afterwards."""
+    reachable_by_accounts(Path(data_dir).parent)
     runtime = prepare_runtime(data_dir, port=free_port(), db_url=db_url)
     proc = start_hub(runtime)
     try:

@@ -38,8 +38,8 @@ from pathlib import Path
 from ..errors import OceandataError, UsageError
 
 __all__ = ["ENV", "MODES", "PREFIX", "AccountError", "account_mode", "blocked_ancestor",
-           "chown_tree", "ensure_account", "per_user", "prepare_data_dir", "unix_name",
-           "user_home"]
+           "chown_tree", "ensure_account", "grant_search", "interpreter_paths", "per_user",
+           "prepare_data_dir", "unix_name", "user_home"]
 
 #: environment variable choosing the account mode
 ENV = "OCEANDATA_ACCOUNTS"
@@ -159,13 +159,26 @@ def _useradd(name: str, home: Path, hub_name: str) -> None:
         raise AccountError(f"could not create Unix account {name}: {message}")
 
 
+def _usermod_home(name: str, home: Path) -> None:
+    usermod = shutil.which("usermod", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if usermod is None:
+        raise AccountError("usermod is not installed: install Debian's passwd package")
+    done = subprocess.run([usermod, "--home", str(home), name], capture_output=True,
+                          text=True, timeout=60)
+    if done.returncode != 0:
+        message = " ".join((done.stderr or done.stdout).split())
+        raise AccountError(f"could not set the home of Unix account {name}: {message}")
+
+
 def ensure_account(hub_name: str, data_dir: Path | None = None) -> pwd.struct_passwd:
     """The Unix account of *hub_name*, created if needed, with its home ready.
 
     Idempotent and safe when several processes (hub, jobs service, gateway) call it at
     once: an exclusive lock serializes them, and ``useradd``'s own "already exists" is
     taken as success. The home ``<data dir>/users/<hub_name>`` is made 0700 and given to
-    the account (with what is in it: a folder from single-account days changes owner).
+    the account (with what is in it: a folder from single-account days changes owner);
+    in mode ``create`` an account whose home is elsewhere (the data dir moved) is
+    pointed at it with ``usermod --home``.
 
     Parameters
     ----------
@@ -206,6 +219,10 @@ def ensure_account(hub_name: str, data_dir: Path | None = None) -> pwd.struct_pa
                     f"create it (useradd --system --user-group {name}) or set "
                     f"{ENV}=create") from None
             _useradd(name, home, hub_name)
+            entry = pwd.getpwnam(name)
+        if mode == "create" and entry.pw_dir != str(home):
+            # the data dir moved (or another platform on this machine made it): follow
+            _usermod_home(name, home)
             entry = pwd.getpwnam(name)
         home.mkdir(exist_ok=True, mode=0o700)
         if home.is_symlink():
@@ -254,8 +271,9 @@ def prepare_data_dir(data_dir: Path) -> None:
 def blocked_ancestor(paths: Iterable[Path]) -> Path | None:
     """The first folder on the way to one of *paths* that other accounts cannot traverse.
 
-    Users' processes must reach the virtual environment, the checkout, the catalog and
-    the sample data through folders with search permission for others (``o+x``).
+    Users' processes must reach the virtual environment (and the Python installation it
+    is made from), the checkout, the catalog and the sample data through folders with
+    search permission for others (``o+x``).
 
     Parameters
     ----------
@@ -277,3 +295,36 @@ def blocked_ancestor(paths: Iterable[Path]) -> Path | None:
             if stat.S_ISDIR(info.st_mode) and not info.st_mode & stat.S_IXOTH:
                 return folder
     return None
+
+
+def interpreter_paths() -> list[Path]:
+    """The Python the users' processes run: the venv and its base installation."""
+    import sys
+
+    return [Path(sys.prefix), Path(sys.executable).resolve(), Path(sys.base_prefix)]
+
+
+def grant_search(paths: Iterable[Path]) -> list[Path]:
+    """Add search permission for others (``o+x``, no listing) where *paths* are blocked.
+
+    For machines whose Python lives in a private home (pyenv in ``/root`` on CI and
+    development containers): ``make sysdeps`` and the test suite call it for
+    :func:`interpreter_paths`. A production install puts the platform's Python where
+    every account can reach it instead.
+
+    Parameters
+    ----------
+    paths
+        Files or folders the users' accounts must reach.
+
+    Returns
+    -------
+    list of Path
+        The folders changed.
+    """
+    paths = list(paths)
+    changed: list[Path] = []
+    while (folder := blocked_ancestor(paths)) is not None:
+        os.chmod(folder, stat.S_IMODE(folder.stat().st_mode) | stat.S_IXOTH)
+        changed.append(folder)
+    return changed

@@ -199,8 +199,8 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
 def _check_reachable(runtime: HubRuntime) -> None:
     """Refuse per-user mode when the users' accounts could not reach what they run."""
     settings = get_settings()
-    needed = [runtime.data_dir, Path(sys.prefix), CHECKOUT, Path(settings.catalog),
-              Path(settings.sample_cache)]
+    needed = [runtime.data_dir, *accounts.interpreter_paths(), CHECKOUT,
+              Path(settings.catalog), Path(settings.sample_cache)]
     if settings.sample_data is not None:
         needed.append(Path(settings.sample_data))
     blocked = accounts.blocked_ancestor(needed)
