@@ -48,11 +48,24 @@ c.JupyterHub.pid_file = str(HUB_DIR / "jupyterhub.pid")
 c.JupyterHub.data_files_path = str(Path(sys.prefix) / "share" / "jupyterhub")
 # CONFIGPROXY_AUTH_TOKEN comes from the environment (set by the launcher)
 
-# --- authentication: sign-up, then approval by an admin
-c.JupyterHub.authenticator_class = "nativeauthenticator.NativeAuthenticator"
-c.NativeAuthenticator.open_signup = False
-c.NativeAuthenticator.minimum_password_length = 10
-c.NativeAuthenticator.check_common_password = True
+# --- authentication: sign-up, then approval by an admin (docs/security.md, "Sign-up,
+# approval and sign-in"): strict names, sign-in lockout, sign-up limit per client, our
+# own approval pages (POST + _xsrf), SameSite cookies and security headers
+from oceandata.hub.authenticator import hub_security_settings  # noqa: E402
+
+c.JupyterHub.authenticator_class = "oceandata.hub.authenticator.OceandataAuthenticator"
+c.OceandataAuthenticator.open_signup = False
+c.OceandataAuthenticator.minimum_password_length = 10
+c.OceandataAuthenticator.check_common_password = True
+c.OceandataAuthenticator.allowed_failed_logins = 5
+c.OceandataAuthenticator.seconds_before_next_try = int(  # doubles per further failure
+    os.environ.get("OCEANDATA_HUB_LOGIN_LOCK_SECONDS", "30"))
+c.OceandataAuthenticator.lockout_max_seconds = 3600
+c.OceandataAuthenticator.signup_limit = 10  # per client address and hour
+c.OceandataAuthenticator.signup_window_seconds = 3600
+c.OceandataAuthenticator.signup_limit_exempt_networks = [  # the test platform: loopback
+    n for n in os.environ.get("OCEANDATA_HUB_SIGNUP_EXEMPT", "").split(",") if n]
+c.JupyterHub.tornado_settings = hub_security_settings(PUBLIC_URL)
 c.Authenticator.admin_users = {ADMIN}
 c.Authenticator.allow_all = True  # every *approved* NativeAuthenticator account
 
