@@ -35,16 +35,23 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # Reference tools the tests compare against (CDO, nccopy), Chromium for the browser tests
-# and PostgreSQL for the hub-on-PostgreSQL tests: installed when missing and root;
-# otherwise the tests that need them say they are skipped and why.
-SYSPKGS := cdo netcdf-bin chromium postgresql
+# PostgreSQL for the hub-on-PostgreSQL tests and sudo (Slurm jobs submitted as the users'
+# Unix accounts): installed when missing and root; otherwise the tests that need them say
+# they are skipped and why. As root every user runs as their own Unix account, which must
+# reach this venv's Python: REACH grants search permission (o+x) on the way to it.
+REACH = [ "$$(id -u)" != 0 ] || $(BIN)/python -c 'from oceandata.hub import accounts as a; \
+	  [print(f"o+x on {p}: the users\x27 Unix accounts run this venv\x27s Python") \
+	   for p in a.grant_search(a.interpreter_paths())]'
+SYSPKGS := cdo netcdf-bin chromium postgresql sudo
 sysdeps:
 	@{ command -v cdo >/dev/null && command -v nccopy >/dev/null && test -x /usr/bin/chromium && \
-	   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { [ "$$(id -u)" = 0 ] && \
+	   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v sudo >/dev/null; } || \
+	 { [ "$$(id -u)" = 0 ] && \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null 2>&1 || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null)); } || \
 	  echo "cdo/nccopy/chromium/postgresql missing (apt-get install $(SYSPKGS)): the tests needing them are skipped"
 	@bash scripts/install-slurm.sh
+	@$(REACH)
 
 test: $(STAMP) lint sysdeps
 	$(BIN)/python -m pytest
@@ -56,6 +63,7 @@ up: $(STAMP) sample
 	$(BIN)/oceandata catalog validate
 	$(BIN)/oceandata store build-samples
 	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata catalog validate
+	@$(REACH)
 	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata hub up --port $(PORT)
 
 bench: $(STAMP) sample
