@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import requests
 
@@ -39,6 +40,10 @@ from oceandata.hub.launcher import (
 from oceandata.netutil import free_port
 
 PASSWORD = "correct-horse-battery-9"
+#: the test platform's throttles (docs/security.md): every test client is on loopback, so
+#: loopback has no sign-up limit, and a locked sign-in waits 1 s (doubling), not 30 s
+TEST_HUB_ENV = {"OCEANDATA_HUB_SIGNUP_EXEMPT": "127.0.0.1/32,::1/128",
+                "OCEANDATA_HUB_LOGIN_LOCK_SECONDS": "1"}
 
 
 @dataclass
@@ -95,7 +100,8 @@ def running_hub(data_dir: Path, db_url: str | None = None) -> Iterator[Hub]:
     """Start the platform on a free port under *data_dir*; stop it afterwards."""
     reachable_by_accounts(Path(data_dir).parent)
     runtime = prepare_runtime(data_dir, port=free_port(), db_url=db_url)
-    proc = start_hub(runtime)
+    with mock.patch.dict(os.environ, TEST_HUB_ENV):
+        proc = start_hub(runtime)
     try:
         try:
             wait_until_up(runtime, proc, timeout=180)

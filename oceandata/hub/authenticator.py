@@ -1,0 +1,389 @@
+"""The hub's authenticator: NativeAuthenticator with oceandata's sign-up and approval.
+
+:class:`OceandataAuthenticator` keeps NativeAuthenticator's accounts (table
+``users_info``, bcrypt passwords, approval by an administrator) and replaces the parts
+an outside probe broke:
+
+- **sign-up** (``/hub/signup``) accepts only names of the platform's format
+  (:mod:`oceandata.hub.usernames`: ``^[a-z][a-z0-9_-]{0,21}$``, no look-alike of an
+  existing name) and says in one line why a name is refused; at most
+  ``signup_limit`` sign-up attempts per client address in ``signup_window_seconds``
+  (429 after that);
+- **sign-in** (``/hub/login``) locks a name after ``allowed_failed_logins`` failures in
+  a row, for ``seconds_before_next_try`` seconds, doubling with each further failure up
+  to ``lockout_max_seconds`` (429 and one line while locked);
+- **the authorisation area** (``/hub/authorize``) is our own template, every value
+  escaped and quoted; approving, withdrawing and discarding are POST forms carrying the
+  hub's ``_xsrf`` token (``/hub/authorize/<name>``, ``/hub/discard/<name>``). GET on
+  those answers 405 and changes nothing; an unknown name is 404; only holders of the
+  ``admin:users`` scope may use them (403 otherwise).
+
+:func:`hub_security_settings` gives the ``tornado_settings`` of the hub's cookies and
+security headers. docs/security.md ("Sign-up, approval and sign-in") has the decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from jinja2 import ChoiceLoader, FileSystemLoader
+from jupyterhub import orm
+from jupyterhub.handlers import BaseHandler
+from nativeauthenticator import NativeAuthenticator
+from nativeauthenticator.handlers import LoginHandler as NativeLoginHandler
+from nativeauthenticator.orm import UserInfo
+from tornado import web
+from traitlets import Integer, List, Unicode, default
+
+from .throttle import FailedLogins, SlidingWindow, client_address
+from .usernames import MAX_LENGTH, VALID_NAMES, check_username, is_valid_username
+
+#: oceandata's page templates (``oceandata-*.html``), looked up before JupyterHub's.
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+#: Content-Security-Policy of the hub's pages. JupyterHub's own pages use inline
+#: scripts, so ``script-src`` is not restricted here; see docs/security.md.
+CONTENT_SECURITY_POLICY = ("frame-ancestors 'none'; object-src 'none'; base-uri 'self'; "
+                           "form-action 'self'")
+
+
+def hub_security_settings(public_url: str, base_url: str = "/hub/") -> dict[str, Any]:
+    """``c.JupyterHub.tornado_settings`` for the hub's cookies and security headers.
+
+    Parameters
+    ----------
+    public_url : str
+        The URL users open (``https://...`` in production).
+    base_url : str
+        The hub's base URL (for the CSP report address).
+
+    Returns
+    -------
+    dict
+        ``cookie_options`` (``SameSite=Lax``, plus ``Secure`` when *public_url* is
+        https; JupyterHub adds ``HttpOnly``) and ``headers`` (CSP with
+        ``frame-ancestors 'none'``, ``X-Frame-Options: DENY``,
+        ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: same-origin``).
+
+    Examples
+    --------
+    >>> hub_security_settings("https://hub.example.org")["cookie_options"]
+    {'samesite': 'Lax', 'secure': True}
+    """
+    cookies: dict[str, Any] = {"samesite": "Lax"}
+    if urlparse(public_url).scheme == "https":
+        cookies["secure"] = True
+    return {
+        "cookie_options": cookies,
+        "headers": {
+            "Content-Security-Policy":
+                f"{CONTENT_SECURITY_POLICY}; report-uri {base_url}security/csp-report",
+            "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+        },
+    }
+
+
+class _Page(BaseHandler):
+    """Base of our pages: puts :data:`TEMPLATES` first in the hub's template lookup."""
+
+    def initialize(self, **kwargs: Any) -> None:
+        super().initialize(**kwargs)
+        for key in ("jinja2_env", "jinja2_env_sync"):
+            env = self.settings.get(key)
+            if env is not None and not getattr(env, "_oceandata_templates", False):
+                env.loader = ChoiceLoader([FileSystemLoader(str(TEMPLATES)), env.loader])
+                env._oceandata_templates = True
+
+    @property
+    def oceandata_auth(self) -> OceandataAuthenticator:
+        return self.authenticator  # type: ignore[return-value]
+
+    def client(self) -> str:
+        """The client's address behind the proxy (:func:`~.throttle.client_address`)."""
+        auth = self.oceandata_auth
+        peer = self.request.connection.context.address  # type: ignore[union-attr]
+        peer_ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        return client_address(peer_ip, self.request.headers.get("X-Forwarded-For"),
+                              auth.trusted_proxy_networks, auth.forwarded_hops)
+
+    def require_admin(self) -> None:
+        """403 unless the signed-in user holds ``admin:users``."""
+        if "admin:users" not in self.expanded_scopes:
+            raise web.HTTPError(403, "Only administrators may manage sign-ups.")
+
+
+class SignUpHandler(_Page):
+    """``/hub/signup``: the form, checked names, one-line reasons, a limit per client."""
+
+    async def _form(self, status: int, message: str = "", ok: bool = False,
+                    username: str = "") -> None:
+        self.set_status(status)
+        html = await self.render_template(
+            "oceandata-signup.html", message=message, ok=ok, username=username,
+            rule=VALID_NAMES, max_length=MAX_LENGTH,
+            min_password=self.oceandata_auth.minimum_password_length)
+        self.finish(html)
+
+    async def get(self) -> None:
+        if not self.oceandata_auth.enable_signup:
+            raise web.HTTPError(404, "Sign-up is closed on this hub.")
+        await self._form(200)
+
+    async def post(self) -> None:
+        auth = self.oceandata_auth
+        if not auth.enable_signup:
+            raise web.HTTPError(404, "Sign-up is closed on this hub.")
+        client = self.client()
+        wait = auth.signups.hit(client) if not auth.signup_exempt(client) else 0.0
+        if wait:
+            self.log.warning("sign-up refused: client %s made %d sign-up attempts in %d s",
+                             client, auth.signup_limit, auth.signup_window_seconds)
+            self.set_header("Retry-After", str(math.ceil(wait)))
+            await self._form(429, f"Too many sign-ups from your address: try again in "
+                                  f"{_duration(wait)}.")
+            return
+        name = self.get_body_argument("username", "", strip=False)
+        password = self.get_body_argument("signup_password", "", strip=False)
+        confirmation = self.get_body_argument("signup_password_confirmation", "", strip=False)
+        reason = check_username(name, auth.known_names())
+        if reason is None and password != confirmation:
+            reason = "The password and its confirmation differ; type them again."
+        if reason is None and not auth.is_password_strong(password):
+            reason = (f"The password needs at least {auth.minimum_password_length} "
+                      "characters and must not be a common password.")
+        if reason is not None:
+            self.log.info("sign-up refused (client %s): %s", client, reason)
+            await self._form(400, reason, username=name)
+            return
+        info = auth.create_user(name, password)
+        if info is None:  # e.g. taken between the check and now
+            await self._form(400, f"User name '{name}' could not be registered; "
+                                  "choose another.", username=name)
+            return
+        self.log.info("new sign-up %s from %s (waits for approval)", name, client)
+        done = ("Your sign-up was received: you can sign in once an administrator has "
+                "approved it." if not info.is_authorized else
+                "Your sign-up was received: you can sign in now.")
+        await self._form(200, done, ok=True)
+
+
+class LoginHandler(NativeLoginHandler, _Page):
+    """``/hub/login``: NativeAuthenticator's form; 429 with one line while locked."""
+
+    async def post(self) -> None:
+        auth = self.oceandata_auth
+        name = auth.normalize_username(self.get_body_argument("username", "", strip=False))
+        wait = auth.failed_logins.wait(name)
+        if wait:
+            self.log.warning("sign-in as %r refused: locked for %.0f s more (client %s)",
+                             name, wait, self.client())
+            self.set_status(429)
+            self.set_header("Retry-After", str(math.ceil(wait)))
+            html = await self._render(login_error=auth.lockout_message(wait), username=name)
+            self.finish(html)
+            return
+        await super().post()
+
+
+class AuthorizeAreaHandler(_Page):
+    """``GET /hub/authorize``: every sign-up, with approve/withdraw/discard forms."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.require_admin()
+        rows = [{"name": r.username, "authorized": bool(r.is_authorized)}
+                for r in self.db.query(UserInfo).order_by(UserInfo.username)]
+        html = await self.render_template("oceandata-authorize.html", rows=rows)
+        self.finish(html)
+
+
+class _ActionHandler(_Page):
+    """A state change on one sign-up: POST only (GET answers 405 and changes nothing)."""
+
+    async def get(self, user_name: str) -> None:
+        raise _method_not_allowed()
+
+    head = get
+
+    def _info(self, user_name: str) -> UserInfo:
+        info = UserInfo.find(self.db, user_name)
+        if info is None:
+            raise web.HTTPError(404, "Nobody signed up as %r.", user_name)
+        return info
+
+    def _back(self) -> None:
+        self.redirect(self.hub.base_url + "authorize", status=303)
+
+
+class AuthorizeHandler(_ActionHandler):
+    """``POST /hub/authorize/<name>`` with ``action=approve`` or ``action=withdraw``."""
+
+    @web.authenticated
+    async def post(self, user_name: str) -> None:
+        self.require_admin()
+        info = self._info(user_name)
+        action = self.get_body_argument("action", "")
+        if action not in ("approve", "withdraw"):
+            raise web.HTTPError(400, "Say action=approve or action=withdraw.")
+        if action == "withdraw" and user_name == self.current_user.name:
+            raise web.HTTPError(409, "You cannot withdraw your own approval.")
+        info.is_authorized = action == "approve"
+        self.db.commit()
+        self.log.info("%s: %s the sign-up of %s", self.current_user.name,
+                      "approved" if info.is_authorized else "withdrew", user_name)
+        self._back()
+
+
+class DiscardHandler(_ActionHandler):
+    """``POST /hub/discard/<name>``: delete a sign-up that was never approved."""
+
+    @web.authenticated
+    async def post(self, user_name: str) -> None:
+        self.require_admin()
+        info = self._info(user_name)
+        if info.is_authorized:
+            raise web.HTTPError(409, "Withdraw the approval of %r before discarding it.",
+                                user_name)
+        self.db.delete(info)
+        self.db.commit()
+        if self.users.get(user_name) is not None:
+            self.users.delete(user_name)
+        self.log.info("%s: discarded the sign-up of %s", self.current_user.name, user_name)
+        self._back()
+
+
+def _method_not_allowed() -> web.HTTPError:
+    error = web.HTTPError(405, "This address changes state: use the forms on the "
+                               "authorisation page (POST).")
+    error.headers = {"Allow": "POST"}  # type: ignore[attr-defined]
+    return error
+
+
+def _duration(seconds: float) -> str:
+    seconds = math.ceil(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    return f"{math.ceil(seconds / 60)} min"
+
+
+class OceandataAuthenticator(NativeAuthenticator):
+    """NativeAuthenticator with strict names, throttles and safe approval pages.
+
+    Configure with ``c.OceandataAuthenticator.<trait>`` (or the ``NativeAuthenticator``
+    traits it inherits: ``minimum_password_length``, ``check_common_password``,
+    ``open_signup``, ``enable_signup``).
+    """
+
+    allowed_failed_logins = Integer(
+        5, config=True,
+        help="Failed sign-ins in a row after which a user name is locked (0: never).")
+    seconds_before_next_try = Integer(
+        30, config=True,
+        help="Seconds of the first lock; each further failure after a lock doubles it.")
+    lockout_max_seconds = Integer(
+        3600, config=True, help="Longest lock of a user name, in seconds.")
+    lockout_forget_seconds = Integer(
+        86400, config=True,
+        help="Seconds after the last failed sign-in when a name's failures are forgotten.")
+    signup_limit = Integer(
+        10, config=True,
+        help="Sign-up attempts allowed per client address in signup_window_seconds "
+             "(0: no limit).")
+    signup_window_seconds = Integer(
+        3600, config=True, help="Window of signup_limit, in seconds.")
+    signup_limit_exempt_networks = List(
+        Unicode(), config=True,
+        help="Client networks (CIDR) without a sign-up limit, e.g. a site's own network. "
+             "Empty by default; the test platform exempts loopback.")
+    trusted_proxy_networks = List(
+        Unicode(), config=True,
+        help="Networks (CIDR) of the proxies in front of the hub whose X-Forwarded-For "
+             "entries are believed (configurable-http-proxy runs on loopback).")
+    forwarded_hops = Integer(
+        1, config=True,
+        help="How many of our proxies append to X-Forwarded-For (1: "
+             "configurable-http-proxy alone; 2 with a TLS terminator that appends too).")
+
+    @default("trusted_proxy_networks")
+    def _default_trusted(self) -> list[str]:
+        return ["127.0.0.1/32", "::1/128"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failed_logins = FailedLogins(
+            allowed=self.allowed_failed_logins, first_wait=self.seconds_before_next_try,
+            max_wait=self.lockout_max_seconds, forget_after=self.lockout_forget_seconds)
+        self.signups = SlidingWindow(limit=self.signup_limit,
+                                     window=self.signup_window_seconds)
+
+    # --- names -------------------------------------------------------------------
+    def validate_username(self, username: str) -> bool:
+        """Only names of the platform's format (:mod:`oceandata.hub.usernames`)."""
+        return is_valid_username(username) and super().validate_username(username)
+
+    def known_names(self) -> list[str]:
+        """Every name signed up (approved or not) or known to JupyterHub."""
+        names = {name for (name,) in self.db.query(UserInfo.username)}
+        names.update(name for (name,) in self.db.query(orm.User.name))
+        return sorted(names)
+
+    def signup_exempt(self, client: str) -> bool:
+        """Whether *client* is in :attr:`signup_limit_exempt_networks`."""
+        from ipaddress import ip_address, ip_network
+
+        try:
+            addr = ip_address(client)
+        except ValueError:
+            return False
+        return any(addr in ip_network(net, strict=False)
+                   for net in self.signup_limit_exempt_networks)
+
+    # --- sign-in -----------------------------------------------------------------
+    def lockout_message(self, wait: float) -> str:
+        """The one line shown while a name is locked."""
+        return (f"Too many failed sign-ins for this user name: try again in "
+                f"{_duration(wait)}.")
+
+    async def authenticate(self, handler: Any, data: dict[str, Any]) -> str | None:
+        """Check the password; count failures; refuse without checking while locked."""
+        name = self.normalize_username(data.get("username", ""))
+        if not is_valid_username(name):
+            return None
+        if self.failed_logins.wait(name):
+            return None
+        user = self.get_user(name)
+        ok = (user is not None and user.is_authorized
+              and user.is_valid_password(data.get("password", ""))
+              and (not user.has_2fa or user.is_valid_token(data.get("2fa"))))
+        if ok:
+            self.failed_logins.succeeded(name)
+            return name
+        wait = self.failed_logins.failed(name)
+        if wait:
+            self.log.warning("sign-in as %r locked for %.0f s after %d failed attempts",
+                             name, wait, self.failed_logins.failures(name))
+        return None
+
+    # --- pages ---------------------------------------------------------------------
+    def get_handlers(self, app: Any) -> list[tuple[str, type]]:
+        """NativeAuthenticator's pages with sign-up, sign-in and approval replaced."""
+        ours: dict[str, type] = {
+            r"/login": LoginHandler,
+            r"/signup": SignUpHandler,
+            r"/authorize": AuthorizeAreaHandler,
+            r"/authorize/([^/]+)": AuthorizeHandler,
+            r"/discard/([^/]+)": DiscardHandler,
+        }
+        replaced = {r"/authorize/([^/]*)": r"/authorize/([^/]+)",
+                    r"/discard/([^/]*)": r"/discard/([^/]+)"}
+        handlers: list[tuple[str, type]] = []
+        for path, handler in super().get_handlers(app):
+            path = replaced.get(path, path)
+            handlers.append((path, ours.pop(path, handler)))
+        handlers.extend(ours.items())
+        return handlers
