@@ -145,6 +145,11 @@ async def _read_request(request: Request) -> tuple[str, bytes, dict[str, Any]]:
         name = str(fields.get("script_name") or "job.py")
     else:
         raise HTTPException(415, "send the job as multipart/form-data or application/json")
+    for key in ("name", "memory", "walltime", "backend"):
+        if fields.get(key) is not None and not isinstance(fields[key], str):
+            raise UsageError(f"{key}: give text, not {type(fields[key]).__name__}")
+    if isinstance(fields.get("cores"), (dict, list, bool)):
+        raise UsageError("cores: give a whole number")
     if len(data) > MAX_SCRIPT_BYTES:
         raise UsageError(f"script is larger than {MAX_SCRIPT_BYTES // 2**20} MiB")
     name = Path(str(name).replace("\\", "/")).name
@@ -207,7 +212,8 @@ async def show_job(job_id: JobId, request: Request,
     return await run_in_threadpool(work)
 
 
-@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
+@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def job_logs(job_id: JobId, request: Request, tail: Tail = None,
                    user: HubUser = Depends(current_user)) -> str:
     """The job's ``job.log`` (``?tail=N`` for its last lines)."""

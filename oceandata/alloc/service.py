@@ -111,7 +111,8 @@ class ErrorBody(BaseModel):
 
 #: the error answers every REST route may give, documented in the OpenAPI schema
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text} for code, text in (
+    code: {"description": text, "content": {"application/json": {
+        "schema": ErrorBody.model_json_schema()}}} for code, text in (
         (400, "The request is invalid (what, and what would be valid)."),
         (401, "No valid JupyterHub token."),
         (403, "Not allowed: scope, CSRF token, administrator or quota."),
@@ -325,7 +326,8 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.add_api_route(callback, oauth_callback, methods=["GET"], include_in_schema=False)
     app.include_router(_api_router(), prefix=f"{prefix}api", responses=ERROR_RESPONSES)
-    app.include_router(_page_router(), prefix=prefix.rstrip("/"))
+    # the pages are for browsers: the OpenAPI schema (and its fuzzing) is the REST API's
+    app.include_router(_page_router(), prefix=prefix.rstrip("/"), include_in_schema=False)
     overrides = {}
     try:
         from .jobs_api import MAX_SCRIPT_BYTES
@@ -586,7 +588,8 @@ def _api_router() -> APIRouter:
             s, alloc_id, user.name, user.admin, approve=False,
             reason=None if reason is None else str(reason))))
 
-    @router.get("/usage", response_model=None)
+    @router.get("/usage", response_model=None, responses={200: {"content": {
+        "application/json": {}, "text/csv": {"schema": {"type": "string"}}}}})
     async def usage(request: Request, csv: str | None = None,
                     user: HubUser = Depends(api_user)) -> Response | list[dict[str, Any]]:
         rows = await in_session(request, usage_rows, user)
