@@ -99,6 +99,10 @@ class _Page(BaseHandler):
                 env.loader = ChoiceLoader([FileSystemLoader(str(TEMPLATES)), env.loader])
                 env._oceandata_templates = True
 
+    def get_template(self, name: str, sync: bool = False) -> Any:
+        """JupyterHub's ``404.html`` hides the reason: ours say it (``error.html``)."""
+        return super().get_template("error.html" if name == "404.html" else name, sync=sync)
+
     @property
     def oceandata_auth(self) -> OceandataAuthenticator:
         return self.authenticator  # type: ignore[return-value]
