@@ -193,14 +193,14 @@ async def route(request: web.Request) -> web.StreamResponse:
                                         "<JupyterHub token>)")
     if api:
         return await _proxy_http(request, url)
+    websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+    if websocket and user.via == "cookie" and not _same_origin(request):
+        raise web.HTTPForbidden(text="a dashboard websocket must come from the hub's own pages")
     cluster = rest.split("/")[1]
     session: aiohttp.ClientSession = request.app["session"]
     if not cluster or not await _owns(cfg, session, user.session, cluster):
         raise web.HTTPNotFound(text=f"no cluster {cluster!r} of user {user.name!r}")
-    if request.headers.get("Upgrade", "").lower() == "websocket":
-        if user.via == "cookie" and not _same_origin(request):
-            raise web.HTTPForbidden(text="a dashboard websocket must come from the hub's own "
-                                         "pages")
+    if websocket:
         return await _proxy_ws(request, url)
     return await _proxy_http(request, url)
 

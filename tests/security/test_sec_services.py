@@ -231,3 +231,20 @@ def test_pages_send_security_headers_and_no_free_text_messages(sec_hub: Hub,
     for path in (f"{ALLOC}/me", f"{GATE}/api/health"):
         r = _call(sec_hub, "GET", path, partner.token)
         assert r.headers.get("X-Content-Type-Options") == "nosniff", path
+
+
+def test_dashboard_websockets_with_the_cookie_need_the_hubs_origin(
+        sec_hub: Hub, partner: HubClient) -> None:
+    cookies = {"oceandata-gateway-auth": partner.token}
+    ws = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    path = f"{GATE}/clusters/nosuchcluster/status/ws"
+    host = sec_hub.url.split("//")[1]
+    evil = {**ws, "Origin": "http://127.0.0.1:1"}  # another port: same site, other origin
+    r = _call(sec_hub, "GET", path, cookies=cookies, headers=evil)
+    assert r.status_code == 403, (r.status_code, r.text)
+    r = _call(sec_hub, "GET", path, cookies=cookies, headers={**ws, "Origin": f"http://{host}"})
+    assert r.status_code == 404, (r.status_code, r.text)  # past the origin check
+    # a token header is not ambient authority: the origin does not matter
+    r = _call(sec_hub, "GET", path, partner.token, headers=evil)
+    assert r.status_code == 404, (r.status_code, r.text)
