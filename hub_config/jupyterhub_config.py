@@ -76,11 +76,20 @@ c.JupyterHub.load_groups = {
     "partners": {"users": []},
 }
 
-# --- roles: services get only what they need
+# --- roles: services get only what they need. Administration of our services (approving
+# allocations, every user's jobs and usage) needs a hub admin's token that carries
+# ADMIN_SCOPE: members of the admins group hold it, and the services' OAuth logins may ask
+# for it (oauth_client_allowed_scopes below); a narrowed admin token is no admin token.
+from oceandata.hub.security import ADMIN_SCOPE  # noqa: E402
+
+c.JupyterHub.custom_scopes = {
+    ADMIN_SCOPE: {"description": "Administer the oceandata services (allocations, jobs)."},
+}
 c.JupyterHub.load_roles = [
     {"name": "user",
      "scopes": ["self", "access:services!service=dask-gateway",
                 "access:services!service=allocations"]},
+    {"name": "oceandata-admin", "groups": ["admins"], "scopes": [ADMIN_SCOPE]},
     {"name": "idle-culler", "services": ["idle-culler"],
      "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]},
     # dask-gateway needs no scope of its own: it identifies callers with their tokens
@@ -135,6 +144,8 @@ c.JupyterHub.services = [
                          or k.startswith(("OCEANDATA_JOBS_", "OCEANDATA_SLURM_")))},
         },
         "oauth_no_confirm": True,
+        # the login token of an admin may administer this service, and nothing more
+        "oauth_client_allowed_scopes": [ADMIN_SCOPE],
     },
     {
         "name": "idle-culler",
@@ -166,6 +177,7 @@ c.Spawner.server_token_scopes = [
     "users:activity!user", "access:servers!server", "read:users:name!user",
     "read:users:groups!user", "access:services!service=dask-gateway",
     "access:services!service=allocations",
+    ADMIN_SCOPE,  # kept only for users who hold it (members of admins)
 ]
 c.Spawner.environment = {
     **{k: os.environ[k] for k in ("OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
