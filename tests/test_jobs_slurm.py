@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hub_helpers import reachable_by_accounts
 from sqlalchemy import select
 
 from oceandata.alloc import core, db
@@ -55,7 +56,9 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     """A running single-node cluster for this module."""
     with contextlib.ExitStack() as stack:
         try:
-            cluster = stack.enter_context(single_node_slurm(tmp_path_factory.mktemp("slurm")))
+            # as root, jobs are submitted as their owners' Unix accounts: they read slurm.conf
+            folder = reachable_by_accounts(tmp_path_factory.mktemp("slurm"))
+            cluster = stack.enter_context(single_node_slurm(folder))
         except SlurmUnavailable as exc:
             _skip_or_fail(str(exc))
         yield cluster

@@ -32,7 +32,15 @@ from pathlib import Path
 import pytest
 
 from oceandata.testing.slurm import SlurmCluster, SlurmUnavailable, in_ci, single_node_slurm
-from tests.hub_helpers import Hub, HubClient, admin_client, new_user, running_hub, wait_for_service
+from tests.hub_helpers import (
+    Hub,
+    HubClient,
+    admin_client,
+    new_user,
+    reachable_by_accounts,
+    running_hub,
+    wait_for_service,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -76,7 +84,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     tmp = tmp_path_factory.mktemp("partner")
     with contextlib.ExitStack() as stack:
         try:
-            cluster = stack.enter_context(single_node_slurm(tmp / "slurm"))
+            # as root, jobs are submitted as their owners' Unix accounts: they read slurm.conf
+            (tmp / "slurm").mkdir()
+            cluster = stack.enter_context(single_node_slurm(reachable_by_accounts(tmp / "slurm")))
         except SlurmUnavailable as exc:
             _skip_or_fail(str(exc))
         mp = stack.enter_context(pytest.MonkeyPatch.context())

@@ -187,6 +187,7 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
     accounts.prepare_data_dir(data)
     if runtime.accounts != "single":
         _check_reachable(runtime)
+        _link_samples()
     runtime.ports = {name: free_port() for name in
                      ("hub_api", "proxy_api", "gateway_gate", "gateway_http", "gateway_tcp",
                       "gateway_api", "allocations")}
@@ -209,6 +210,28 @@ def _check_reachable(runtime: HubRuntime) -> None:
             f"{blocked} is not searchable by other accounts (no o+x), so the users' Unix "
             f"accounts cannot reach the platform's files below it: chmod o+x {blocked}, "
             f"move the data dir, or set {accounts.ENV}=single")
+
+
+def _link_samples() -> None:
+    """Per-user mode: link the local mirror's sample files into the shared sample cache.
+
+    The cache is the platform's (the users' accounts cannot write it); the registry
+    finds a good link there and writes nothing (it still checks each file's hash).
+    """
+    from .. import sample_data
+
+    settings = get_settings()
+    cache = Path(settings.sample_cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    if settings.sample_data is None:
+        return
+    for name in sample_data.names():
+        entry = sample_data.info(name)
+        source = Path(settings.sample_data) / entry.path
+        target = cache / entry.path
+        if source.is_file() and not (target.exists() or target.is_symlink()):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(source.absolute(), target)
 
 
 def single_account_notice(runtime: HubRuntime) -> str | None:
