@@ -188,9 +188,12 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
     if runtime.accounts != "single":
         _check_reachable(runtime)
         _link_samples()
-    runtime.ports = {name: free_port() for name in
-                     ("hub_api", "proxy_api", "gateway_gate", "gateway_http", "gateway_tcp",
-                      "gateway_api", "allocations")}
+    # distinct ports: the kernel may hand back a port it just gave (a gate and the
+    # gateway's TCP proxy once got the same one, and the proxy could never start)
+    runtime.ports = {}
+    for name in ("hub_api", "proxy_api", "gateway_gate", "gateway_http", "gateway_tcp",
+                 "gateway_api", "allocations"):
+        runtime.ports[name] = free_port(exclude=[port, *runtime.ports.values()])
     secret_file(runtime.secrets_dir / "hub-cookie-secret")
     _gateway_db_key(runtime.secrets_dir / "gateway-db-key")
     bootstrap_admin(runtime)

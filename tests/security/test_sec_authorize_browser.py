@@ -14,58 +14,20 @@ Screenshots go to ``var/test-artifacts/``.
 
 from __future__ import annotations
 
-import http.server
-import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import fresh_name
+from conftest import HostileSite, fresh_name
 from hub_helpers import Hub, HubClient
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from oceandata.netutil import free_port
 from tests.browser_helpers import ARTIFACTS, launched_browser
 
 pytestmark = [pytest.mark.slow]
 
 PAGE_MS = 30_000
-
-
-class _OtherOrigin:
-    """Pages served on another port of 127.0.0.1 (another origin, the same site)."""
-
-    def __init__(self) -> None:
-        pages: dict[str, bytes] = {}
-        self.pages = pages
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = pages.get(self.path)
-                self.send_response(200 if body else 404)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def serve(self, html: str) -> str:
-        path = f"/{uuid.uuid4().hex}.html"
-        self.pages[path] = html.encode()
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
-
-
-@pytest.fixture(scope="module")
-def other_origin() -> Iterator[_OtherOrigin]:
-    site = _OtherOrigin()
-    yield site
-    site.server.shutdown()
-    site.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +117,8 @@ def test_hostile_names_in_the_database_stay_text(sec_hub: Hub, sec_admin: HubCli
 
 
 def test_another_origin_cannot_approve_or_discard(sec_hub: Hub, sec_admin: HubClient,
-                                                  admin_page, other_origin) -> None:
+                                                  admin_page,
+                                                  hostile_site: HostileSite) -> None:
     victim = _pending(sec_hub, "victim")
     hub = sec_hub.url
     attacks = {
@@ -181,7 +144,7 @@ def test_another_origin_cannot_approve_or_discard(sec_hub: Hub, sec_admin: HubCl
                       f"<img src='{hub}/hub/discard/{victim.name}'>",
     }
     for label, html in attacks.items():
-        admin_page.goto(other_origin.serve(f"<!doctype html><body>{html}</body>"))
+        admin_page.goto(hostile_site.serve(f"<!doctype html><body>{html}</body>"))
         admin_page.wait_for_load_state("networkidle")
         admin_page.wait_for_timeout(300)
         state = _signups(sec_admin)
