@@ -131,11 +131,17 @@ def _forward_headers(request: web.Request) -> dict[str, str]:
 async def _proxy_http(request: web.Request, url: str) -> web.StreamResponse:
     session: aiohttp.ClientSession = request.app["session"]
     body = await request.read()
-    async with session.request(request.method, url, headers=_forward_headers(request),
-                               data=body or None, allow_redirects=False) as resp:
-        payload = await resp.read()
-        headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}
-        return web.Response(status=resp.status, body=payload, headers=headers)
+    try:
+        async with session.request(request.method, url, headers=_forward_headers(request),
+                                   data=body or None, allow_redirects=False) as resp:
+            payload = await resp.read()
+            headers = {k: v for k, v in resp.headers.items()
+                       if k.lower() not in HOP_BY_HOP}
+            return web.Response(status=resp.status, body=payload, headers=headers)
+    except aiohttp.ClientConnectionError:
+        # starting, restarting or stopped: one line to the client, no traceback in the log
+        raise web.HTTPServiceUnavailable(text="dask-gateway is not answering; try again "
+                                              "shortly") from None
 
 
 async def _proxy_ws(request: web.Request, url: str) -> web.StreamResponse:
