@@ -450,6 +450,8 @@ def test_rest_api(env: Env) -> None:
         assert r.status_code == 200 and r.text.endswith(" x")
         assert client.get(f"/jobs/{job_id}/outputs/%2E%2E/job.log", headers=alice).status_code == 400
         assert client.get(f"/jobs/{job_id}/outputs/%2Fetc%2Fpasswd", headers=alice).status_code == 400
+        r = client.get(f"/jobs/{job_id}/outputs/a%00b", headers=alice)
+        assert r.status_code == 400 and "control character" in r.json()["detail"]
         assert client.get(f"/jobs/{job_id}/outputs/nothing", headers=alice).status_code == 404
         r = client.post(f"/jobs/{job_id}/cancel", headers=alice)
         assert r.status_code == 409
