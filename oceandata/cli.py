@@ -164,9 +164,19 @@ def subset_command(
     var: Annotated[list[str] | None, typer.Option("--var", help="Variable to keep (repeat).")]
     = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the estimated size, bytes to read and free space; write "
+        "nothing.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Write even above OCEANDATA_MAX_OUTPUT or the free space.")] = False,
     catalog: CatalogOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Cut a dataset to a box, period, depths and variables, and write it with provenance."""
+    """Cut a dataset to a box, period, depths and variables, and write it with provenance.
+
+    The output's size is estimated first (see --dry-run); a write above
+    OCEANDATA_MAX_OUTPUT or the free space is refused unless --force.
+    """
     from .io import export, open_dataset
     from .io.export import output_format, with_provenance
     from .io.subset import parse_bbox, parse_depth, parse_range
@@ -176,12 +186,43 @@ def subset_command(
                "time": parse_range(time, option="--time") if time else None,
                "depth": parse_depth(depth) if depth else None,
                "variables": list(var) if var else None}
+    if dry_run:
+        from .io import estimate
+
+        _print_estimate(estimate(name, catalog=catalog, target=output, **request), as_json)
+        return
     ds = open_dataset(name, catalog=catalog, **request)
     ds = with_provenance(ds, source=name, request={k: v for k, v in request.items() if v},
                          command=" ".join(["oceandata", *sys.argv[1:]]))
-    written = export(ds, output, overwrite=overwrite, progress=sys.stderr.isatty())
+    written = export(ds, output, overwrite=overwrite, progress=sys.stderr.isatty(),
+                     force=force)
     out.print(f"wrote {written} ({', '.join(map(str, ds.data_vars))}; "
               f"{dict(ds.sizes)})", markup=False)
+
+
+def _print_estimate(est: Any, as_json: bool) -> None:
+    """Print an :class:`oceandata.io.estimate.OutputEstimate` as a table or JSON."""
+    from .io.estimate import format_bytes
+
+    if as_json:
+        _print_json(est.as_dict())
+        return
+    table = Table(title=f"{est.source}: estimated output ({est.rows:,} points, "
+                  f"{', '.join(f'{k}={v}' for k, v in est.dims.items())})")
+    for col in ("format", "size", "bytes", "kind", "note"):
+        table.add_column(col, overflow="fold")
+    for fmt, size in est.sizes.items():
+        mark = " (chosen)" if fmt == est.format else ""
+        table.add_row(fmt + mark, format_bytes(size.bytes), f"{size.bytes:,}", size.kind,
+                      size.note)
+    out.print(table)
+    out.print(f"to read: {format_bytes(est.read_bytes)} in {est.read_chunks:,} stored chunks "
+              "(uncompressed)", markup=False)
+    out.print(f"free at {est.target.absolute().parent}: {format_bytes(est.free_bytes)}; "
+              f"limit OCEANDATA_MAX_OUTPUT: {format_bytes(est.limit)}", markup=False)
+    problem = est.problem()
+    out.print(f"would be refused: {problem}" if problem else
+              f"would be written to {est.target} (dry run: nothing written)", markup=False)
 
 
 @sample_app.command("list")
@@ -301,11 +342,17 @@ _install_subcommands()
 
 def main() -> None:
     """Console-script entry point: run the app, map known errors to one line and exit 2."""
+    from .errors import Interrupted
+
     try:
         app()
     except OceandataError as exc:
         message = " ".join(str(exc).split())
         err.print(f"oceandata: error: {message}", markup=False)
+        sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        err.print(f"oceandata: {exc}; nothing was written under the requested name",
+                  markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("oceandata: interrupted; nothing was written under the requested name")

@@ -75,6 +75,33 @@ class Settings(BaseSettings):
                      "'{\"time\": 12}'."),
     )
 
+    max_output: str = Field(
+        default="2GB",
+        description=("Largest output `oceandata subset` and `oceandata.io.export` write without "
+                     "--force / force=True, by its estimated size: bytes or a size such as "
+                     "'2GB', '500MB', '1.5GiB'. Larger requests are refused with the estimate "
+                     "and a suggested split."),
+    )
+
+    def max_output_bytes(self) -> int:
+        """The ``max_output`` setting in bytes.
+
+        Raises
+        ------
+        UsageError
+            When it is not a size such as ``2GB``, ``500MB`` or ``1000000``.
+        """
+        from dask.utils import parse_bytes
+
+        try:
+            value = int(parse_bytes(self.max_output.strip()))
+        except (ValueError, TypeError, AttributeError):
+            value = -1
+        if value <= 0:
+            raise UsageError(f"OCEANDATA_MAX_OUTPUT={self.max_output!r} is not a positive size: "
+                             "give bytes or a size such as 2GB, 500MB or 1.5GiB")
+        return value
+
     def dask_chunks(self) -> Any:
         """The ``chunks`` setting as dask takes it: ``"auto"`` or a dict.
 

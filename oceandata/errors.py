@@ -64,3 +64,24 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
         lowered = name.lower()
         close = [c for c in choices if lowered in c.lower()][:n]
     return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+class Interrupted(BaseException):
+    """A write was stopped by a signal (``SIGINT``, ``SIGTERM``); its temporary output is gone.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so that code catching ``Exception``
+    does not swallow it, and not a ``KeyboardInterrupt`` so that the command-line
+    framework does not turn ``SIGTERM`` into exit 130. The command line exits with
+    :attr:`exit_code`, ``128 + signal`` (130, 143).
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        super().__init__(f"interrupted by {signal.Signals(self.signum).name}")
+
+
+class OutputTooLarge(UsageError):
+    """A write would exceed ``OCEANDATA_MAX_OUTPUT`` or the free space at the target."""

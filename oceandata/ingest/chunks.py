@@ -34,7 +34,8 @@ import xarray as xr
 from ..errors import DataError, UsageError, suggest
 from ..io.subset import _Axes, subset
 
-__all__ = ["LAYOUTS", "parse_chunks_option", "plan_chunks", "plan_dataset", "read_cost"]
+__all__ = ["LAYOUTS", "parse_chunks_option", "plan_chunks", "plan_dataset", "read_cost",
+           "read_plan"]
 
 #: The named layouts, in the order they are offered to users.
 LAYOUTS = ("auto", "map", "timeseries")
@@ -338,9 +339,26 @@ def read_cost(
     >>> plan = plan_dataset(cobe, "timeseries")  # doctest: +SKIP
     >>> read_cost(cobe, plan, bbox=(180, 0, 180, 0))  # doctest: +SKIP
     """
+    return read_plan(ds, chunks, bbox=bbox, time=time, depth=depth, variables=variables)[0]
+
+
+def read_plan(
+    ds: xr.Dataset,
+    chunks: Mapping[str, Mapping[str, int]] | Mapping[str, int],
+    *,
+    bbox: Sequence[float] | str | None = None,
+    time: Sequence[Any] | str | None = None,
+    depth: Sequence[float | None] | str | None = None,
+    variables: Sequence[str] | str | None = None,
+) -> tuple[int, int]:
+    """``(bytes, chunks)`` of stored chunks that ``oceandata.subset(ds, ...)`` would read.
+
+    Same arguments and model as :func:`read_cost`, which returns the first number; the
+    second is the number of stored chunks touched, summed over the data variables.
+    """
     chunk_sizes = _chunk_table(ds, chunks)
     cut = subset(_index_probe(ds), bbox=bbox, time=time, depth=depth, variables=variables)
-    total = 0
+    total = count = 0
     for name, var in cut.data_vars.items():
         own = chunk_sizes(name)
         touched = size = 1
@@ -353,7 +371,8 @@ def read_cost(
             touched *= int(np.unique(positions // chunk).size)
             size *= chunk
         total += touched * size * ds[name].dtype.itemsize
-    return int(total)
+        count += touched
+    return int(total), int(count)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -2,7 +2,11 @@
 
 Outputs are written under a temporary name beside the target and renamed only when
 complete, so an interrupted or failed write never leaves a half file under the
-requested name.
+requested name (:func:`oceandata.atomic.atomic_output`; ``SIGINT``/``SIGTERM`` remove
+the temporary output too). Before writing, the output's size is estimated from metadata
+(:mod:`oceandata.io.estimate`); a write above ``OCEANDATA_MAX_OUTPUT`` or the free space
+is refused unless ``force=True``. The progress bar counts bytes written against that
+estimate.
 """
 
 from __future__ import annotations
@@ -11,15 +15,17 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
+from ..atomic import atomic_output
 from ..errors import DataError, UsageError
+from .estimate import CSV_COMMENT_KEYS
 
 FORMATS = {".nc": "netcdf", ".nc4": "netcdf", ".zarr": "zarr", ".csv": "csv"}
 
@@ -126,15 +132,65 @@ def _progress(enabled: bool, description: str) -> Iterator[None]:
             yield
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+class _BytesWritten:
+    """A rich progress bar of the bytes in a temporary output against the estimate.
+
+    :meth:`tick` is called after each dask task and each CSV partition; it looks at the
+    output's size on disk at most every 0.2 s.
+    """
+
+    def __init__(self, bar: Any, task: Any, path: Path) -> None:
+        self.bar, self.task, self.path, self.last = bar, task, path, 0.0
+
+    def size(self) -> int:
+        path = self.path
+        try:
+            if path.is_dir():
+                return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            return path.stat().st_size
+        except OSError:  # a chunk file renamed or removed while walking
+            return 0
+
+    def tick(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= 0.2:
+            self.last = now
+            self.bar.update(self.task, completed=self.size())
+
+
+@contextlib.contextmanager
+def _bytes_progress(enabled: bool, description: str, path: Path, total: int | None,
+                    ) -> Iterator[_BytesWritten | None]:
+    """Show a progress bar of bytes written to *path* against *total* (the estimate)."""
+    if not enabled:
+        yield None
+        return
+    from dask.callbacks import Callback
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeElapsedColumn(), transient=True) as bar:
+        meter = _BytesWritten(bar, bar.add_task(description, total=total), path)
+
+        class _Tasks(Callback):
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any,
+                          ) -> None:
+                meter.tick()
+
+        with _Tasks():
+            yield meter
+        meter.tick(force=True)
 
 
 def export(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = False,
-           progress: bool = False) -> Path:
+           progress: bool = False, force: bool = False) -> Path:
     """Write *ds* to *path* (``.nc``, ``.zarr`` or ``.csv``) atomically.
 
     Parameters
@@ -146,7 +202,10 @@ def export(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = Fa
     overwrite
         Replace an existing target (only once the new one is complete).
     progress
-        Show a progress bar over the write's tasks.
+        Show a progress bar of the bytes written against the estimated size.
+    force
+        Write even when the estimated size is above ``OCEANDATA_MAX_OUTPUT`` or the free
+        space at the target (see :func:`oceandata.io.estimate`).
 
     Returns
     -------
@@ -157,38 +216,43 @@ def export(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = Fa
     ------
     UsageError
         Unknown suffix, an existing target without *overwrite*, or a missing folder.
+    OutputTooLarge
+        The estimate is above the limit or the free space, without *force*.
     DataError
         The data cannot be written in that format.
+    Interrupted
+        ``SIGINT``/``SIGTERM`` during the write; the temporary output is removed first.
     """
+    from .estimate import estimate_dataset
+
     target = Path(path)
     fmt = output_format(target)
     if target.exists() and not overwrite:
         raise UsageError(f"output {target} already exists; remove it or pass --overwrite")
     if not target.parent.is_dir():
         raise UsageError(f"output folder {target.parent} does not exist")
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    _remove(tmp)
+    expected = estimate_dataset(ds, format=fmt, target=target)
+    expected.check(force=force)
     try:
-        with _progress(progress, f"writing {target.name}"):
+        with atomic_output(target) as tmp, _bytes_progress(
+                progress, f"writing {target.name}", tmp, expected.output_bytes) as meter:
             if fmt == "netcdf":
-                _clean_encoding(ds, compress=True).to_netcdf(tmp, engine="netcdf4")
+                delayed = _clean_encoding(ds, compress=True).to_netcdf(
+                    tmp, engine="netcdf4", compute=False)
+                delayed.compute()
             elif fmt == "zarr":
-                _clean_encoding(ds, compress=False).to_zarr(tmp, mode="w", zarr_format=3,
-                                                             consolidated=False)
+                _clean_encoding(ds, compress=False).to_zarr(
+                    tmp, mode="w", zarr_format=3, consolidated=False, compute=False).compute()
             else:
-                _write_csv(ds, tmp)
-        if target.exists():
-            _remove(target)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        _remove(tmp)
-        if isinstance(exc, (ValueError, TypeError, OSError)) and not isinstance(exc, UsageError):
-            raise DataError(f"cannot write {target} as {fmt}: {exc}") from exc
-        raise
+                _write_csv(ds, tmp, meter)
+    except (ValueError, TypeError, OSError) as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise DataError(f"cannot write {target} as {fmt}: {exc}") from exc
     return target
 
 
-def _write_csv(ds: xr.Dataset, tmp: Path) -> None:
+def _write_csv(ds: xr.Dataset, tmp: Path, meter: _BytesWritten | None = None) -> None:
     """One row per point, one column per dimension, coordinate and variable.
 
     CSV has no attributes, so the provenance goes first as ``# name: value`` comment
@@ -197,8 +261,7 @@ def _write_csv(ds: xr.Dataset, tmp: Path) -> None:
     """
     flat = ds.reset_coords()
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        for key in ("source_entry", "oceandata_request", "oceandata_version", "date_created",
-                    "title", "history"):
+        for key in CSV_COMMENT_KEYS:
             if key in ds.attrs:
                 for line in str(ds.attrs[key]).splitlines():
                     fh.write(f"# {key}: {line}\n")
@@ -206,5 +269,8 @@ def _write_csv(ds: xr.Dataset, tmp: Path) -> None:
             frame = flat.to_dask_dataframe()
             for i in range(frame.npartitions):
                 frame.get_partition(i).compute().to_csv(fh, header=i == 0, index=False)
+                if meter is not None:
+                    fh.flush()
+                    meter.tick()
         else:
             flat.to_dataframe().reset_index().to_csv(fh, index=False)
