@@ -404,9 +404,9 @@ def _create(target: Path, ds: xr.Dataset, sources: list[Source], *, name: str,
     chunked, encoding = _encoding(ds, plan)
     message = f"ingest {name}: {len(sources)} files"
     if fmt == "zarr":
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        from ..atomic import atomic_output
+
+        with atomic_output(target) as tmp:  # removed on failure, SIGINT or SIGTERM
             with dask.config.set(scheduler="threads"), _progress(progress, f"writing {name}"):
                 chunked.to_zarr(tmp, mode="w-", consolidated=False, zarr_format=3,
                                 encoding=encoding)
@@ -417,10 +417,6 @@ def _create(target: Path, ds: xr.Dataset, sources: list[Source], *, name: str,
 
             group = zarr.open_group(str(tmp), mode="r+")
             group.attrs["oceandata_ingest"] = json.dumps(meta)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return IngestResult(target, None, True, message, sources, [], report_path)
     repo = open_repository(target, create=not is_icechunk(target))
     session = repo.writable_session(BRANCH)

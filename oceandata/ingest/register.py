@@ -172,13 +172,12 @@ def register_store(catalog: str | os.PathLike[str], name: str, store: str | os.P
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
     doc = doc or {"metadata": {"version": 1, "title": "Ingested stores"}, "sources": {}}
     doc.setdefault("sources", {})[name] = entry
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    try:
+    from ..atomic import atomic_output
+
+    with atomic_output(path) as tmp:  # removed on failure, SIGINT or SIGTERM
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True),
+                       encoding="utf-8")
         problems = validate_entry(open_catalog(tmp).entry(name))
         if problems:
             raise CatalogError(f"entry {name!r} for {store} would not validate: {problems[0]}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return name

@@ -85,9 +85,10 @@ def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
                           "description": sub.metadata.get("title", child),
                           "args": {"path": str(sub.path)}}
                   for child, sub in others.items()}}}
-    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, root)
+    from ..atomic import atomic_output
+
+    with atomic_output(root) as tmp:  # removed on failure, SIGINT or SIGTERM
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     open_catalog(root)  # fails loudly (file and line) if anything is inconsistent
     return root
 
