@@ -6,6 +6,11 @@ integer keys that order like the dates, the missing fields filled to the start o
 end of the period. Data times are compared through the same fields read with ``.dt``,
 so 360-day, noleap and proleptic calendars (cftime) compare like numpy datetimes and
 years outside 1678..2261 work. Used by subsetting, catalog search and validation.
+
+:func:`period` is the one reader of a period given by a user, wherever one is taken
+(``baseline=``, ``climatology_period=``, ``time=``, ``period=``, the command line's
+``--time``): a pair of years, ISO strings, dates, datetimes (numpy, pandas, cftime), the
+text ``"START/END"`` or a :class:`Period`; see "Periods" in docs/analysis.md.
 """
 
 from __future__ import annotations
@@ -76,8 +81,8 @@ def time_parts(value: Any, what: str) -> tuple[int, ...]:
     elif isinstance(value, dt.date):
         parts = [value.year, value.month, value.day]
     else:
-        raise UsageError(f"{what} {value!r} is not a date: give an ISO string, a datetime "
-                         "or None")
+        raise UsageError(f"{what} {value!r} is not a date: give a year, an ISO string, a "
+                         "datetime or None")
     for name, part, (low, high) in zip(_TIME_FIELDS, parts, _FIELD_LIMITS, strict=False):
         if low is not None and not low <= part <= high:
             raise UsageError(f"{what} {time_text(value)!r} has {name} {part}, outside "
@@ -164,3 +169,104 @@ class Period:
         """Whether this period overlaps the one between two keys (None: open)."""
         return ((self.end_key is None or start_key is None or start_key <= self.end_key)
                 and (self.start_key is None or end_key is None or self.start_key <= end_key))
+
+    def inside(self, coord: xr.DataArray) -> np.ndarray:
+        """Which steps of a decoded time coordinate fall in this period (NaT: outside)."""
+        keys, valid = keys_of_fields(time_fields(coord))
+        return self.contains(keys) & valid
+
+
+#: Markers of an open side of a period, besides None.
+_OPEN_SIDES = ("", "..")
+
+
+def period_example(what: str) -> str:
+    """A valid example of a period for the argument (or command-line option) *what*."""
+    if what.startswith("-"):
+        return f"{what} 1983/2012"
+    return f'{what}=("1983", "2012") or {what}="1983/2012"'
+
+
+def _side(value: Any, what: str) -> Any:
+    """One end of a period as :func:`time_parts` reads it: years become text."""
+    if value is None or (isinstance(value, str) and value.strip() in _OPEN_SIDES):
+        return None
+    if isinstance(value, bool | np.bool_):
+        raise UsageError(f"{what} {value!r} is not a date: give a year, an ISO string, a "
+                         "datetime or None")
+    if isinstance(value, int | np.integer):
+        year = int(value)
+        return f"{'-' if year < 0 else ''}{abs(year):04d}"
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, np.datetime64):
+        if np.isnat(value):
+            raise UsageError(f"{what} has NaT (not a time) for an end")
+        unit = np.datetime_data(value)[0]
+        # a datetime64 of a year, month or day stands for all of it, as its text does
+        return str(np.datetime_as_string(value, unit=unit)) if unit in ("Y", "M", "D") \
+            else value
+    if isinstance(value, dt.datetime) and value != value:  # pandas.NaT
+        raise UsageError(f"{what} has NaT (not a time) for an end")
+    return value
+
+
+def period(value: Any, *, what: str = "period") -> Period:
+    """Read a period in any of the accepted forms into a checked :class:`Period`.
+
+    Parameters
+    ----------
+    value
+        ``(start, end)`` (a tuple, list, array or ``slice``) whose ends are each a year
+        (``1983``), an ISO date or partial date (``"1983"``, ``"1983-06"``,
+        ``"1983-06-15"``, ``"1983-06-15T12:00"``), a :class:`datetime.date`, a
+        datetime (:class:`datetime.datetime`, :class:`pandas.Timestamp`,
+        :class:`numpy.datetime64`, a cftime date of any calendar), or None / ``""`` /
+        ``".."`` for an open side; the text ``"START/END"`` (``"1983/2012"``,
+        ``"1997-01/"``); or a :class:`Period`, returned unchanged. A year, a month or a
+        day (text, :class:`datetime.date` or a ``datetime64`` of that unit) stands for
+        all of it, ends included: ``(1983, 2012)`` runs from 1983-01-01T00:00 to the last
+        instant of 2012-12-31. A datetime is that instant.
+    what
+        The argument's name (``"baseline"``) or command-line option (``"--time"``), used
+        in error messages.
+
+    Returns
+    -------
+    Period
+
+    Raises
+    ------
+    UsageError
+        One line naming *what* and giving a valid example: not a pair (one year alone
+        included; write ``1997/1997`` for one year), an end that is not a date, an
+        impossible field (month 13), or a start after the end.
+
+    Examples
+    --------
+    >>> period((1983, 2012), what="baseline").text
+    '1983/2012'
+    >>> period("1983/2012").end_key == period(("1983-01-01", "2012-12-31")).end_key
+    True
+    """
+    if isinstance(value, Period):
+        return value
+    example = period_example(what)
+    try:
+        if isinstance(value, str):
+            if value.count("/") != 1:
+                raise UsageError(f"{what} {value!r} is not START/END: give two dates "
+                                 "separated by '/', either may be empty (one year: "
+                                 "1997/1997)")
+            start, end = value.split("/")
+        elif isinstance(value, slice):
+            if value.step is not None:
+                raise UsageError(f"{what} {value!r} has a step: give slice(start, end)")
+            start, end = value.start, value.stop
+        elif isinstance(value, dict | set | frozenset):
+            raise UsageError(f"{what} {value!r} is not a pair: give (start, end)")
+        else:
+            start, end = pair(value, what=what, form="(start, end)")
+        return Period.checked((_side(start, what), _side(end, what)), what=what)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; e.g. {example}") from None

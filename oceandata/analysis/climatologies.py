@@ -17,7 +17,7 @@ import xarray as xr
 from flox.xarray import xarray_reduce
 
 from ..errors import DataError, UsageError
-from ..times import Period, keys_of_fields, time_fields
+from ..times import period
 
 Freq = Literal["month", "dayofyear"]
 _FREQS = ("month", "dayofyear")
@@ -59,11 +59,10 @@ def _check_freq(freq: str) -> None:
 def _select_baseline(da: xr.DataArray, baseline: Any, dim: str) -> xr.DataArray:
     if baseline is None:
         return da
-    period = Period.checked(baseline, what="baseline")
-    keys, _ = keys_of_fields(time_fields(da[dim]))
-    inside = period.contains(keys)
+    chosen = period(baseline, what="baseline")
+    inside = chosen.inside(da[dim])
     if not inside.any():
-        raise DataError(f"baseline {period.text} has no time step in the data")
+        raise DataError(f"baseline {chosen.text} has no time step in the data")
     return da.isel({dim: np.flatnonzero(inside)})
 
 
@@ -83,8 +82,10 @@ def climatology(da: xr.DataArray, freq: Freq = "month", baseline: Any = None, *,
     freq
         ``"month"`` (groups 1..12) or ``"dayofyear"`` (1..365/366, 1..360 for 360_day).
     baseline
-        ``(start, end)`` partial ISO dates (``("1961", "1990")`` is the whole of both
-        years, as in :class:`oceandata.times.Period`); None for every time step.
+        The period of the climatology, in any form of :func:`oceandata.times.period`
+        (``(1961, 1990)``, ``"1961/1990"``, ``("1961-01-01", "1990-12-31")``, datetimes;
+        a year stands for the whole year; see "Periods" in docs/analysis.md); None for
+        every time step.
     smooth
         For ``freq="dayofyear"`` only: width in days of a centred circular running mean
         applied to the daily climatology (wraps around the year end). Must be odd.
@@ -127,7 +128,7 @@ def climatology(da: xr.DataArray, freq: Freq = "month", baseline: Any = None, *,
         rolled = padded.rolling({freq: smooth}, center=True).mean()
         clim = rolled.isel({freq: slice(half, half + n)}).assign_coords({freq: clim[freq]})
     attrs = append_cell_methods(da.attrs, f"{dim}: mean within years {dim}: mean over years")
-    span = "all times" if baseline is None else Period.checked(baseline, what="baseline").text
+    span = "all times" if baseline is None else period(baseline, what="baseline").text
     note = f"climatology(freq={freq!r}, baseline={span}"
     note += f", smooth={smooth} days)" if smooth else ")"
     clim.attrs = append_history(attrs, note)
@@ -173,7 +174,8 @@ def anomaly(da: xr.DataArray, clim: xr.DataArray | None = None, freq: Freq = "mo
     freq
         ``"month"`` or ``"dayofyear"``, the grouping of *clim*.
     baseline
-        Baseline period used when *clim* is None.
+        Baseline period used when *clim* is None, in any form of
+        :func:`oceandata.times.period` (see :func:`climatology`).
 
     Returns
     -------

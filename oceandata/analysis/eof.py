@@ -22,7 +22,7 @@ doi:10.1175/1520-0477(1997)078<2771:TDOENO>2.0.CO;2.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ import xarray as xr
 
 from ..errors import DataError, UsageError
 from ..io.subset import _Axes, subset
+from ..times import period
 from .ocean import _with_history
 
 __all__ = ["NINO34_BOX", "eofs", "nino34"]
@@ -135,7 +136,7 @@ def eofs(da: xr.DataArray, n: int = 3, *, weights: str | None = "coslat") -> xr.
                               f"{name}", da.attrs)
 
 
-def nino34(sst: xr.DataArray, *, baseline: Sequence[Any] | None = None,
+def nino34(sst: xr.DataArray, *, baseline: Any = None,
            smooth: bool = False) -> xr.DataArray:
     """Niño 3.4 index: area-weighted mean SST anomaly over 5°N-5°S, 170°W-120°W.
 
@@ -152,8 +153,10 @@ def nino34(sst: xr.DataArray, *, baseline: Sequence[Any] | None = None,
         Monthly sea surface temperature on a regular grid, with time, latitude and longitude
         found through CF attributes.
     baseline
-        ``(start, end)`` of the climatology period (ISO strings, inclusive, e.g.
-        ``("1971", "2000")``); default: the whole record.
+        The climatology period in any form of :func:`oceandata.times.period`
+        (``(1971, 2000)``, ``"1971/2000"``, ``("1971-01", "2000-12")``, datetimes;
+        inclusive, a year stands for the whole year; see "Periods" in docs/analysis.md);
+        default: the whole record.
     smooth
         Apply the 5-month centred running mean (the first and last two months are NaN).
 
@@ -165,9 +168,12 @@ def nino34(sst: xr.DataArray, *, baseline: Sequence[Any] | None = None,
 
     Raises
     ------
+    UsageError
+        A malformed *baseline*.
     DataError
-        No time, latitude or longitude, or the box holds no data.
+        No time, latitude or longitude, or the box holds no data, or none in *baseline*.
     """
+    chosen = None if baseline is None else period(baseline, what="baseline")
     ds = sst.to_dataset(name=sst.name or "sst")
     name = next(iter(ds.data_vars))
     box = subset(ds, bbox=NINO34_BOX)
@@ -178,22 +184,27 @@ def nino34(sst: xr.DataArray, *, baseline: Sequence[Any] | None = None,
     weights = np.cos(np.deg2rad(lat)).clip(0.0)
     horizontal: list[Hashable] = list(dict.fromkeys((*lat.dims, *lon.dims)))
     mean = box[name].weighted(weights.fillna(0.0)).mean(horizontal)
-    reference = mean if baseline is None else mean.sel({time.dims[0]: slice(*baseline)})
     tdim = time.dims[0]
+    reference = mean
+    if chosen is not None:
+        inside = chosen.inside(mean[time.name])
+        if not inside.any():
+            raise DataError(f"nino34: baseline {chosen.text} has no time step in the data")
+        reference = mean.isel({tdim: np.flatnonzero(inside)})
     climatology = reference.groupby(f"{time.name}.month").mean(tdim)
     index = mean.groupby(f"{time.name}.month") - climatology
     index = index.drop_vars("month", errors="ignore")
     if smooth:
         index = index.rolling({tdim: 5}, center=True).mean()
-    period = "the whole record" if baseline is None else f"{baseline[0]}..{baseline[1]}"
+    span = "the whole record" if chosen is None else chosen.text
     index.name = "nino34"
     index.attrs = {
         "long_name": "Nino 3.4 index: SST anomaly averaged over 5N-5S, 170W-120W",
         "units": sst.attrs.get("units", "degC"),
         "cell_methods": "area: mean (cos-latitude weighted) time: anomaly",
-        "comment": (f"monthly climatology of {period} removed"
+        "comment": (f"monthly climatology of {span} removed"
                     + ("; 5-month centred running mean" if smooth else "")),
         "references": _TRENBERTH,
     }
-    return _with_history(index, f"oceandata.analysis.eof.nino34(baseline={baseline!r}, "
+    return _with_history(index, f"oceandata.analysis.eof.nino34(baseline={span!r}, "
                                 f"smooth={smooth}) of {name}", sst.attrs)

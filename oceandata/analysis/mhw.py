@@ -17,11 +17,15 @@ trailing NaNs take the nearest valid value.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Any
 
 import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from ..errors import DataError
+from ..times import period
 
 __all__ = ["marine_heatwaves", "mhw_annual_summary"]
 
@@ -263,19 +267,20 @@ def _event_mask_block(
     return _event_mask(temp.shape, *runs).reshape(shape)
 
 
-def _clim_mask(time: pd.DatetimeIndex, period: tuple[int, int] | None) -> np.ndarray:
-    if period is None:
-        return np.ones(len(time), dtype=bool)
-    y0, y1 = period
-    mask = (time.year >= y0) & (time.year <= y1)
+def _clim_mask(time: xr.DataArray, climatology_period: Any) -> np.ndarray:
+    if climatology_period is None:
+        return np.ones(time.size, dtype=bool)
+    chosen = period(climatology_period, what="climatology_period")
+    mask = chosen.inside(time)
     if not mask.any():
-        raise ValueError(f"climatology_period {period} is outside the record")
-    return np.asarray(mask)
+        raise DataError(f"climatology_period {chosen.text} is outside the record "
+                        f"({str(time.values[0])[:10]}/{str(time.values[-1])[:10]})")
+    return mask
 
 
 def marine_heatwaves(
     sst: xr.DataArray,
-    climatology_period: tuple[int, int] | None = None,
+    climatology_period: Any = None,
     *,
     pctile: float = 90,
     window_half_width: int = 5,
@@ -291,8 +296,11 @@ def marine_heatwaves(
     sst : xarray.DataArray
         Daily SST with a ``time`` dimension (continuous daily steps); other
         dimensions are treated as grid points.
-    climatology_period : tuple of int, optional
-        First and last year (inclusive) of the climatology; default the whole record.
+    climatology_period : period, optional
+        The climatology's period in any form of :func:`oceandata.times.period`:
+        ``(1983, 2012)`` (first and last year, inclusive), ``"1983/2012"``,
+        ``("1983-01-01", "2012-12-31")``, datetimes (see "Periods" in docs/analysis.md);
+        default the whole record.
     pctile : float, default 90
         Threshold percentile.
     window_half_width : int, default 5
@@ -324,7 +332,7 @@ def marine_heatwaves(
     """
     time = pd.DatetimeIndex(sst["time"].values)
     doy = _doy366(time)
-    in_clim = _clim_mask(time, climatology_period)
+    in_clim = _clim_mask(sst["time"], climatology_period)
     kw = {"doy": doy, "in_clim": in_clim, "pctile": pctile,
           "window_half_width": window_half_width, "smooth_width": smooth_width}
     ev_kw = {"min_duration": min_duration, "join_gaps": join_gaps, "max_gap": max_gap}

@@ -17,6 +17,7 @@ import xarray as xr
 from scipy import stats
 
 from ..errors import DataError, UsageError
+from ..times import period as read_period
 from .climatologies import append_history
 
 _YEAR_DAYS = {"noleap": 365.0, "365_day": 365.0, "all_leap": 366.0, "366_day": 366.0,
@@ -76,7 +77,8 @@ def _theilsen_1d(y: np.ndarray, x: np.ndarray) -> tuple[float, ...]:
     return slope, stderr, pvalue, intercept, float(n)
 
 
-def trend(da: xr.DataArray, dim: str = "time", method: str = "ols") -> xr.Dataset:
+def trend(da: xr.DataArray, dim: str = "time", method: str = "ols", *,
+          period: Any = None) -> xr.Dataset:
     """Linear trend of *da* along *dim* at every other point.
 
     Parameters
@@ -92,6 +94,11 @@ def trend(da: xr.DataArray, dim: str = "time", method: str = "ols") -> xr.Datase
         two-sided Mann-Kendall p-value (Kendall's tau-b between time and data,
         :func:`scipy.stats.kendalltau`); ``stderr`` is the half-width of the 95 %
         confidence interval of the slope divided by 1.96. Slower: one scipy call per point.
+    period
+        Fit only the time steps inside this window, in any form of
+        :func:`oceandata.times.period` (``(1993, 2012)``, ``"1993/2012"``,
+        ``("1993-01", "2012-12")``, datetimes; see "Periods" in docs/analysis.md);
+        default every step.
 
     Returns
     -------
@@ -104,6 +111,12 @@ def trend(da: xr.DataArray, dim: str = "time", method: str = "ols") -> xr.Datase
         raise UsageError(f"method {method!r} is not supported: give 'ols' or 'theilsen'")
     if dim not in da.dims:
         raise DataError(f"{da.name!r} has no dimension {dim!r}: dims are {list(da.dims)}")
+    window = None if period is None else read_period(period, what="period")
+    if window is not None:
+        inside = window.inside(da[dim])
+        if not inside.any():
+            raise DataError(f"period {window.text} has no time step in the data")
+        da = da.isel({dim: np.flatnonzero(inside)})
     x, year = _years(da[dim])
     data = da.astype(np.float64)
     if data.chunks is not None:
@@ -128,7 +141,8 @@ def trend(da: xr.DataArray, dim: str = "time", method: str = "ols") -> xr.Datase
     }
     ds = xr.Dataset({name: out.assign_attrs(attrs[name])
                      for name, out in zip(attrs, outputs, strict=True)})
-    ds.attrs = append_history(da.attrs, f"trend(dim={dim!r}, method={method!r})")
+    note = "" if window is None else f", period={window.text}"
+    ds.attrs = append_history(da.attrs, f"trend(dim={dim!r}, method={method!r}{note})")
     ds.attrs.pop("units", None)
     ds.attrs.pop("standard_name", None)
     return ds

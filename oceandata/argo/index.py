@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import DataError, UsageError
 from ..io.subset import _BBox
-from ..times import Period, keys_of_fields
+from ..times import keys_of_fields, period
 
 __all__ = ["default_mirror", "read_index", "resolve", "search"]
 
@@ -88,7 +88,7 @@ def read_index(mirror: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     return table
 
 
-def search(*, bbox: Sequence[float] | None = None, time: tuple[Any, Any] | None = None,
+def search(*, bbox: Sequence[float] | None = None, time: Any = None,
            dac: str | Sequence[str] | None = None, wmo: int | Sequence[int] | None = None,
            mirror: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Profiles of the index inside a box, a period, some DACs and floats.
@@ -98,7 +98,9 @@ def search(*, bbox: Sequence[float] | None = None, time: tuple[Any, Any] | None 
     bbox
         ``(west, south, east, north)``; west > east crosses the antimeridian.
     time
-        ``(start, end)`` partial ISO dates (``2015`` is the whole year); open ends allowed.
+        A period in any form of :func:`oceandata.times.period`: ``(start, end)`` years,
+        partial ISO dates (``"2015"`` is the whole year) or datetimes, or ``"START/END"``;
+        open ends allowed.
     dac, wmo
         One or several DAC names (``coriolis``) or float WMO numbers.
 
@@ -114,13 +116,13 @@ def search(*, bbox: Sequence[float] | None = None, time: tuple[Any, Any] | None 
         box = _BBox.checked(bbox, what="bbox")
         keep &= box.contains(table["latitude"].to_numpy(float), table["longitude"].to_numpy(float))
     if time is not None:
-        period = Period.checked(time, what="time")
+        chosen = period(time, what="time")
         stamps = table["time"]
         fields = np.stack([stamps.dt.year, stamps.dt.month, stamps.dt.day, stamps.dt.hour,
                            stamps.dt.minute, stamps.dt.second,
                            np.zeros(len(stamps))]).astype(float)
         keys, valid = keys_of_fields(fields)
-        keep &= valid & period.contains(keys)
+        keep &= valid & chosen.contains(keys)
     if dac is not None:
         wanted = [dac] if isinstance(dac, str) else list(dac)
         unknown = sorted(set(wanted) - set(table["dac"]))

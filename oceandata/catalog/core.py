@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from ..config import get_settings
 from ..errors import CatalogError, DatasetNotFound, NotAuthorized, UsageError, suggest
-from ..times import Period
+from ..times import Period, period
 from .drivers import open_source
 from .schema import BBox, CatalogFile, EntryMetadata, Source
 
@@ -299,7 +299,7 @@ class Entry:
         if tr is None or (tr.start is None and tr.end is None):
             return False
         ours = Period.checked((tr.start, tr.end), what=f"{self.where}: time_range")
-        wanted = Period.checked((start or None, end or None), what="time")
+        wanted = period((start, end), what="time")
         return wanted.overlaps(ours.start_key, ours.end_key)
 
 
@@ -366,7 +366,7 @@ class Catalog:
 
     def search(self, text: str | None = None, *, standard_name: str | None = None,
                bbox: Sequence[float] | None = None,
-               time: tuple[Any, Any] | None = None) -> Catalog:
+               time: Any = None) -> Catalog:
         """Return a catalog of the entries matching every given criterion.
 
         Parameters
@@ -380,7 +380,9 @@ class Catalog:
             ``(west, south, east, north)`` that the entry's extent must overlap; west >
             east crosses the antimeridian.
         time
-            ``(start, end)``; either may be None.
+            A period that the entry's time range must overlap, in any form of
+            :func:`oceandata.times.period` (``(1997, 1998)``, ``"1997-01/1998-12"``,
+            ``("1997-01-01", None)``, datetimes); either end may be open.
 
         Examples
         --------
@@ -389,6 +391,7 @@ class Catalog:
         """
         if bbox is not None:
             bbox = BBox.parse(bbox).as_tuple()
+        wanted = None if time is None else period(time, what="time")
         found = {}
         for name, entry in self.entries.items():
             if text and not entry.matches_text(text):
@@ -397,7 +400,7 @@ class Catalog:
                 continue
             if bbox is not None and not entry.intersects_bbox(bbox):
                 continue
-            if time is not None and not entry.overlaps_time(*time):
+            if wanted is not None and not entry.overlaps_time(wanted.start, wanted.end):
                 continue
             found[name] = entry
         return Catalog(name=f"{self.name} (search)", path=self.path, metadata=self.metadata,

@@ -25,7 +25,7 @@ def open_dataset(
     name_or_path: str | os.PathLike[str],
     *,
     bbox: Sequence[float] | None = None,
-    time: tuple[Any, Any] | None = None,
+    time: Any = None,
     depth: tuple[float | None, float | None] | None = None,
     variables: Sequence[str] | None = None,
     chunks: Any = None,
@@ -43,7 +43,10 @@ def open_dataset(
         ``(west, south, east, north)`` in degrees; ``west > east`` crosses the
         antimeridian. Longitudes in -180..180 or 0..360 whatever the data use.
     time
-        ``(start, end)``, ISO strings or datetimes; either may be None.
+        A period in any form of :func:`oceandata.times.period`: ``(1997, 1998)``,
+        ``("1997-01", "1998-12")``, ``"1997-01/1998-12"``, datetimes, a
+        :class:`~oceandata.times.Period`; either end may be None (see "Periods" in
+        docs/analysis.md).
     depth
         ``(min, max)`` in metres, positive down.
     variables

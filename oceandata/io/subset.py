@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError, UsageError, suggest
-from ..times import Period, format_fields, keys_of_fields, pair, time_fields
+from ..times import Period, format_fields, keys_of_fields, pair, period, time_fields
 
 __all__ = ["parse_bbox", "parse_depth", "parse_range", "subset"]
 
@@ -128,13 +128,8 @@ def parse_range(text: str, *, option: str = "--time") -> tuple[str | None, str |
     >>> parse_range("1997-01/")
     ('1997-01', None)
     """
-    text = str(text)
-    if text.count("/") != 1:
-        raise UsageError(f"{option} {text!r} is not START/END: give two ISO dates separated "
-                         "by '/', either may be empty, e.g. 1997-01/1998-12 or 2000-01-01/")
-    start, end = (side.strip() or None for side in text.split("/"))
-    Period.checked((start, end), what=option.lstrip("-"))
-    return start, end
+    checked = period(str(text), what=option)
+    return checked.start, checked.end
 
 
 def parse_depth(text: str, *, option: str = "--depth") -> tuple[float | None, float | None]:
@@ -182,7 +177,7 @@ def subset(
     ds: xr.Dataset,
     *,
     bbox: Sequence[float] | str | None = None,
-    time: Sequence[Any] | str | None = None,
+    time: Any = None,
     depth: Sequence[float | None] | str | None = None,
     variables: Sequence[str] | str | None = None,
 ) -> xr.Dataset:
@@ -201,9 +196,11 @@ def subset(
         across the data's longitude seam (``(-10, 30, 10, 50)`` on a 0..360 grid)
         returns both pieces joined west to east. Bounds are inclusive.
     time
-        ``(start, end)``: ISO strings (``"1997"``, ``"1997-01"``, ``"1997-01-15T12:00"``;
-        a partial date stands for its whole period), datetimes, or None for an open
-        side. Works for numpy and cftime (non-standard calendar) times.
+        A period in any form of :func:`oceandata.times.period`: ``(start, end)`` of
+        years, ISO strings (``"1997"``, ``"1997-01"``, ``"1997-01-15T12:00"``; a partial
+        date stands for its whole period), dates or datetimes, None for an open side;
+        the text ``"START/END"``; or a :class:`~oceandata.times.Period` (see "Periods" in
+        docs/analysis.md). Works for numpy and cftime (non-standard calendar) times.
     depth
         ``(min, max)`` in metres, positive down, either may be None. The vertical
         coordinate is converted from its units (m, cm, km) and ``positive`` direction
@@ -234,12 +231,11 @@ def subset(
     >>> cobe = xr.open_dataset("year1950.nc")  # doctest: +SKIP
     >>> subset(cobe, bbox=(170, -5, -120, 5), time=("1950-03", "1950-05"))  # doctest: +SKIP
     """
-    box = period = layers = keep = None
+    box = period_ = layers = keep = None
     if bbox is not None:
         box = _BBox.checked(parse_bbox(bbox) if isinstance(bbox, str) else bbox, what="bbox")
     if time is not None:
-        period = Period.checked(parse_range(time) if isinstance(time, str) else time,
-                                    what="time")
+        period_ = period(time, what="time")
     if depth is not None:
         layers = _DepthRange.checked(parse_depth(depth) if isinstance(depth, str) else depth,
                                      what="depth")
@@ -249,8 +245,8 @@ def subset(
     axes = _Axes(ds)
     if box is not None:
         ds = _select_bbox(ds, box, axes)
-    if period is not None:
-        ds = _select_time(ds, period, axes)
+    if period_ is not None:
+        ds = _select_time(ds, period_, axes)
     if layers is not None:
         ds = _select_depth(ds, layers, axes)
     if keep is not None:

@@ -9,6 +9,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import UsageError
+from ..times import period as read_period
 from ._backend import BACKEND, FRAME_HEIGHT, FRAME_WIDTH, dims_or_fail, hv
 from .styles import CATEGORY_COLOURS, colormap_for, is_anomaly, label_for, palette
 
@@ -123,7 +124,7 @@ def mhw_plot(
     clim: xr.Dataset,
     events: pd.DataFrame,
     *,
-    period: tuple[Any, Any] | None = None,
+    period: Any = None,
     title: str | None = None,
 ):
     """Marine heatwaves on a daily SST series: SST, climatology, threshold and events.
@@ -142,8 +143,9 @@ def mhw_plot(
         holds ``seas`` and ``thresh``; ``events`` has ``date_start``, ``date_end`` and
         ``category``.
     period
-        ``(start, end)`` to show (dates); default the whole series. Events are clipped
-        to it.
+        The period to show, in any form of :func:`oceandata.times.period`
+        (``(2010, 2012)``, ``"2011-01/2011-06"``, datetimes); default the whole series.
+        Events are clipped to it.
     title
         Plot title.
 
@@ -167,7 +169,8 @@ def mhw_plot(
                        "seas": clim["seas"].reset_coords(drop=True),
                        "thresh": clim["thresh"].reset_coords(drop=True)})
     if period is not None:
-        data = data.sel({tname: slice(*period)})
+        shown = read_period(period, what="period").inside(data[tname])
+        data = data.isel({tname: np.flatnonzero(shown)})
     time = pd.DatetimeIndex(data[tname].values)
     temp = np.asarray(data["sst"].values, dtype=float)
     thresh = np.asarray(data["thresh"].values, dtype=float)
