@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import oceandata
-from oceandata.analysis.mhw import marine_heatwaves, mhw_annual_summary
+from oceandata.analysis.mhw import _event_metrics, marine_heatwaves, mhw_annual_summary
 
 
 def _synthetic() -> xr.DataArray:
@@ -79,6 +79,50 @@ def test_category_from_peak_ratio() -> None:
     expected = ["Moderate", "Strong", "Severe", "Extreme"][min(max(int(ratio), 1), 4) - 1]
     assert ev.category == expected
     assert ev.category != "Extreme"
+
+
+def test_category_is_the_highest_on_any_day() -> None:
+    """The peak (largest sst - seas) is Strong, a later day with a narrow thresh - seas is
+    Severe: the event is Severe (heatwaveR category(), marineHeatWaves.detect)."""
+    seas = np.zeros((1, 10))
+    thresh = np.array([[1, 1, 1, 1, 1, 0.5, 1, 1, 1, 1]], dtype=float)
+    temp = np.array([[0, 1.5, 2.5, 1.5, 0.9, 1.6, 1.5, 1.5, 1.5, 0]])
+    ev = _event_metrics(temp, seas, thresh, min_duration=3, join_gaps=True, max_gap=2)
+    assert ev["first"].tolist() == [1] and ev["last"].tolist() == [8]  # day 4 is a joined gap
+    assert ev["peak"].tolist() == [1]  # day 2, ratio (2.5 - 1) / 1 = 1.5: Strong
+    assert ev["category"].tolist() == [3]  # day 5: (1.6 - 0.5) / 0.5 = 2.2: Severe
+    # 8 days: 5 Moderate, 1 Strong, 1 Severe, the gap day in none
+    np.testing.assert_allclose(ev["share"], [[5 / 8, 1 / 8, 1 / 8, 0]])
+    # a ratio of 3 or more is Extreme, and Extreme is the cap
+    temp[0, 5] = 50.0
+    ev = _event_metrics(temp, seas, thresh, min_duration=3, join_gaps=True, max_gap=2)
+    assert ev["category"].tolist() == [4]
+    np.testing.assert_allclose(ev["share"], [[5 / 8, 1 / 8, 0, 1 / 8]])
+
+
+def test_wa_1996_is_strong_not_its_peak_day_category(wa: xr.DataArray) -> None:
+    """The event the issue found: Moderate on its peak day, Strong on 1996-12-02 and -20."""
+    events, clim = marine_heatwaves(wa)
+    ev = events[events.date_start == "1996-11-17"].iloc[0]
+    ratio = ((wa - clim["seas"]) / (clim["thresh"] - clim["seas"])).sel(
+        time=slice(ev.date_start, ev.date_end))
+    assert 1 <= float(ratio.sel(time=ev.date_peak)) < 2  # the peak day alone: Moderate
+    assert 2 <= float(ratio.max()) < 3
+    assert ev.category == "Strong"
+    assert ev.p_strong == pytest.approx(int((ratio >= 2).sum()) / ev.duration)
+    assert ev.season == "Summer"  # peak 1996-12-21, 29 S: austral summer
+
+
+def test_season_needs_a_latitude(wa: xr.DataArray) -> None:
+    """Season from the data's lat, from ``latitude=``, and missing without either."""
+    events = marine_heatwaves(wa)[0]
+    bare = wa.drop_vars(["lat", "lon"])
+    assert marine_heatwaves(bare)[0]["season"].isna().all()
+    north = marine_heatwaves(bare, latitude=10.0)[0]
+    months = pd.DatetimeIndex(events["date_peak"]).month
+    jja = np.isin(months, [6, 7, 8])
+    assert (events["season"][jja] == "Winter").all() and (north["season"][jja] == "Summer").all()
+    assert jja.any() and events["season"].notna().all()
 
 
 def _independent_clim(sst: xr.DataArray, doys: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +212,18 @@ def test_gridded_matches_1d() -> None:
     assert int(y2011["total_days"]) == days
     in2011 = ev0[pd.DatetimeIndex(ev0["date_peak"]).year == 2011]
     assert float(y2011["intensity_max"]) == pytest.approx(in2011["intensity_max"].max())
+    # yearly category: the same day rule, bounded by the events within / touching the year
+    code = {c: k for k, c in enumerate(["Moderate", "Strong", "Severe", "Extreme"], 1)}
+    cat = summ["category"].sel(site=0).compute().to_series()
+    assert int(cat[2011]) == 4
+    start = pd.DatetimeIndex(ev0["date_start"]).year
+    end = pd.DatetimeIndex(ev0["date_end"]).year
+    evcat = ev0["category"].map(code).to_numpy()
+    for yr, c in cat.items():
+        inside = evcat[(start == yr) & (end == yr)]
+        touching = evcat[(start <= yr) & (end >= yr)]
+        assert (inside.max() if inside.size else 0) <= c <= (touching.max() if touching.size
+                                                             else 0), yr
 
 
 REFERENCE = Path(__file__).parent / "reference" / "marine_heatwaves"
@@ -187,6 +243,8 @@ def test_matches_reference_implementation(site: str, entry: str, period: str) ->
         assert (pd.DatetimeIndex(events[col]) == pd.DatetimeIndex(ref[col])).all(), col
     assert (events["duration"].to_numpy() == ref["duration"].to_numpy()).all()
     assert (events["category"].to_numpy() == ref["category"].to_numpy()).all()
+    shares = ["p_moderate", "p_strong", "p_severe", "p_extreme"]
+    np.testing.assert_allclose(events[shares], ref[shares], rtol=0, atol=1e-9)
     for col in ("intensity_max", "intensity_mean", "intensity_var", "intensity_cumulative",
                 "rate_onset", "rate_decline"):
         np.testing.assert_allclose(events[col], ref[col], rtol=0, atol=1e-3, err_msg=col)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+import cf_xarray  # noqa: F401  (registers .cf, used to find the latitude)
 import dask
 import numpy as np
 import pandas as pd
@@ -33,7 +34,14 @@ CATEGORIES = np.array(["Moderate", "Strong", "Severe", "Extreme"])
 EVENT_COLUMNS = [
     "date_start", "date_peak", "date_end", "duration", "intensity_max", "intensity_mean",
     "intensity_var", "intensity_cumulative", "rate_onset", "rate_decline", "category",
+    "p_moderate", "p_strong", "p_severe", "p_extreme", "season",
 ]
+#: Season of each calendar month (index 1-12), as heatwaveR's ``category()`` names them:
+#: meteorological seasons, December-February is winter in the north, summer in the south.
+SEASONS_NORTH = np.array(["", "Winter", "Winter", "Spring", "Spring", "Spring", "Summer",
+                          "Summer", "Summer", "Fall", "Fall", "Fall", "Winter"], dtype=object)
+SEASONS_SOUTH = np.array(["", "Summer", "Summer", "Fall", "Fall", "Fall", "Winter",
+                          "Winter", "Winter", "Spring", "Spring", "Spring", "Summer"], dtype=object)
 
 
 def _doy366(time: pd.DatetimeIndex) -> np.ndarray:
@@ -41,6 +49,21 @@ def _doy366(time: pd.DatetimeIndex) -> np.ndarray:
     doy = np.asarray(time.day_of_year)
     shift = (~np.asarray(time.is_leap_year)) & (doy > 59)
     return doy + shift.astype(int)
+
+
+# Gridded input is processed in blocks of points holding their whole time series: a
+# block is about this many bytes of float64 series, whatever the input's chunks, so that
+# memory is bounded by the block size times the threads (see "Memory" in docs/analysis.md)
+POINT_BLOCK_BYTES = 8 * 2**20
+
+
+def _point_chunks(data: xr.DataArray) -> xr.DataArray:
+    """*data* (points..., time) rechunked to whole series in blocks of ~POINT_BLOCK_BYTES."""
+    from dask.array.core import normalize_chunks
+
+    auto = normalize_chunks(("auto",) * (data.ndim - 1) + (-1,), data.shape,
+                            limit=POINT_BLOCK_BYTES, dtype=np.float64)
+    return data.chunk(dict(zip(data.dims, auto, strict=True)))
 
 
 def _interp_nans(data: np.ndarray) -> np.ndarray:
@@ -182,8 +205,10 @@ def _event_metrics(
     relative to ``seas``; onset and decline rates assume the event starts half a day
     before its first day and ends half a day after its last (whole days at the ends of
     the series, including the reference's test of the peak's *relative* index against
-    the series length); category from ``floor(1 + (temp - thresh) / (thresh - seas))``
-    at the peak, capped at 4.
+    the series length). Categories: see :func:`_daily_category`; the event's category is
+    the highest reached on any of its days and ``share`` holds, per category, the
+    fraction of the event's days in it (days of a joined gap, below the threshold, are
+    in none).
     """
     nt = temp.shape[1]
     row, first, last = _event_runs(temp > thresh, min_duration, join_gaps, max_gap)
@@ -193,7 +218,8 @@ def _event_metrics(
         empty = np.zeros(0)
         out.update(peak=np.zeros(0, dtype=int), intensity_max=empty, intensity_mean=empty,
                    intensity_var=empty, intensity_cumulative=empty, rate_onset=empty,
-                   rate_decline=empty, category=np.zeros(0, dtype=int))
+                   rate_decline=empty, category=np.zeros(0, dtype=int),
+                   share=np.zeros((0, 4)))
         return out
     rel = temp - seas
     seg = np.cumsum(dur) - dur  # offset of each event in the concatenated event days
@@ -222,20 +248,48 @@ def _event_metrics(
             (imax - 0.5 * (rel1 + temp[row, nxt] - seas[row, nxt])) / (last - first - pk + 0.5),
             (imax - rel1) / np.where(pk == nt - 1, 1.0, last - first - pk),
         )
-        ip = first + pk
-        norm = (temp[row, ip] - thresh[row, ip]) / (thresh[row, ip] - seas[row, ip])
-    category = np.clip(np.floor(1.0 + norm), 1, 4).astype(int)
+    rows = np.repeat(row, dur)
+    daily = _daily_category(temp[rows, day], seas[rows, day], thresh[rows, day])
+    category = np.clip(np.maximum.reduceat(daily, seg), 1, 4)
+    share = np.stack([np.add.reduceat((daily == k).astype(int), seg) for k in (1, 2, 3, 4)],
+                     axis=-1) / dur[:, None]
     out.update(peak=pk, intensity_max=imax, intensity_mean=imean, intensity_var=ivar,
                intensity_cumulative=isum, rate_onset=onset, rate_decline=decline,
-               category=category)
+               category=category, share=share)
     return out
 
 
-def _events_frame(ev: dict[str, np.ndarray], time: pd.DatetimeIndex) -> pd.DataFrame:
-    """The public events table from :func:`_event_metrics` output."""
+def _daily_category(temp: np.ndarray, seas: np.ndarray, thresh: np.ndarray) -> np.ndarray:
+    """Hobday et al. (2018) category of each day: ``floor(1 + (temp - thresh) / (thresh - seas))``.
+
+    Capped at 4 (Extreme); 0 for a day at or below the threshold (a joined gap). The
+    same float expression as the reference ``detect`` (its ``cats``), so a day exactly on
+    a category limit falls on the same side; heatwaveR's ``temp >= thresh + k * (thresh -
+    seas)`` is the same rule up to that rounding.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = (temp - thresh) / (thresh - seas)
+        return np.clip(np.nan_to_num(np.floor(1.0 + norm), nan=0.0), 0, 4).astype(int)
+
+
+def _season(month: np.ndarray, lat: np.ndarray | float | None) -> np.ndarray:
+    """Season name of calendar months (north when ``lat >= 0``); NaN without ``lat``."""
+    month = np.asarray(month, dtype=int)
+    if lat is None:
+        return np.full(month.shape, np.nan, dtype=object)
+    lat = np.broadcast_to(np.asarray(lat, dtype=float), month.shape)
+    out = np.where(lat < 0, SEASONS_SOUTH[month], SEASONS_NORTH[month]).astype(object)
+    out[np.isnan(lat)] = np.nan
+    return out
+
+
+def _events_frame(ev: dict[str, np.ndarray], time: pd.DatetimeIndex,
+                  lat: np.ndarray | float | None = None) -> pd.DataFrame:
+    """The public events table from :func:`_event_metrics` output (``lat`` per event)."""
+    peak = time[ev["first"] + ev["peak"]]
     return pd.DataFrame({
         "date_start": time[ev["first"]],
-        "date_peak": time[ev["first"] + ev["peak"]],
+        "date_peak": peak,
         "date_end": time[ev["last"]],
         "duration": ev["duration"].astype(int),
         "intensity_max": ev["intensity_max"],
@@ -245,6 +299,11 @@ def _events_frame(ev: dict[str, np.ndarray], time: pd.DatetimeIndex) -> pd.DataF
         "rate_onset": ev["rate_onset"],
         "rate_decline": ev["rate_decline"],
         "category": CATEGORIES[ev["category"] - 1],
+        "p_moderate": ev["share"][:, 0],
+        "p_strong": ev["share"][:, 1],
+        "p_severe": ev["share"][:, 2],
+        "p_extreme": ev["share"][:, 3],
+        "season": _season(np.asarray(peak.month), lat),
     }, columns=EVENT_COLUMNS)
 
 
@@ -288,6 +347,7 @@ def marine_heatwaves(
     min_duration: int = 5,
     join_gaps: bool = True,
     max_gap: int = 2,
+    latitude: float | None = None,
 ) -> tuple[pd.DataFrame, xr.Dataset]:
     """Detect marine heatwaves (Hobday et al. 2016) with categories (Hobday et al. 2018).
 
@@ -313,15 +373,28 @@ def marine_heatwaves(
         Join events separated by short gaps.
     max_gap : int, default 2
         Longest gap (days) that is joined.
+    latitude : float, optional
+        Latitude (degrees north) used only to name the season; by default the data's
+        latitude coordinate (CF ``latitude``, or a coordinate named ``lat``/``latitude``),
+        per point for gridded input. Without either, ``season`` is missing (NaN): the
+        hemisphere is never guessed.
 
     Returns
     -------
     events : pandas.DataFrame
         One row per event: date_start, date_peak, date_end, duration, intensity_max,
         intensity_mean, intensity_var, intensity_cumulative (relative to ``seas``),
-        rate_onset, rate_decline and category (Moderate/Strong/Severe/Extreme from the
-        peak ratio ``(sst - seas) / (thresh - seas)``). Gridded input adds one column
-        per point coordinate.
+        rate_onset, rate_decline; ``category`` (Moderate/Strong/Severe/Extreme), the
+        highest Hobday et al. (2018) category reached on any day of the event, where a
+        day's category is ``floor(1 + (sst - thresh) / (thresh - seas))`` capped at 4,
+        as both heatwaveR's ``category()`` and ``marineHeatWaves.detect`` define it;
+        ``p_moderate``, ``p_strong``, ``p_severe``, ``p_extreme``, the fractions (0-1)
+        of the event's days in each category (heatwaveR reports the same shares as
+        whole percentages; days of a joined gap, below the threshold, count in none);
+        ``season`` of the peak day (Winter/Spring/Summer/Fall, meteorological seasons:
+        December-February is Winter north of the equator, Summer south of it, as
+        heatwaveR's ``category()`` names them). Gridded input adds one column per
+        point coordinate.
     clim : xarray.Dataset
         ``seas`` and ``thresh`` on the input's time axis (lazy for dask input).
 
@@ -344,20 +417,55 @@ def marine_heatwaves(
             {"seas": ("time", seas[0]), "thresh": ("time", thresh[0])},
             coords={"time": sst["time"]},
         )
-        return _events_frame(_event_metrics(temp, seas, thresh, **ev_kw), time), clim
+        lat = _latitude(sst, latitude)
+        lat = None if lat is None else float(lat.values)
+        return _events_frame(_event_metrics(temp, seas, thresh, **ev_kw), time, lat), clim
 
     other = [d for d in sst.dims if d != "time"]
     data = sst.transpose(*other, "time")
-    if data.chunks is not None:
-        data = data.chunk({"time": -1})
+    series = data if data.chunks is None else _point_chunks(data)
     seas, thresh = xr.apply_ufunc(
-        _climatology_block, data, kwargs=kw,
+        _climatology_block, series, kwargs=kw,
         input_core_dims=[["time"]], output_core_dims=[["time"], ["time"]],
         dask="parallelized", vectorize=False, output_dtypes=[float, float],
     )
     clim = xr.Dataset({"seas": seas, "thresh": thresh})
-    events = _grid_events(data, other, time, kw, ev_kw)
+    events = _grid_events(data, other, time, kw, ev_kw, _latitude(data, latitude))
     return events, clim
+
+
+def _latitude(sst: xr.DataArray, latitude: float | None) -> xr.DataArray | None:
+    """The latitude of each point of *sst* (a DataArray without ``time``), or None."""
+    if latitude is not None:
+        return xr.DataArray(float(latitude))
+    try:
+        lat = sst.cf["latitude"]
+    except KeyError:
+        names = [n for n in ("lat", "latitude") if n in sst.coords]
+        if not names:
+            return None
+        lat = sst.coords[names[0]]
+    if "time" in lat.dims:
+        return None
+    return lat.reset_coords(drop=True)
+
+
+def _passes(stacked: xr.DataArray, arr: Any) -> list[tuple[int, int]]:
+    """Ranges of point blocks computed together, each reading ~``array.chunk-size`` of input.
+
+    A store chunked along time must be transposed into whole series per point. Done in
+    one graph, dask keeps every input chunk until all the point blocks that take a piece
+    of it are finished: the whole store. Computed in passes, each pass holds only its own
+    points (and reads the store's time chunks again): memory is bounded by the dask
+    chunk size (config ``array.chunk-size``), I/O grows with the number of passes.
+    """
+    nblocks = len(arr.chunks[0])
+    if stacked.chunks is None or len(stacked.chunks[stacked.get_axis_num("time")]) == 1:
+        return [(0, nblocks)]  # in memory, or whole series already: no transposition
+    budget = dask.utils.parse_bytes(dask.config.get("array.chunk-size"))
+    series = stacked.sizes["time"] * stacked.dtype.itemsize
+    per_pass = max(1, int(budget // (series * max(arr.chunks[0]))))
+    return [(i, min(i + per_pass, nblocks)) for i in range(0, nblocks, per_pass)]
 
 
 def _grid_events(
@@ -366,6 +474,7 @@ def _grid_events(
     time: pd.DatetimeIndex,
     clim_kw: dict,
     ev_kw: dict,
+    lat: xr.DataArray | None = None,
 ) -> pd.DataFrame:
     """Event table over all points: one dask task per block of points, run in parallel.
 
@@ -373,16 +482,21 @@ def _grid_events(
     so the (large) daily ``seas``/``thresh`` arrays never leave the task.
     """
     stacked = data.stack(point=dims).transpose("point", "time")
-    if stacked.chunks is None:
-        stacked = stacked.chunk({"point": 1024})
-    arr = stacked.data.rechunk({1: -1})
+    arr = _point_chunks(stacked).data
     offsets = np.concatenate([[0], np.cumsum(arr.chunks[0])[:-1]])
     tasks = [dask.delayed(_block_events)(blk, clim_kw, ev_kw)
              for blk in arr.to_delayed().ravel()]
-    parts = dask.compute(*tasks)
+    parts: list[dict[str, np.ndarray]] = []
+    for first, last in _passes(stacked, arr):
+        parts.extend(dask.compute(*tasks[first:last]))
     ev = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     ev["row"] = np.concatenate([p["row"] + o for p, o in zip(parts, offsets, strict=True)])
-    frame = _events_frame(ev, time)
+    if lat is not None:
+        template = xr.DataArray(np.zeros(data.shape[:-1]), dims=dims,
+                                coords={d: data.indexes[d] for d in dims if d in data.indexes})
+        lat = np.asarray(lat.broadcast_like(template).transpose(*dims).values,
+                         dtype=float).ravel()[ev["row"]]
+    frame = _events_frame(ev, time, lat)
     point = stacked.indexes["point"]
     for d in dims:
         values = np.asarray(point.get_level_values(str(d)) if isinstance(point, pd.MultiIndex)
@@ -399,7 +513,7 @@ def mhw_annual_summary(
     join_gaps: bool = True,
     max_gap: int = 2,
 ) -> xr.Dataset:
-    """Yearly marine-heatwave count, total days and maximum intensity per point.
+    """Yearly marine-heatwave count, total days, maximum intensity and category per point.
 
     Parameters
     ----------
@@ -414,15 +528,19 @@ def mhw_annual_summary(
     -------
     xarray.Dataset
         ``count`` (events starting in the year), ``total_days`` (event days in the
-        year) and ``intensity_max`` (largest ``sst - seas`` on event days), on a
-        ``year`` dimension; lazy for dask input.
+        year), ``intensity_max`` (largest ``sst - seas`` on event days) and
+        ``category`` (the highest Hobday et al. 2018 category reached on an event day
+        of the year, by the day rule of :func:`marine_heatwaves`: 1 Moderate ... 4
+        Extreme, 0 without event days), on a ``year`` dimension; lazy for dask input.
+        An event that crosses New Year counts its days in each year, so a year's
+        ``category`` can be lower than that of an event which peaks in another year.
     """
     other = [d for d in sst.dims if d != "time"]
     data = sst.transpose(*other, "time")
     thresh = clim["thresh"].transpose(*other, "time")
     if data.chunks is not None:
-        data = data.chunk({"time": -1})
-        thresh = thresh.chunk({"time": -1})
+        data = _point_chunks(data)
+        thresh = thresh.chunk(dict(zip(thresh.dims, data.chunks, strict=True)))
     mask = xr.apply_ufunc(
         _event_mask_block, data, thresh,
         kwargs={"min_duration": min_duration, "join_gaps": join_gaps, "max_gap": max_gap},
@@ -431,10 +549,20 @@ def mhw_annual_summary(
     )
     prev = mask.shift(time=1, fill_value=False)
     starts = mask & ~prev
-    anom = (data.interpolate_na("time") - clim["seas"]).where(mask)
+    filled = data.interpolate_na("time")
+    anom = (filled - clim["seas"]).where(mask)
+    daily = xr.apply_ufunc(
+        _daily_category, filled, clim["seas"], thresh, dask="parallelized",
+        output_dtypes=[int],
+    ).where(mask)
     year = mask["time"].dt.year.rename("year")
+    category = daily.groupby(year).max("time").fillna(0).astype(np.int8)
+    category.attrs = {"long_name": "highest Hobday et al. (2018) category on event days",
+                      "flag_values": np.arange(5, dtype=np.int8),
+                      "flag_meanings": "none moderate strong severe extreme"}
     return xr.Dataset({
         "count": starts.groupby(year).sum("time"),
         "total_days": mask.groupby(year).sum("time"),
         "intensity_max": anom.groupby(year).max("time"),
+        "category": category,
     })
