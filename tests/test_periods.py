@@ -115,10 +115,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
 
 
 def _estimate(d: Data, p: Any) -> Any:
-    try:
-        from oceandata.io.estimate import estimate
-    except ImportError:  # pragma: no cover - the estimate module is another part of issue 14
-        pytest.skip("oceandata.io.estimate is not in this tree")
+    from oceandata.io.estimate import estimate
+
     e = estimate(d.grid, time=p)
     return e.dims, e.read_bytes, e.read_chunks
 
@@ -253,8 +251,7 @@ def test_every_period_parameter_is_listed() -> None:
     assert {k: v for k, v in found.items() if k not in CALLS} == {}, \
         "a public function takes a period: add it to CALLS (and read it with times.period)"
     for name, (param, _, _) in CALLS.items():
-        if name != "oceandata.io.estimate.estimate" or name in found:
-            assert param in found.get(name, set()), f"{name} has no parameter {param}"
+        assert param in found.get(name, set()), f"{name} has no parameter {param}"
     assert _cli_commands_with_time() == CLI_COMMANDS
 
 
