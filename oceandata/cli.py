@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import OceandataError
+from .times import TIME_OPTION_HELP
 
 app = typer.Typer(help="oceandata: ocean data catalogs, access and compute.",
                   no_args_is_help=True, pretty_exceptions_enable=False,
@@ -85,7 +86,7 @@ def catalog_search(
     standard_name: Annotated[str | None, typer.Option(help="CF standard name (* allowed).")]
     = None,
     bbox: Annotated[str | None, typer.Option(help="W,S,E,N in degrees.")] = None,
-    time: Annotated[str | None, typer.Option(help="START/END (either may be empty).")] = None,
+    time: Annotated[str | None, typer.Option(help=TIME_OPTION_HELP)] = None,
     catalog: CatalogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -159,7 +160,7 @@ def subset_command(
     name: Annotated[str, typer.Argument(help="Catalog entry name or a file path.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="OUT.nc, OUT.zarr or OUT.csv")],
     bbox: Annotated[str | None, typer.Option(help="W,S,E,N in degrees.")] = None,
-    time: Annotated[str | None, typer.Option(help="START/END, ISO dates.")] = None,
+    time: Annotated[str | None, typer.Option(help=TIME_OPTION_HELP)] = None,
     depth: Annotated[str | None, typer.Option(help="MIN/MAX metres, positive down.")] = None,
     var: Annotated[list[str] | None, typer.Option("--var", help="Variable to keep (repeat).")]
     = None,

@@ -176,6 +176,10 @@ class Period:
         return self.contains(keys) & valid
 
 
+#: Help of every command-line ``--time`` option (the text form read by :func:`period`).
+TIME_OPTION_HELP = ("START/END: years or ISO dates, inclusive, either may be empty "
+                    "(1983/2012, 1997-01/1998-12, 2000-01-01/).")
+
 #: Markers of an open side of a period, besides None.
 _OPEN_SIDES = ("", "..")
 

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..times import TIME_OPTION_HELP
+
 argo_app = typer.Typer(help="Argo floats from a local GDAC mirror.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -22,7 +24,7 @@ ModeOpt = Annotated[str, typer.Option(help="standard, research or expert.")]
 @argo_app.command("search")
 def argo_search(
     bbox: Annotated[str | None, typer.Option(help="W,S,E,N in degrees.")] = None,
-    time: Annotated[str | None, typer.Option(help="START/END, ISO dates.")] = None,
+    time: Annotated[str | None, typer.Option(help=TIME_OPTION_HELP)] = None,
     dac: Annotated[list[str] | None, typer.Option("--dac", help="DAC (repeat).")] = None,
     wmo: Annotated[list[int] | None, typer.Option("--float", help="WMO number (repeat).")]
     = None,
