@@ -194,7 +194,18 @@ c.Spawner.environment = {
     "OCEANDATA_GROUPS": lambda spawner: ",".join(sorted(g.name for g in spawner.user.groups)),
     "DASK_DISTRIBUTED__DASHBOARD__LINK": "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status",
     "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+    # figures offline (docs/viz.md, "Offline figures in the hub"): BokehJS, Panel and
+    # HoloViews' JavaScript and CSS inline in the notebook, never from a CDN
+    "PYTHONSTARTUP": str(HERE / "ipython_startup.py"),
+    "PANEL_INLINE": "true",
+    "BOKEH_RESOURCES": "inline",
+    # JupyterLab's announcements plugin (news prompt, update check) disabled
+    "JUPYTER_CONFIG_PATH": os.pathsep.join(
+        p for p in (str(HERE / "jupyter"), os.environ.get("JUPYTER_CONFIG_PATH")) if p),
 }
+# no news feed and no update check on the server side either (both call the internet)
+c.Spawner.args.extend(["--LabApp.news_url=None",
+                       "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"])
 
 
 def _prepare_user(spawner):
