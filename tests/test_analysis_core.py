@@ -257,7 +257,22 @@ def test_theilsen_matches_scipy(cobe):
 def test_results_are_built_lazily(cobe):
     with dask.config.set(scheduler=_raise_on_compute):
         clim = climatology(cobe, baseline=("1950", "1951"))
+    # anomaly computes (persists) only the small climatology, so that the anomaly then
+    # streams chunk by chunk (docs/analysis.md, "Memory"); the anomaly itself stays lazy
+    computed = []
+
+    def record(dsk, keys, **kwargs):
+        computed.append(keys)
+        return dask.get(dsk, keys, **kwargs)
+
+    with dask.config.set(scheduler=record):
         anom = anomaly(cobe, clim)
+    assert len(computed) == 1
+    assert {key[0] for key in dask.core.flatten(computed[0])} == {clim.data.name}
+    in_memory, persisted = clim.compute(), clim.persist()
+    with dask.config.set(scheduler=_raise_on_compute):
+        for given in (in_memory, persisted):  # nothing left to compute first
+            assert anomaly(cobe, given).chunks is not None
         mean = area_mean(anom, (170, -5, -120, 5))
         slopes = trend(anom)
         robust = trend(anom.isel(lat=slice(0, 4), lon=slice(0, 4)), method="theilsen")

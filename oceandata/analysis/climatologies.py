@@ -136,6 +136,24 @@ def climatology(da: xr.DataArray, freq: Freq = "month", baseline: Any = None, *,
     return clim
 
 
+def computed_first(reduced: xr.DataArray) -> xr.DataArray:
+    """Compute a small reduced result now (:meth:`xarray.DataArray.persist`) if it is lazy.
+
+    A second pass over the data that needs a reduction of the same data (anomalies from
+    a climatology computed in the same dask graph) makes dask keep every input chunk in
+    memory until the reduction is finished: memory then grows with the data. Persisting
+    the reduction first (it is small: 12 or 366 fields) lets the second pass stream chunk
+    by chunk. On a distributed cluster the result stays on the workers. An array that is
+    already in memory or already persisted is returned as is.
+    """
+    if reduced.chunks is None:
+        return reduced
+    data = reduced.data
+    if len(data.__dask_graph__()) == data.npartitions:  # already persisted
+        return reduced
+    return reduced.persist()
+
+
 def _subtract_groups(block: np.ndarray, codes: np.ndarray, table: np.ndarray,
                      axis: int) -> np.ndarray:
     return block - np.take(table, codes, axis=axis)
@@ -170,7 +188,10 @@ def anomaly(da: xr.DataArray, clim: xr.DataArray | None = None, freq: Freq = "mo
         A data array with a time dimension.
     clim
         A climatology from :func:`climatology` with dimension *freq*; computed from *da*
-        over *baseline* when None.
+        over *baseline* when None. A lazy climatology (given or computed here) is
+        **computed now** (persisted: on a cluster it stays on the workers), so that the
+        anomaly then streams through *da* chunk by chunk; see "Memory" in
+        docs/analysis.md.
     freq
         ``"month"`` or ``"dayofyear"``, the grouping of *clim*.
     baseline
@@ -180,8 +201,9 @@ def anomaly(da: xr.DataArray, clim: xr.DataArray | None = None, freq: Freq = "mo
     Returns
     -------
     xarray.DataArray
-        Lazy anomalies on the time axis of *da*, attributes of *da* (units unchanged),
-        with a line in ``history``.
+        Anomalies on the time axis of *da*, lazy for dask input (only the small
+        climatology is computed), attributes of *da* (units unchanged), with a line in
+        ``history``.
     """
     _check_freq(freq)
     dim = _time_dim(da)
@@ -190,6 +212,7 @@ def anomaly(da: xr.DataArray, clim: xr.DataArray | None = None, freq: Freq = "mo
     if freq not in clim.dims:
         raise UsageError(f"clim has no {freq!r} dimension (dims {list(clim.dims)}): "
                          f"compute it with climatology(da, freq={freq!r})")
+    clim = computed_first(clim)  # else every chunk of da is held until clim is done
     key = _group_key(da, freq, dim)
     codes = pd.Index(clim[freq].values).get_indexer(key.values)
     if (codes < 0).any():

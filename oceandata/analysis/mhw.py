@@ -54,7 +54,7 @@ def _doy366(time: pd.DatetimeIndex) -> np.ndarray:
 # Gridded input is processed in blocks of points holding their whole time series: a
 # block is about this many bytes of float64 series, whatever the input's chunks, so that
 # memory is bounded by the block size times the threads (see "Memory" in docs/analysis.md)
-POINT_BLOCK_BYTES = 8 * 2**20
+POINT_BLOCK_BYTES = 4 * 2**20
 
 
 def _point_chunks(data: xr.DataArray) -> xr.DataArray:
@@ -457,7 +457,8 @@ def _passes(stacked: xr.DataArray, arr: Any) -> list[tuple[int, int]]:
     one graph, dask keeps every input chunk until all the point blocks that take a piece
     of it are finished: the whole store. Computed in passes, each pass holds only its own
     points (and reads the store's time chunks again): memory is bounded by the dask
-    chunk size (config ``array.chunk-size``), I/O grows with the number of passes.
+    chunk size (config ``array.chunk-size``), I/O grows with the number of passes. Data
+    in memory, or already chunked as whole series, is done in one pass.
     """
     nblocks = len(arr.chunks[0])
     if stacked.chunks is None or len(stacked.chunks[stacked.get_axis_num("time")]) == 1:
@@ -484,11 +485,14 @@ def _grid_events(
     stacked = data.stack(point=dims).transpose("point", "time")
     arr = _point_chunks(stacked).data
     offsets = np.concatenate([[0], np.cumsum(arr.chunks[0])[:-1]])
-    tasks = [dask.delayed(_block_events)(blk, clim_kw, ev_kw)
-             for blk in arr.to_delayed().ravel()]
     parts: list[dict[str, np.ndarray]] = []
     for first, last in _passes(stacked, arr):
-        parts.extend(dask.compute(*tasks[first:last]))
+        # slice the points of the pass before rechunking: each read of a time chunk then
+        # keeps only the pass's piece of it (the read and the slice are fused by dask)
+        end = offsets[last] if last < len(offsets) else stacked.sizes["point"]
+        piece = stacked.data[offsets[first]:end].rechunk((arr.chunks[0][first:last], -1))
+        parts.extend(dask.compute(*[dask.delayed(_block_events)(blk, clim_kw, ev_kw)
+                                    for blk in piece.to_delayed().ravel()]))
     ev = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     ev["row"] = np.concatenate([p["row"] + o for p, o in zip(parts, offsets, strict=True)])
     if lat is not None:

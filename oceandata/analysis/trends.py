@@ -65,6 +65,58 @@ def _ols(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
     return slope, stderr, pvalue, intercept, n
 
 
+def _ols_from_sums(n: np.ndarray, su: np.ndarray, sv: np.ndarray, suu: np.ndarray,
+                   svv: np.ndarray, suv: np.ndarray, y0: np.ndarray, *,
+                   x0: float) -> tuple[np.ndarray, ...]:
+    """:func:`_ols` from per-point sums of u = x - x0 and v = y - y0 over the valid steps.
+
+    The shifts keep the centred sums free of cancellation (the classic shifted-data
+    formulas); the residual sum of squares is ``Syy - slope * Sxy``, as in
+    :func:`scipy.stats.linregress`.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        um = su / n
+        vm = sv / n
+        sxx = suu - n * um * um
+        sxy = suv - n * um * vm
+        syy = svv - n * vm * vm
+        slope = sxy / sxx
+        intercept = (vm + y0) - slope * (um + x0)
+        dof = n - 2
+        stderr = np.sqrt(np.maximum(syy - slope * sxy, 0.0) / dof / sxx)
+        tval = slope / stderr
+        pvalue = 2.0 * stats.t.sf(np.abs(tval), np.where(dof > 0, dof, np.nan))
+    bad = (n < 3) | ~(sxx > 0)
+    slope, intercept, stderr, pvalue = (np.where(bad, np.nan, a)
+                                        for a in (slope, intercept, stderr, pvalue))
+    pvalue = np.where(stderr == 0, 0.0, pvalue)
+    return slope, stderr, pvalue, intercept, n
+
+
+def _ols_streaming(data: xr.DataArray, x: np.ndarray, dim: str) -> tuple[xr.DataArray, ...]:
+    """OLS of dask *data* in one pass of sums over its time chunks (memory ~ one chunk).
+
+    Rechunking time to one chunk (as the numpy kernel needs) would hold the whole
+    series of every point of a time-chunked store at once. Instead six sums per point
+    are reduced by dask along time; y is shifted by its mean over the first time chunk
+    (NaN there: 0), which is known before the other chunks are read.
+    """
+    x0 = float(x.mean())
+    u_t = xr.DataArray(x - x0, dims=dim, coords={dim: data[dim]})
+    y0 = data.isel({dim: slice(0, data.chunks[data.get_axis_num(dim)][0])})
+    y0 = y0.mean(dim, skipna=True).fillna(0.0)
+    v = data - y0
+    valid = v.notnull()
+    u = u_t.where(valid)
+    v = v.where(valid)
+    sums = [valid.sum(dim).astype(np.float64), u.sum(dim), v.sum(dim), (u * u).sum(dim),
+            (v * v).sum(dim), (u * v).sum(dim)]
+    return xr.apply_ufunc(
+        _ols_from_sums, *sums, y0, kwargs={"x0": x0}, dask="parallelized",
+        output_core_dims=[[], [], [], [], []], output_dtypes=[np.float64] * 5,
+    )
+
+
 def _theilsen_1d(y: np.ndarray, x: np.ndarray) -> tuple[float, ...]:
     """Theil-Sen slope with a Mann-Kendall p-value for one series, NaNs dropped."""
     ok = np.isfinite(y)
@@ -119,13 +171,16 @@ def trend(da: xr.DataArray, dim: str = "time", method: str = "ols", *,
         da = da.isel({dim: np.flatnonzero(inside)})
     x, year = _years(da[dim])
     data = da.astype(np.float64)
-    if data.chunks is not None:
-        data = data.chunk({dim: -1})
-    outputs = xr.apply_ufunc(
-        _ols if method == "ols" else _theilsen_1d, data, kwargs={"x": x},
-        input_core_dims=[[dim]], output_core_dims=[[], [], [], [], []],
-        dask="parallelized", output_dtypes=[np.float64] * 5, vectorize=method != "ols",
-    )
+    if data.chunks is not None and method == "ols":
+        outputs = _ols_streaming(data, x, dim)  # no rechunk: memory ~ one time chunk
+    else:
+        if data.chunks is not None:
+            data = data.chunk({dim: -1})
+        outputs = xr.apply_ufunc(
+            _ols if method == "ols" else _theilsen_1d, data, kwargs={"x": x},
+            input_core_dims=[[dim]], output_core_dims=[[], [], [], [], []],
+            dask="parallelized", output_dtypes=[np.float64] * 5, vectorize=method != "ols",
+        )
     units = da.attrs.get("units", "1")
     first = str(da[dim].values[0])
     what = da.attrs.get("long_name", da.attrs.get("standard_name", da.name or "data"))
