@@ -15,6 +15,7 @@ test is the spawner's (docs/viz.md, "Offline figures in the hub").
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,29 +115,45 @@ class Tab:
     def run_notebook(self, path: str) -> None:
         """Open *path* in JupyterLab, run all cells and wait until every cell has run."""
         page = self.page
-        page.goto(f"{self.hub.url}/user/{self.user.name}/lab/tree/{path}")
+        # ?reset: a workspace with this notebook only (no tab restored from an earlier run)
+        page.goto(f"{self.hub.url}/user/{self.user.name}/lab/tree/{path}?reset")
         page.wait_for_selector(".jp-Notebook .jp-Cell", state="visible", timeout=SPAWN_MS)
-        # a kernel chooser appears when the kernel list arrives after the notebook; it
-        # is answered whenever it stands in the way of the next click
-        chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
-        page.add_locator_handler(chooser, lambda d: d.locator(".jp-mod-accept").click())
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
         # every code cell numbered ([*] while queued or running), or a traceback (Run All
-        # stops at the failing cell)
-        done = """() => {
+        # stops at the failing cell); or JupyterLab's kernel chooser, which appears when
+        # the kernel list arrives after the notebook, and may do so after Run All
+        state = """() => {
+          if (document.querySelector('.jp-Dialog')?.textContent.includes('Select Kernel'))
+            return 'chooser';
           const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
           const failed = [...document.querySelectorAll('.jp-OutputArea-output')]
             .some((e) => e.textContent.includes('Traceback'));
-          return failed || (p.length > 0 && p.every((e) => /\\[\\d+\\]/.test(e.textContent)));
+          if (failed || (p.length > 0 && p.every((e) => /\\[\\d+\\]/.test(e.textContent))))
+            return 'done';
+          return false;
         }"""
+        deadline = time.monotonic() + RUN_MS / 1000
         try:
-            page.wait_for_function(done, timeout=RUN_MS)
+            self._run_all()
+            while True:
+                left = max(deadline - time.monotonic(), 0.001) * 1000
+                outcome = page.wait_for_function(state, timeout=left).json_value()
+                if outcome == "done":
+                    break
+                page.locator(".jp-Dialog .jp-mod-accept").click()
+                page.locator(".jp-Dialog").wait_for(state="detached")
+                self._run_all()  # the chooser swallowed the first Run All
         finally:
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / f"hub-notebook-{Path(path).stem}.png"))
         failed = page.locator(".jp-OutputArea-output", has_text="Traceback")
         assert failed.count() == 0, f"{path}: {failed.all_inner_texts()}"
+
+    def _run_all(self) -> None:
+        # the kernel is up (status bar) before the cells are queued
+        self.page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(
+            timeout=SPAWN_MS)
+        self.page.get_by_role("menuitem", name="Run", exact=True).click()
+        self.page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 
     def figures(self, name: str, expected: int) -> list[tuple[Path, int]]:
         """Screenshot each bokeh figure in the notebook; its file and drawn pixels."""
@@ -169,8 +186,9 @@ def _drawn_pixels(png: Path) -> int:
                    if max(abs(a - b) for a, b in zip(pixel, background, strict=True)) > 40)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tab(browser, hub: Hub, user: HubClient) -> Iterator[Tab]:
+    """A fresh browser context per test: each notebook runs in a JupyterLab of its own."""
     context = browser.new_context(viewport={"width": 1366, "height": 900})
     page = context.new_page()
     page.set_default_timeout(PAGE_MS)
@@ -182,7 +200,7 @@ def tab(browser, hub: Hub, user: HubClient) -> Iterator[Tab]:
         page.fill("#password_input", PASSWORD)
         page.click("#login_submit")
         page.wait_for_url(re.compile(rf"/user/{user.name}/lab"), timeout=SPAWN_MS)
-        page.wait_for_selector(".jp-LauncherCard", state="visible", timeout=SPAWN_MS)
+        page.wait_for_selector("#jp-main-dock-panel", state="visible", timeout=SPAWN_MS)
         yield tab
     finally:
         context.close()
