@@ -56,8 +56,15 @@ def _ols(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
         resid = np.where(valid, dy - slope[..., None] * dx, 0.0)
         dof = n - 2
         stderr = np.sqrt((resid * resid).sum(axis=-1) / dof / sxx)
-        tval = slope / stderr
-        pvalue = 2.0 * stats.t.sf(np.abs(tval), np.where(dof > 0, dof, np.nan))
+    return _t_test(slope, intercept, stderr, sxx, n)
+
+
+def _t_test(slope: np.ndarray, intercept: np.ndarray, stderr: np.ndarray,
+            sxx: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The two-sided p-value of a fitted slope, and NaN where the fit is undefined."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dof = n - 2
+        pvalue = 2.0 * stats.t.sf(np.abs(slope / stderr), np.where(dof > 0, dof, np.nan))
     bad = (n < 3) | ~(sxx > 0)
     slope, intercept, stderr, pvalue = (np.where(bad, np.nan, a)
                                         for a in (slope, intercept, stderr, pvalue))
@@ -84,13 +91,7 @@ def _ols_from_sums(n: np.ndarray, su: np.ndarray, sv: np.ndarray, suu: np.ndarra
         intercept = (vm + y0) - slope * (um + x0)
         dof = n - 2
         stderr = np.sqrt(np.maximum(syy - slope * sxy, 0.0) / dof / sxx)
-        tval = slope / stderr
-        pvalue = 2.0 * stats.t.sf(np.abs(tval), np.where(dof > 0, dof, np.nan))
-    bad = (n < 3) | ~(sxx > 0)
-    slope, intercept, stderr, pvalue = (np.where(bad, np.nan, a)
-                                        for a in (slope, intercept, stderr, pvalue))
-    pvalue = np.where(stderr == 0, 0.0, pvalue)
-    return slope, stderr, pvalue, intercept, n
+    return _t_test(slope, intercept, stderr, sxx, n)
 
 
 def _ols_streaming(data: xr.DataArray, x: np.ndarray, dim: str) -> tuple[xr.DataArray, ...]:
