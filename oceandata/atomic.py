@@ -15,8 +15,10 @@ number. The exception unwinds the write like any error; it is never raised insid
 worker thread or inside a C call of netCDF/HDF5 (Python runs handlers between
 bytecodes). Dask work inside the block runs on a private thread pool that is shut down
 (queued tasks cancelled, running ones awaited) *before* the temporary output is
-removed, so no worker thread can write into it afterwards. A second signal during the
-clean-up is ignored rather than interrupting it.
+removed, so no worker thread can write into it afterwards. With a ``distributed`` client
+the block's futures are cancelled and the workers are polled until none of the tasks
+that started during the block is still running (at most ``CLUSTER_DRAIN_TIMEOUT``).
+A second signal during the clean-up is ignored rather than interrupting it.
 
 The command line turns :class:`~oceandata.errors.Interrupted` into exit code
 ``128 + signal`` (130 for ``SIGINT``, 143 for ``SIGTERM``).
@@ -29,10 +31,12 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from .errors import Interrupted
 
@@ -84,31 +88,86 @@ def raising_signals(signals: tuple[int, ...] = SIGNALS) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _distributed_client() -> Any:
+    """The default ``distributed`` client, or None."""
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
 def _uses_local_threads() -> bool:
     """True when dask computations here run on the local threaded scheduler."""
     import dask
 
     if dask.config.get("scheduler", None) not in (None, "threads", "threading"):
         return False
+    return _distributed_client() is None
+
+
+#: How long a failed write waits for its tasks still running on a cluster, in seconds.
+CLUSTER_DRAIN_TIMEOUT = 120.0
+
+
+def _worker_executing(dask_worker: Any) -> list:
+    """Keys a worker's threads are running, cancelled ones included (run on the worker)."""
+    return [ts.key for ts in dask_worker.state.executing]
+
+
+def _executing_keys(client: Any) -> set:
+    """Every (worker, key) a worker thread of the client's cluster is running now.
+
+    The scheduler forgets a cancelled task at once; the worker's thread runs on until the
+    task returns, so the workers are asked, not the scheduler.
+    """
+    return {(worker, key) for worker, keys in client.run(_worker_executing).items()
+            for key in keys}
+
+
+@contextlib.contextmanager
+def _cluster_drained(client: Any) -> Iterator[None]:
+    """On failure, cancel the block's cluster tasks and wait until none is running.
+
+    A chunk write already running on a worker finishes even when its future is cancelled;
+    removing the temporary output before that would let it reappear. Tasks running before
+    the block (another computation of the same client) are not waited for.
+    """
+    from distributed import Future
+
+    held = set(client.futures)
+    before = _executing_keys(client)
     try:
-        from distributed import default_client
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return True
-    try:
-        default_client()
-    except ValueError:
-        return True
-    return False
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            new = [Future(key, client) for key in set(client.futures) - held]
+            if new:
+                client.cancel(new)
+            deadline = time.monotonic() + CLUSTER_DRAIN_TIMEOUT
+            while _executing_keys(client) - before and time.monotonic() < deadline:
+                time.sleep(0.1)  # polling the workers' state, not a synchronisation
+        raise
 
 
 @contextlib.contextmanager
 def _private_pool() -> Iterator[ThreadPoolExecutor | None]:
     """A thread pool for the dask work of one write, awaited before the block ends.
 
-    With a distributed client (or another scheduler) configured, nothing is changed.
+    With a distributed client, the computations go to its cluster as usual; on failure
+    the block's tasks are cancelled and awaited (:func:`_cluster_drained`). With another
+    scheduler configured, nothing is changed.
     """
     if not _uses_local_threads():
-        yield None
+        client = _distributed_client()
+        if client is None:
+            yield None
+        else:
+            with _cluster_drained(client):
+                yield None
         return
     import dask
     from dask.system import CPU_COUNT

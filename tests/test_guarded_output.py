@@ -13,11 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import namedtuple
 from pathlib import Path
 
 import dask
+import dask.array as dsa
 import numpy as np
 import pytest
 import xarray as xr
@@ -238,3 +240,40 @@ def test_signal_mid_write_removes_the_temporary_output(tmp_path: Path, name: str
     assert "Traceback" not in done.stderr
     assert f"interrupted by {sig.name}" in done.stderr
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+_RELEASE = threading.Event()
+
+
+def _held_block(block: np.ndarray) -> np.ndarray:
+    """A chunk computation (in-process worker) held until released, so it is running when
+    the write fails, and then completes (as a chunk write already running would)."""
+    _RELEASE.wait(60)
+    return block
+
+
+def test_failed_write_on_a_cluster_leaves_no_temporary_output(tmp_path: Path) -> None:
+    """A chunk still running on a worker when the write fails cannot recreate the
+    temporary store after it is removed: the block's tasks are cancelled and awaited."""
+    from distributed import Client, LocalCluster
+
+    from oceandata.atomic import atomic_output
+
+    target = tmp_path / "out.zarr"
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        _RELEASE.clear()
+        ds = xr.Dataset({"v": (("t",), dsa.ones(8, chunks=2).map_blocks(
+            _held_block, meta=np.array((), dtype=float)))})
+        with pytest.raises(RuntimeError, match="disk full"):
+            with atomic_output(target) as tmp:
+                write = client.compute(ds.to_zarr(tmp, compute=False, zarr_format=3))
+                while not any(client.processing().values()):  # chunk tasks are running
+                    time.sleep(0.02)
+                # the chunks finish (and write) only after the clean-up has begun
+                threading.Timer(0.5, _RELEASE.set).start()
+                raise RuntimeError("disk full")
+        assert write.cancelled()
+        assert not any(client.processing().values())
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert leftovers == [], leftovers

@@ -16,7 +16,7 @@ trailing NaNs take the nearest valid value.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import cf_xarray  # noqa: F401  (registers .cf, used to find the latitude)
@@ -114,6 +114,14 @@ def _percentile_linear(pool: np.ndarray, pctile: float) -> np.ndarray:
 
 
 def _climatology_block(
+    data: np.ndarray, doy: np.ndarray, **kw: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seasonal climatology and threshold for a (point, time) block, on the time axis."""
+    seas_y, thresh_y = _climatology_doy(data, doy, **kw)
+    return seas_y[..., doy - 1], thresh_y[..., doy - 1]
+
+
+def _climatology_doy(
     data: np.ndarray,
     doy: np.ndarray,
     in_clim: np.ndarray,
@@ -121,7 +129,7 @@ def _climatology_block(
     window_half_width: int,
     smooth_width: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seasonal climatology and threshold for a (point, time) block, on the time axis."""
+    """Seasonal climatology and threshold of a (point, time) block per day of year (366)."""
     data = _interp_nans(data)
     t = data.shape[-1]
     # SST is mostly stored as float32: sorting float32 is about twice as fast, and when
@@ -154,7 +162,7 @@ def _climatology_block(
     if smooth_width and smooth_width > 1:
         thresh_y = _runavg_circular(thresh_y, smooth_width)
         seas_y = _runavg_circular(seas_y, smooth_width)
-    return seas_y[..., doy - 1], thresh_y[..., doy - 1]
+    return seas_y, thresh_y
 
 
 def _event_runs(
@@ -309,11 +317,13 @@ def _events_frame(ev: dict[str, np.ndarray], time: pd.DatetimeIndex,
 
 def _block_events(
     block: np.ndarray, clim_kw: dict, ev_kw: dict
-) -> dict[str, np.ndarray]:
-    """Climatology and events for one (point, time) block of raw SST."""
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Events of one (point, time) block of raw SST, and its climatology per day of year."""
     temp = _interp_nans(block)
-    seas, thresh = _climatology_block(temp, **clim_kw)
-    return _event_metrics(temp, seas, thresh, **ev_kw)
+    seas_y, thresh_y = _climatology_doy(temp, **clim_kw)
+    doy = clim_kw["doy"]
+    events = _event_metrics(temp, seas_y[:, doy - 1], thresh_y[:, doy - 1], **ev_kw)
+    return events, seas_y, thresh_y
 
 
 def _event_mask_block(
@@ -423,15 +433,29 @@ def marine_heatwaves(
 
     other = [d for d in sst.dims if d != "time"]
     data = sst.transpose(*other, "time")
-    series = data if data.chunks is None else _point_chunks(data)
-    seas, thresh = xr.apply_ufunc(
-        _climatology_block, series, kwargs=kw,
-        input_core_dims=[["time"]], output_core_dims=[["time"], ["time"]],
-        dask="parallelized", vectorize=False, output_dtypes=[float, float],
-    )
-    clim = xr.Dataset({"seas": seas, "thresh": thresh})
-    events = _grid_events(data, other, time, kw, ev_kw, _latitude(data, latitude))
-    return events, clim
+    events, seas_y, thresh_y = _grid_events(data, other, time, kw, ev_kw,
+                                            _latitude(data, latitude))
+    return events, _clim_on_time(data, seas_y, thresh_y, doy)
+
+
+def _clim_on_time(data: xr.DataArray, seas_y: np.ndarray, thresh_y: np.ndarray,
+                  doy: np.ndarray) -> xr.Dataset:
+    """``seas``/``thresh`` on *data*'s time axis from the (point, 366) day-of-year fields.
+
+    The day-of-year fields are small (366 values per point) and already computed; the
+    daily arrays are a lazy gather from them for dask input (each chunk indexes its own
+    points), so computing ``clim`` never reads the SST again.
+    """
+    points = data.isel(time=0, drop=True)
+    fields = {}
+    for name, values in (("seas", seas_y), ("thresh", thresh_y)):
+        field = xr.DataArray(values.reshape(*points.shape, 366),
+                             dims=(*points.dims, "dayofyear"), coords=points.coords)
+        if data.chunks is not None:  # the point blocks of the daily series
+            blocks = _point_chunks(data).chunks[:-1]
+            field = field.chunk(dict(zip(field.dims[:-1], blocks, strict=True)))
+        fields[name] = field.isel(dayofyear=xr.DataArray(doy - 1, dims="time"))
+    return xr.Dataset(fields).assign_coords(time=data["time"])
 
 
 def _latitude(sst: xr.DataArray, latitude: float | None) -> xr.DataArray | None:
@@ -450,8 +474,8 @@ def _latitude(sst: xr.DataArray, latitude: float | None) -> xr.DataArray | None:
     return lat.reset_coords(drop=True)
 
 
-def _passes(stacked: xr.DataArray, arr: Any) -> list[tuple[int, int]]:
-    """Ranges of point blocks computed together, each reading ~``array.chunk-size`` of input.
+def _point_passes(stacked: xr.DataArray) -> Iterator[tuple[slice, tuple[int, ...]]]:
+    """Passes over the points of *stacked* (point, time): each a point slice and its blocks.
 
     A store chunked along time must be transposed into whole series per point. Done in
     one graph, dask keeps every input chunk until all the point blocks that take a piece
@@ -459,14 +483,34 @@ def _passes(stacked: xr.DataArray, arr: Any) -> list[tuple[int, int]]:
     points (and reads the store's time chunks again): memory is bounded by the dask
     chunk size (config ``array.chunk-size``), I/O grows with the number of passes. Data
     in memory, or already chunked as whole series, is done in one pass.
+
+    Yields
+    ------
+    points : slice
+        The pass's points.
+    blocks : tuple of int
+        Its point blocks (``POINT_BLOCK_BYTES`` of float64 series each), to rechunk to.
     """
-    nblocks = len(arr.chunks[0])
-    if stacked.chunks is None or len(stacked.chunks[stacked.get_axis_num("time")]) == 1:
-        return [(0, nblocks)]  # in memory, or whole series already: no transposition
-    budget = dask.utils.parse_bytes(dask.config.get("array.chunk-size"))
-    series = stacked.sizes["time"] * stacked.dtype.itemsize
-    per_pass = max(1, int(budget // (series * max(arr.chunks[0]))))
-    return [(i, min(i + per_pass, nblocks)) for i in range(0, nblocks, per_pass)]
+    blocks = _point_chunks(stacked).chunks[0]
+    offsets = np.concatenate([[0], np.cumsum(blocks)]).astype(int)
+    if stacked.chunks is None or len(stacked.chunks[1]) == 1:
+        per_pass = len(blocks)  # in memory, or whole series already: no transposition
+    else:
+        budget = dask.utils.parse_bytes(dask.config.get("array.chunk-size"))
+        series = stacked.sizes["time"] * stacked.dtype.itemsize
+        per_pass = max(1, int(budget // (series * max(blocks))))
+    for i in range(0, len(blocks), per_pass):
+        j = min(i + per_pass, len(blocks))
+        yield slice(offsets[i], offsets[j]), blocks[i:j]
+
+
+def _pass_piece(stacked: xr.DataArray, points: slice, blocks: tuple[int, ...]) -> xr.DataArray:
+    """The points of one pass as a dask array of whole series in *blocks*.
+
+    The points are sliced before rechunking: each read of a time chunk then keeps only
+    the pass's piece of it (the read and the slice are fused by dask).
+    """
+    return stacked.isel(point=points).chunk({"point": blocks, "time": -1})
 
 
 def _grid_events(
@@ -476,25 +520,23 @@ def _grid_events(
     clim_kw: dict,
     ev_kw: dict,
     lat: xr.DataArray | None = None,
-) -> pd.DataFrame:
-    """Event table over all points: one dask task per block of points, run in parallel.
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Event table over all points, and the (point, 366) ``seas`` and ``thresh`` fields.
 
-    Each task computes the climatology and the events of its points from the raw SST,
-    so the (large) daily ``seas``/``thresh`` arrays never leave the task.
+    One dask task per block of points, run in parallel, computes the climatology and the
+    events of its points from the raw SST, so the (large) daily ``seas``/``thresh``
+    arrays never leave the task; only the day-of-year fields do.
     """
     stacked = data.stack(point=dims).transpose("point", "time")
-    arr = _point_chunks(stacked).data
-    offsets = np.concatenate([[0], np.cumsum(arr.chunks[0])[:-1]])
-    parts: list[dict[str, np.ndarray]] = []
-    for first, last in _passes(stacked, arr):
-        # slice the points of the pass before rechunking: each read of a time chunk then
-        # keeps only the pass's piece of it (the read and the slice are fused by dask)
-        end = offsets[last] if last < len(offsets) else stacked.sizes["point"]
-        piece = stacked.data[offsets[first]:end].rechunk((arr.chunks[0][first:last], -1))
+    parts: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
+    for points, blocks in _point_passes(stacked):
+        piece = _pass_piece(stacked, points, blocks)
         parts.extend(dask.compute(*[dask.delayed(_block_events)(blk, clim_kw, ev_kw)
-                                    for blk in piece.to_delayed().ravel()]))
-    ev = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    ev["row"] = np.concatenate([p["row"] + o for p, o in zip(parts, offsets, strict=True)])
+                                    for blk in piece.data.to_delayed().ravel()]))
+    counts = [len(p[1]) for p in parts]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    ev = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    ev["row"] = np.concatenate([p[0]["row"] + o for p, o in zip(parts, offsets, strict=True)])
     if lat is not None:
         template = xr.DataArray(np.zeros(data.shape[:-1]), dims=dims,
                                 coords={d: data.indexes[d] for d in dims if d in data.indexes})
@@ -506,7 +548,8 @@ def _grid_events(
         values = np.asarray(point.get_level_values(str(d)) if isinstance(point, pd.MultiIndex)
                             else point)
         frame.insert(0, str(d), values[ev["row"]])
-    return frame
+    return (frame, np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]))
 
 
 def mhw_annual_summary(
@@ -535,29 +578,44 @@ def mhw_annual_summary(
         year), ``intensity_max`` (largest ``sst - seas`` on event days) and
         ``category`` (the highest Hobday et al. 2018 category reached on an event day
         of the year, by the day rule of :func:`marine_heatwaves`: 1 Moderate ... 4
-        Extreme, 0 without event days), on a ``year`` dimension; lazy for dask input.
+        Extreme, 0 without event days), on a ``year`` dimension. Computed, not lazy:
+        dask input is done in passes over blocks of points, like the events of
+        :func:`marine_heatwaves`, so that memory stays bounded by ``array.chunk-size``
+        on a store chunked along time (see "Memory" in docs/analysis.md).
         An event that crosses New Year counts its days in each year, so a year's
         ``category`` can be lower than that of an event which peaks in another year.
     """
     other = [d for d in sst.dims if d != "time"]
     data = sst.transpose(*other, "time")
+    seas = clim["seas"].transpose(*other, "time")
     thresh = clim["thresh"].transpose(*other, "time")
-    if data.chunks is not None:
-        data = _point_chunks(data)
-        thresh = thresh.chunk(dict(zip(thresh.dims, data.chunks, strict=True)))
+    rules = {"min_duration": min_duration, "join_gaps": join_gaps, "max_gap": max_gap}
+    if data.chunks is None and seas.chunks is None and thresh.chunks is None:
+        return _annual_summary(data, seas, thresh, rules)
+    stack = {"point": other}
+    stacked = [a.stack(stack).transpose("point", "time") for a in (data, seas, thresh)]
+    parts = []
+    for points, blocks in _point_passes(stacked[0]):
+        pieces = [_pass_piece(a, points, blocks) for a in stacked]
+        parts.append(_annual_summary(*pieces, rules).compute())
+    summary = xr.concat(parts, dim="point").unstack("point")
+    return summary.transpose(*other, "year")
+
+
+def _annual_summary(data: xr.DataArray, seas: xr.DataArray, thresh: xr.DataArray,
+                    rules: dict) -> xr.Dataset:
+    """:func:`mhw_annual_summary` of (..., time) arrays holding whole series per chunk."""
     mask = xr.apply_ufunc(
-        _event_mask_block, data, thresh,
-        kwargs={"min_duration": min_duration, "join_gaps": join_gaps, "max_gap": max_gap},
+        _event_mask_block, data, thresh, kwargs=rules,
         input_core_dims=[["time"], ["time"]], output_core_dims=[["time"]],
         dask="parallelized", vectorize=False, output_dtypes=[bool],
     )
     prev = mask.shift(time=1, fill_value=False)
     starts = mask & ~prev
     filled = data.interpolate_na("time")
-    anom = (filled - clim["seas"]).where(mask)
+    anom = (filled - seas).where(mask)
     daily = xr.apply_ufunc(
-        _daily_category, filled, clim["seas"], thresh, dask="parallelized",
-        output_dtypes=[int],
+        _daily_category, filled, seas, thresh, dask="parallelized", output_dtypes=[int],
     ).where(mask)
     year = mask["time"].dt.year.rename("year")
     category = daily.groupby(year).max("time").fillna(0).astype(np.int8)
