@@ -21,7 +21,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,hub,compare,viz]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,hub,compare,viz,data]'
 	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null); } || \
 	  { echo "npm is needed for configurable-http-proxy: apt-get install nodejs npm"; exit 1; }

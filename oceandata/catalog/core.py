@@ -12,7 +12,7 @@ import fnmatch
 import glob
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,20 +191,31 @@ class Entry:
         (:func:`allocation_datasets`: asked of the allocations service with the user's
         JupyterHub token).
         """
-        access = self.metadata.access
-        if access.level == "public":
-            return
         explicit = groups is not None
         groups = current_groups() if groups is None else groups
-        if groups.intersection(access.groups):
+        if self.granted(groups):
             return
-        if not explicit and self.name in allocation_datasets():
+        if not explicit and self.granted(groups, allocation_datasets()):
             return
+        access = self.metadata.access
         raise NotAuthorized(
             f"dataset {self.name!r} is restricted to groups {', '.join(access.groups)}; "
             "an approved allocation naming the dataset also grants access: request one "
             f"with `oceandata alloc request ... --dataset {self.name}`"
         )
+
+    def granted(self, groups: Iterable[str] = (), datasets: Iterable[str] = ()) -> bool:
+        """The platform's one access rule: may a caller with these grants open this entry?
+
+        A public entry opens for everyone; a restricted one for a member of one of its
+        ``access.groups`` or a caller whose approved allocation in force names the
+        dataset (*datasets*). The notebooks (:meth:`check_access`) and the open-data
+        service (:mod:`oceandata.dataservice.access`) both decide with it.
+        """
+        access = self.metadata.access
+        if access.level == "public":
+            return True
+        return bool(set(groups).intersection(access.groups)) or self.name in set(datasets)
 
     def to_dask(self, *, chunks: Any = None, version: str | None = None,
                 layout: str | None = None) -> xr.Dataset:

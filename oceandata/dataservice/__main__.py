@@ -1,0 +1,6 @@
+"""``python -m oceandata.dataservice``: the data service as JupyterHub starts it."""
+
+from .app import main
+
+if __name__ == "__main__":
+    main()

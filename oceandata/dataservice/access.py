@@ -1,0 +1,237 @@
+"""Who may see what in the open-data service: the one dependency every route goes through.
+
+Open data needs no login. A caller may present a JupyterHub API token, as
+``Authorization: Bearer <token>`` (or ``token <token>``), or as the *password* of HTTP
+Basic authentication (any user name), which is what netCDF-C, ``ncdump``, MATLAB and curl
+send from a ``.netrc``. The token is checked by the hub (:mod:`oceandata.hub.security`:
+the same resolution, cache bound and scope rule as every service of the platform); its
+owner's hub groups and the datasets named by their approved allocation in force are the
+caller's grants, and :meth:`oceandata.catalog.Entry.granted` (the rule the notebooks use)
+decides each entry.
+
+A restricted entry the caller is not granted does not exist for them: it is absent from
+every list, search and STAC answer, and every path naming it (pages, downloads, DAP,
+Zarr keys and chunks, EDR, ERDDAP) answers 404 with the same sentence as an unknown name.
+Clients that only send credentials after a challenge (netCDF-C with ``.netrc``) use the
+same URLs under ``auth/``: there a request without credentials is answered ``401`` with
+``WWW-Authenticate: Basic`` whatever the path, so the challenge says nothing about which
+datasets exist.
+
+:func:`guard` is installed as a dependency of the whole application, so no route can be
+reached without it; it also sets :data:`CALLER` (a context variable) for the code that
+FastAPI's dependency injection does not reach (xpublish's dataset providers).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextvars
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from ..catalog.core import Catalog, Entry
+from ..hub.security import AuthError, header_token
+
+#: the path prefix under which every URL challenges for credentials (see the module doc)
+AUTH_PREFIX = "/auth"
+#: the realm of the Basic challenge
+REALM = "oceandata"
+#: how a dataset id names a version: ``<name>@<tag or snapshot>``
+VERSION_SEP = "@"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling and what they are granted.
+
+    Attributes
+    ----------
+    name
+        The hub user name; None for an anonymous caller.
+    groups
+        The user's hub groups.
+    datasets
+        Datasets named by the user's approved allocation in force today.
+    """
+
+    name: str | None = None
+    groups: frozenset[str] = frozenset()
+    datasets: frozenset[str] = frozenset()
+
+    @property
+    def anonymous(self) -> bool:
+        """True without credentials."""
+        return self.name is None
+
+    def may_see(self, entry: Entry) -> bool:
+        """Whether *entry* exists for this caller (the platform's access rule)."""
+        return entry.granted(self.groups, self.datasets)
+
+
+ANONYMOUS = Caller()
+#: the caller of the request being served (anonymous outside a request)
+CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("oceandata_data_caller",
+                                                                default=ANONYMOUS)
+
+
+def _challenge(message: str, status: int = 401) -> HTTPException:
+    headers = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
+    return HTTPException(status, message, headers=headers if status == 401 else None)
+
+
+def request_token(authorization: str | None) -> str | None:
+    """The JupyterHub token of an ``Authorization`` header (None without the header).
+
+    Raises
+    ------
+    HTTPException
+        401 for a header that is neither ``Bearer``/``token <token>`` nor Basic.
+    """
+    if authorization is None:
+        return None
+    kind, _, value = authorization.strip().partition(" ")
+    if kind.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise _challenge("the Basic credentials are not base64 'user:token'") from None
+        _, sep, password = decoded.partition(":")
+        if not sep or not password:
+            raise _challenge("HTTP Basic needs a JupyterHub API token as the password")
+        return password
+    try:
+        return header_token(authorization)
+    except AuthError:
+        raise _challenge("the Authorization header must be 'Bearer <JupyterHub API token>' "
+                         "or HTTP Basic with the token as password") from None
+
+
+def allocation_grants(db_url: str | None, user: str) -> frozenset[str]:
+    """Datasets named by *user*'s approved allocation in force today (none without a DB)."""
+    if not db_url:
+        return frozenset()
+    from ..alloc.core import active_allocation
+    from ..alloc.db import session_scope
+
+    with session_scope(db_url) as session:
+        alloc = active_allocation(session, user)
+        return frozenset(alloc.datasets or ()) if alloc is not None else frozenset()
+
+
+async def identify(request: Request) -> Caller:
+    """The caller of *request* (anonymous without credentials).
+
+    Raises
+    ------
+    HTTPException
+        401 (with a Basic challenge) for a token the hub does not know, or for a request
+        without credentials under :data:`AUTH_PREFIX`; 403 for a token without this
+        service's access scope; 503 when the hub cannot be asked.
+    """
+    token = request_token(request.headers.get("Authorization"))
+    if token is None:
+        if request.scope.get("oceandata.auth_required"):
+            raise _challenge("credentials are required under auth/: HTTP Basic with a "
+                             "JupyterHub API token as the password")
+        return ANONYMOUS
+    auth = getattr(request.app.state, "auth", None)
+    if auth is None:
+        raise _challenge("this server was started without a hub and cannot check tokens: "
+                         "it serves open data only, without credentials")
+    try:
+        user = await auth.user_for_token(token)
+    except AuthError as exc:
+        raise _challenge(str(exc), exc.status) from None
+    datasets = await run_in_threadpool(allocation_grants,
+                                       getattr(request.app.state, "alloc_db_url", None),
+                                       user.name)
+    return Caller(user.name, frozenset(user.groups), datasets)
+
+
+def split_id(dataset_id: str) -> tuple[str, str | None]:
+    """``name@version`` → ``(name, version)``; a plain name has no version."""
+    name, sep, version = dataset_id.partition(VERSION_SEP)
+    return name, (version if sep else None)
+
+
+def visible_entries(catalog: Catalog, caller: Caller) -> dict[str, Entry]:
+    """The entries of *catalog* that exist for *caller*, in catalog order."""
+    return {name: entry for name, entry in catalog.entries.items() if caller.may_see(entry)}
+
+
+def resolve(catalog: Catalog, dataset_id: str, caller: Caller) -> tuple[Entry, str | None]:
+    """The entry and version named by *dataset_id*, if *caller* may see it.
+
+    Raises
+    ------
+    HTTPException
+        404 for an unknown name and for a restricted entry not granted to *caller*
+        (the same sentence: the answer must not tell them apart), suggesting close
+        names among those the caller may see; 404 for a version of an entry that is
+        not a versioned store.
+    """
+    name, version = split_id(dataset_id)
+    entry = catalog.entries.get(name)
+    if entry is None or not caller.may_see(entry):
+        names = list(visible_entries(catalog, caller))
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise HTTPException(404, f"There is no dataset {name!r}.{hint} The list of datasets "
+                                 "is at datasets.json.")
+    if version is not None and entry.driver != "icechunk":
+        raise HTTPException(404, f"Dataset {name!r} is not a versioned store, so it has no "
+                                 f"version {version!r}: use {name!r} alone.")
+    return entry, version
+
+
+async def guard(request: Request) -> Caller:
+    """The dependency of every route: identify the caller, check the dataset of the path.
+
+    Sets ``request.state.caller`` and :data:`CALLER`; for a path naming a dataset
+    (``{dataset_id}``), ``request.state.entry`` and ``request.state.version`` too, or
+    answers 404 (see :func:`resolve`).
+    """
+    caller = await identify(request)
+    CALLER.set(caller)
+    request.state.caller = caller
+    dataset_id = request.path_params.get("dataset_id")
+    if dataset_id is not None:
+        entry, version = resolve(request.app.state.catalog, str(dataset_id), caller)
+        request.state.entry = entry
+        request.state.version = version
+    return caller
+
+
+class AuthPrefix:
+    """ASGI wrapper: ``auth/<path>`` is ``<path>`` with credentials required.
+
+    Parameters
+    ----------
+    app
+        The application.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            local = path[len(root):] if root and path.startswith(root) else path
+            if local == AUTH_PREFIX or local.startswith(AUTH_PREFIX + "/"):
+                # routes match the path below root_path, and links they build keep auth/
+                scope = {**scope, "root_path": root + AUTH_PREFIX,
+                         "oceandata.auth_required": True}
+        await self.app(scope, receive, send)
+
+
+def alloc_db_url() -> str | None:
+    """The allocations database the grants are read from (``OCEANDATA_ALLOC_DB_URL``)."""
+    return os.environ.get("OCEANDATA_ALLOC_DB_URL") or None

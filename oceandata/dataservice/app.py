@@ -1,0 +1,186 @@
+"""The open-data service application: one FastAPI app, every route behind one guard.
+
+Routes (below the service prefix, ``/services/data/`` in the hub, ``/`` standalone; the
+same URLs under ``auth/`` ask for credentials, see :mod:`.access`):
+
+- the HTML portal and ``datasets.json`` (:mod:`.portal`), STAC (:mod:`.stac`), subset
+  downloads ``datasets/{id}/subset`` (:mod:`.downloads`);
+- the protocols of :mod:`.protocols`: ``datasets/{id}/opendap``, ``datasets/{id}/zarr``,
+  ``datasets/{id}/edr``, ``datasets/{id}/erddap`` and the server-wide ``erddap/``.
+
+Errors are one sentence: JSON ``{"detail": ...}`` for clients, a small page for
+browsers (``Accept: text/html``); never a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from typing import Any
+
+import xpublish
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from ..catalog.core import Catalog, open_catalog
+from ..errors import DatasetNotFound, NotAuthorized, OceandataError, UsageError
+from ..hub.security import SECURITY_HEADERS
+from .access import AuthPrefix, alloc_db_url, guard
+from .protocols import DatasetCache, plugins
+
+log = logging.getLogger("oceandata.dataservice")
+
+#: default path prefix of the service in the hub
+HUB_PREFIX = "/services/data/"
+#: the login cookie of the service (browsers that logged in through the hub)
+COOKIE = "oceandata-data-auth"
+
+
+def _normalise_prefix(prefix: str) -> str:
+    return "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
+
+
+def wants_html(request: Request) -> bool:
+    """Whether the client is a browser asking for a page rather than data."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def error_response(request: Request, status: int, message: str,
+                   headers: dict[str, str] | None = None) -> Response:
+    """One sentence as JSON, or as a small page for browsers."""
+    if wants_html(request):
+        body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{status}</title>"
+                f"</head><body><h1>{status}</h1><p>{html.escape(message)}</p></body></html>")
+        return HTMLResponse(body, status_code=status, headers=headers)
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else "The request is not valid."
+        return error_response(request, exc.status_code, detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        err = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path"))
+        return error_response(request, 400, f"{where or 'the request'}: {err.get('msg', '')}"
+                                            .rstrip(": ") + ".")
+
+    @app.exception_handler(OceandataError)
+    async def data_error(request: Request, exc: OceandataError) -> Response:
+        status = 404 if isinstance(exc, DatasetNotFound | NotAuthorized) else 400
+        return error_response(request, status, str(exc).splitlines()[0])
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(request, 500, "The service failed on this request; it has been "
+                                            "logged. Try a smaller request or report it.")
+
+
+def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
+               prefix: str | None = None, hub_auth: Any = None) -> FastAPI:
+    """The open-data service.
+
+    Parameters
+    ----------
+    catalog
+        A catalog, or the path of its root YAML (default: the ``OCEANDATA_CATALOG``
+        setting, as :func:`oceandata.open_catalog`). Indexed once at start-up.
+    prefix
+        Path prefix of every route (default ``JUPYTERHUB_SERVICE_PREFIX``, else ``/``).
+    hub_auth
+        The :class:`oceandata.hub.security.ServiceAuth` that checks tokens; default one
+        from the environment JupyterHub gives a managed service
+        (``JUPYTERHUB_API_TOKEN``), else None: open data only, credentials refused.
+
+    Returns
+    -------
+    fastapi.FastAPI
+        The application (``app.state.inner`` is the service below the prefix).
+    """
+    if not isinstance(catalog, Catalog):
+        catalog = open_catalog(catalog)
+    prefix = _normalise_prefix(prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/")
+    if hub_auth is None and os.environ.get("JUPYTERHUB_API_TOKEN"):
+        from ..hub.security import ServiceAuth
+
+        hub_auth = ServiceAuth(cookie_name=COOKIE)
+    cache = DatasetCache()
+    rest = xpublish.Rest({}, plugins=plugins(catalog, cache),
+                         app_kws={"title": "oceandata open data", "docs_url": None,
+                                  "redoc_url": None, "openapi_url": "/openapi.json",
+                                  "dependencies": [Depends(guard)]})
+    inner = rest.app
+    inner.state.catalog = catalog
+    inner.state.cache = cache
+    inner.state.auth = hub_auth
+    inner.state.alloc_db_url = alloc_db_url()
+    inner.state.prefix = prefix
+    _install_error_handlers(inner)
+    for module in _route_modules():
+        inner.include_router(module.router)
+
+    outer = FastAPI(title="oceandata open data", docs_url=None, redoc_url=None,
+                    openapi_url=None)
+    outer.state.inner = inner
+    outer.state.catalog = catalog
+
+    @outer.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    # open data is for any origin; credentials are a header a page cannot take from a
+    # user, never a cookie, so no origin gains anything from a caller's session
+    outer.add_middleware(CORSMiddleware, allow_origins=["*"], allow_credentials=False,
+                         allow_methods=["GET", "HEAD", "POST"],
+                         allow_headers=["Authorization", "Content-Type", "Range"])
+    if prefix != "/":
+        bare = prefix.rstrip("/")
+
+        @outer.get(bare, include_in_schema=False)
+        async def _slash() -> RedirectResponse:
+            return RedirectResponse(prefix, status_code=307)
+
+    outer.mount(prefix.rstrip("/"), AuthPrefix(inner))
+    return outer
+
+
+def _route_modules() -> list[Any]:
+    """The modules of the service's own routes (each has a ``router``), in order."""
+    import importlib
+
+    found = []
+    for name in ("portal", "stac", "downloads"):
+        try:
+            found.append(importlib.import_module(f".{name}", __package__))
+        except ModuleNotFoundError as exc:  # a part not built yet in this checkout
+            if exc.name != f"{__package__}.{name}":
+                raise
+    return found
+
+
+def main() -> None:
+    """Serve the app on 127.0.0.1 at the port of ``JUPYTERHUB_SERVICE_URL`` (hub service)."""
+    import urllib.parse
+
+    import uvicorn
+
+    service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
+    if not service_url:
+        raise UsageError("JUPYTERHUB_SERVICE_URL is not set: in the hub the data service is "
+                         "started by JupyterHub; standalone, run `oceandata serve`")
+    port = urllib.parse.urlparse(service_url).port or 8000
+    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="info",
+                proxy_headers=False, server_header=False)
+
+
+__all__ = ["HUB_PREFIX", "create_app", "main"]
