@@ -29,6 +29,7 @@ from ..catalog.core import Catalog, open_catalog
 from ..errors import DatasetNotFound, NotAuthorized, OceandataError, UsageError
 from ..hub.security import SECURITY_HEADERS
 from .access import AuthPrefix, alloc_db_url, guard
+from .index import SearchIndex
 from .protocols import DatasetCache, plugins
 
 log = logging.getLogger("oceandata.dataservice")
@@ -118,6 +119,7 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
                                   "dependencies": [Depends(guard)]})
     inner = rest.app
     inner.state.catalog = catalog
+    inner.state.index = SearchIndex(catalog)
     inner.state.cache = cache
     inner.state.auth = hub_auth
     inner.state.alloc_db_url = alloc_db_url()
