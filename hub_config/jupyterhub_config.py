@@ -88,7 +88,7 @@ c.JupyterHub.custom_scopes = {
 c.JupyterHub.load_roles = [
     {"name": "user",
      "scopes": ["self", "access:services!service=dask-gateway",
-                "access:services!service=allocations"]},
+                "access:services!service=allocations", "access:services!service=data"]},
     {"name": "oceandata-admin", "groups": ["admins"], "scopes": [ADMIN_SCOPE]},
     {"name": "idle-culler", "services": ["idle-culler"],
      "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]},
@@ -148,6 +148,23 @@ c.JupyterHub.services = [
         "oauth_client_allowed_scopes": [ADMIN_SCOPE],
     },
     {
+        # the public open-data service: anonymous for open data (the proxy routes
+        # /services/data/ to it without the hub's login); tokens checked by the service
+        "name": "data",
+        "url": f"http://127.0.0.1:{PORTS['data']}",
+        "api_token": os.environ["OCEANDATA_DATA_SERVICE_TOKEN"],
+        "command": [sys.executable, "-m", "oceandata.dataservice"],
+        "environment": {
+            "OCEANDATA_DATA_DIR": str(DATA),
+            "PATH": os.environ["PATH"],
+            # grants: hub groups (from the token) and approved allocations (read here)
+            "OCEANDATA_ALLOC_DB_URL": ALLOC_DB_URL,
+            **{k: os.environ[k] for k in ("OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
+                                          "OCEANDATA_SAMPLE_CACHE") if os.environ.get(k)},
+        },
+        "display": True,
+    },
+    {
         "name": "idle-culler",
         "api_token": os.environ["OCEANDATA_CULLER_SERVICE_TOKEN"],
         "command": [sys.executable, "-m", "jupyterhub_idle_culler",
@@ -176,7 +193,7 @@ c.Spawner.http_timeout = 120
 c.Spawner.server_token_scopes = [
     "users:activity!user", "access:servers!server", "read:users:name!user",
     "read:users:groups!user", "access:services!service=dask-gateway",
-    "access:services!service=allocations",
+    "access:services!service=allocations", "access:services!service=data",
     ADMIN_SCOPE,  # kept only for users who hold it (members of admins)
 ]
 c.Spawner.environment = {

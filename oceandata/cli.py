@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import OceandataError
+from .errors import OceandataError, UsageError
 from .times import TIME_OPTION_HELP
 
 app = typer.Typer(help="oceandata: ocean data catalogs, access and compute.",
@@ -296,6 +296,30 @@ def lab(
     from .lab import run_lab
 
     run_lab(port=port, root_dir=root_dir)
+
+
+@app.command("serve")
+def serve(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on (loopback by default; 0.0.0.0 exposes it).")] = "127.0.0.1",
+    catalog: Annotated[Path | None, typer.Option(
+        help="Root catalog YAML (default: the OCEANDATA_CATALOG setting).")] = None,
+) -> None:
+    """Serve the open-data service standalone: portal, STAC, OPeNDAP, Zarr, subsets.
+
+    Without a hub no token can be checked: open datasets only, restricted ones absent.
+    """
+    import uvicorn
+
+    from .dataservice import create_app
+
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port: give 1-65535")
+    application = create_app(catalog, prefix="/")
+    out.print(f"oceandata open data on http://{host}:{port}/ (Ctrl-C stops it)")
+    uvicorn.run(application, host=host, port=port, log_level="warning",
+                proxy_headers=False, server_header=False)
 
 
 hub_app = typer.Typer(help="The hosted platform: JupyterHub + dask-gateway on 127.0.0.1.",

@@ -20,10 +20,11 @@ import os
 from typing import Any
 
 import xpublish
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..catalog.core import Catalog, open_catalog
 from ..errors import DatasetNotFound, NotAuthorized, OceandataError, UsageError
@@ -60,9 +61,14 @@ def error_response(request: Request, status: int, message: str,
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's and routing's (no route)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "The request is not valid."
+        if detail == "Not Found":  # no route: Starlette's words, made a sentence
+            detail = ("There is nothing at this address; the list of datasets is at "
+                      "datasets.json.")
+        elif detail == "Method Not Allowed":
+            detail = f"This address does not take {request.method} requests."
         return error_response(request, exc.status_code, detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -125,6 +131,12 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
     inner.state.alloc_db_url = alloc_db_url()
     inner.state.prefix = prefix
     _install_error_handlers(inner)
+
+    @inner.get("/api/health", include_in_schema=False)
+    async def health() -> dict[str, Any]:
+        """Readiness: the catalog is indexed and the service answers."""
+        return {"ok": True}
+
     for module in _route_modules():
         inner.include_router(module.router)
 

@@ -94,6 +94,7 @@ class HubRuntime:
             "OCEANDATA_GATEWAY_SERVICE_TOKEN": secret_file(self.secrets_dir / "gateway-token"),
             "OCEANDATA_CULLER_SERVICE_TOKEN": secret_file(self.secrets_dir / "culler-token"),
             "OCEANDATA_ALLOC_SERVICE_TOKEN": secret_file(self.secrets_dir / "allocations-token"),
+            "OCEANDATA_DATA_SERVICE_TOKEN": secret_file(self.secrets_dir / "data-token"),
             "OCEANDATA_GATEWAY_PROXY_TOKEN": secret_file(self.secrets_dir / "gateway-proxy-token"),
             "PATH": f"{NODE_PREFIX / 'node_modules' / '.bin'}:{Path(sys.executable).parent}:"
                     f"{env.get('PATH', '')}",
@@ -192,7 +193,7 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
     # gateway's TCP proxy once got the same one, and the proxy could never start)
     runtime.ports = {}
     for name in ("hub_api", "proxy_api", "gateway_gate", "gateway_http", "gateway_tcp",
-                 "gateway_api", "allocations"):
+                 "gateway_api", "allocations", "data"):
         runtime.ports[name] = free_port(exclude=[port, *runtime.ports.values()])
     secret_file(runtime.secrets_dir / "hub-cookie-secret")
     _gateway_db_key(runtime.secrets_dir / "gateway-db-key")
