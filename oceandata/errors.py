@@ -85,3 +85,11 @@ class Interrupted(BaseException):
 
 class OutputTooLarge(UsageError):
     """A write would exceed ``OCEANDATA_MAX_OUTPUT`` or the free space at the target."""
+
+
+class VersionNotFound(UsageError):
+    """A versioned store has no such tag or snapshot; ``tags`` lists the tags it has."""
+
+    def __init__(self, message: str, tags: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.tags = tags

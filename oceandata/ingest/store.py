@@ -18,7 +18,7 @@ from typing import Any
 
 import xarray as xr
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, VersionNotFound
 
 __all__ = ["StoreVersion", "is_icechunk", "is_zarr", "log", "open_repository", "open_store",
            "tag", "verify", "version_metadata"]
@@ -92,9 +92,10 @@ def _session(repo: Any, path: str | os.PathLike[str], version: str | None) -> An
             return repo.readonly_session(snapshot_id=version)
         except icechunk.IcechunkError:
             pass
-    tags = ", ".join(sorted(repo.list_tags())) or "none"
-    raise UsageError(f"store {path} has no version {version!r}; tags: {tags}; snapshot ids: "
-                     "see `oceandata store log`")
+    names = tuple(sorted(repo.list_tags()))
+    raise VersionNotFound(f"store {path} has no version {version!r}; tags: "
+                          f"{', '.join(names) or 'none'}; snapshot ids: see `oceandata store "
+                          "log`", names)
 
 
 def open_store(path: str | os.PathLike[str], *, version: str | None = None,
