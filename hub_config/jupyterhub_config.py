@@ -163,6 +163,8 @@ c.JupyterHub.services = [
                                           "OCEANDATA_SAMPLE_CACHE") if os.environ.get(k)},
         },
         "display": True,
+        # browsers of hub users may log in to see what they are granted (no confirm page)
+        "oauth_no_confirm": True,
     },
     {
         "name": "idle-culler",

@@ -220,3 +220,25 @@ def test_ncdump_with_netrc_reads_the_restricted_header(
     done = subprocess.run([ncdump, "-h", url], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=120)
     assert done.returncode != 0
+
+
+def test_a_browser_login_through_the_hub_shows_the_granted_entry(
+        hub: Hub, users: dict[str, HubClient]) -> None:
+    """The hub's OAuth login sets the service's cookie; the cookie grants like a token."""
+    pat = users["pat"]
+    target = f"{DATA}/datasets"
+    r = pat.session.get(f"{hub.url}{DATA}/login", params={"next": target}, timeout=60)
+    assert r.status_code == 200 and r.url == f"{hub.url}{target}", (r.status_code, r.url)
+    assert RESTRICTED in r.json()
+    assert pat.session.get(f"{hub.url}{DATA}/datasets/{RESTRICTED}/opendap.dds",
+                           timeout=60).status_code == 200
+    # an outside target is not followed: back to the service's root
+    r = pat.session.get(f"{hub.url}{DATA}/login", params={"next": "https://evil.example/"},
+                        timeout=60)
+    assert r.url.startswith(f"{hub.url}{DATA}/"), r.url
+    pat.session.get(f"{hub.url}{DATA}/logout", timeout=60)
+    assert RESTRICTED not in pat.session.get(f"{hub.url}{DATA}/datasets", timeout=60).json()
+    # someone granted nothing who logs in still sees no trace of it
+    sam = users["sam"]
+    r = sam.session.get(f"{hub.url}{DATA}/login", params={"next": target}, timeout=60)
+    assert r.status_code == 200 and RESTRICTED not in r.json()

@@ -9,6 +9,11 @@ owner's hub groups and the datasets named by their approved allocation in force 
 caller's grants, and :meth:`oceandata.catalog.Entry.granted` (the rule the notebooks use)
 decides each entry.
 
+Browsers of hub users may log in (``login``: the hub's OAuth, as the allocations
+service does); the login cookie then identifies them like a token (HttpOnly,
+SameSite=Lax). Every route of the service only reads, so a cookie-authenticated request
+changes nothing and needs no CSRF token.
+
 A restricted entry the caller is not granted does not exist for them: it is absent from
 every list, search and STAC answer, and every path naming it (pages, downloads, DAP,
 Zarr keys and chunks, EDR, ERDDAP) answers 404 with the same sentence as an unknown name.
@@ -44,6 +49,8 @@ AUTH_PREFIX = "/auth"
 REALM = "oceandata"
 #: how a dataset id names a version: ``<name>@<tag or snapshot>``
 VERSION_SEP = "@"
+#: the login cookie of browsers that logged in through the hub (see :func:`login`)
+COOKIE = "oceandata-data-auth"
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,9 @@ async def identify(request: Request) -> Caller:
         service's access scope; 503 when the hub cannot be asked.
     """
     token = request_token(request.headers.get("Authorization"))
+    via = "token"
+    if token is None and request.cookies.get(COOKIE):
+        token, via = request.cookies[COOKIE], "cookie"  # a browser that logged in
     if token is None:
         if request.scope.get("oceandata.auth_required"):
             raise _challenge("credentials are required under auth/: HTTP Basic with a "
@@ -145,8 +155,10 @@ async def identify(request: Request) -> Caller:
         raise _challenge("this server was started without a hub and cannot check tokens: "
                          "it serves open data only, without credentials")
     try:
-        user = await auth.user_for_token(token)
+        user = await auth.user_for_token(token, via)
     except AuthError as exc:
+        if via == "cookie" and exc.status == 401:
+            return ANONYMOUS  # an expired login: the open pages stay open
         raise _challenge(str(exc), exc.status) from None
     datasets = await run_in_threadpool(allocation_grants,
                                        getattr(request.app.state, "alloc_db_url", None),
@@ -235,3 +247,61 @@ class AuthPrefix:
 def alloc_db_url() -> str | None:
     """The allocations database the grants are read from (``OCEANDATA_ALLOC_DB_URL``)."""
     return os.environ.get("OCEANDATA_ALLOC_DB_URL") or None
+
+
+def _service_auth(request: Request) -> Any:
+    auth = getattr(request.app.state, "auth", None)
+    if auth is None:
+        raise HTTPException(404, "This server was started without a hub, so there is no "
+                                 "login: it serves open data only.")
+    return auth
+
+
+def _local(request: Request, target: str | None) -> str:
+    """*target* if it is a path of this service, else the service's root."""
+    root = request.scope.get("root_path", "").removesuffix(AUTH_PREFIX) or ""
+    home = root + "/"
+    if not target or not target.startswith(home) or target.startswith("//"):
+        return home
+    return target
+
+
+async def login(request: Request) -> Any:
+    """Send a browser through the hub's OAuth login, then back to ``next`` (a local path)."""
+    from fastapi.responses import RedirectResponse
+
+    auth = _service_auth(request)
+    url, state = auth.login_redirect(_local(request, request.query_params.get("next")))
+    response = RedirectResponse(url, status_code=302)
+    root = request.scope.get("root_path", "").removesuffix(AUTH_PREFIX) or "/"
+    response.set_cookie(auth.state_cookie_name, state, max_age=600,
+                        **auth.cookie_options(root))
+    return response
+
+
+async def oauth_callback(request: Request) -> Any:
+    """Finish the hub's OAuth login: keep the user's token in the login cookie."""
+    from fastapi.responses import RedirectResponse
+
+    auth = _service_auth(request)
+    try:
+        token, target = await auth.finish_login(
+            request.query_params.get("code"), request.query_params.get("state"),
+            request.cookies.get(auth.state_cookie_name))
+    except AuthError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    root = request.scope.get("root_path", "").removesuffix(AUTH_PREFIX) or "/"
+    response = RedirectResponse(_local(request, target), status_code=302)
+    response.set_cookie(COOKIE, token, **auth.cookie_options(root))
+    response.delete_cookie(auth.state_cookie_name, path=root)
+    return response
+
+
+async def logout(request: Request) -> Any:
+    """Forget the login cookie and go back to the service's root."""
+    from fastapi.responses import RedirectResponse
+
+    root = request.scope.get("root_path", "").removesuffix(AUTH_PREFIX) or "/"
+    response = RedirectResponse(_local(request, None), status_code=302)
+    response.delete_cookie(COOKIE, path=root)
+    return response

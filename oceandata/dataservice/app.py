@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import urllib.parse
 from typing import Any
 
 import xpublish
@@ -29,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..catalog.core import Catalog, open_catalog
 from ..errors import DatasetNotFound, NotAuthorized, OceandataError, UsageError
 from ..hub.security import SECURITY_HEADERS
-from .access import AuthPrefix, alloc_db_url, guard
+from .access import AuthPrefix, alloc_db_url, guard, login, logout, oauth_callback
 from .index import SearchIndex
 from .protocols import DatasetCache, plugins
 
@@ -37,8 +38,6 @@ log = logging.getLogger("oceandata.dataservice")
 
 #: default path prefix of the service in the hub
 HUB_PREFIX = "/services/data/"
-#: the login cookie of the service (browsers that logged in through the hub)
-COOKIE = "oceandata-data-auth"
 
 
 def _normalise_prefix(prefix: str) -> str:
@@ -116,6 +115,7 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
     prefix = _normalise_prefix(prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/")
     if hub_auth is None and os.environ.get("JUPYTERHUB_API_TOKEN"):
         from ..hub.security import ServiceAuth
+        from .access import COOKIE
 
         hub_auth = ServiceAuth(cookie_name=COOKIE)
     cache = DatasetCache()
@@ -131,6 +131,14 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
     inner.state.alloc_db_url = alloc_db_url()
     inner.state.prefix = prefix
     _install_error_handlers(inner)
+
+    # browsers of hub users: the hub's OAuth login (callback at the path the hub knows)
+    callback = "/" + urllib.parse.urlparse(
+        os.environ.get("JUPYTERHUB_OAUTH_CALLBACK_URL") or f"{prefix}oauth_callback"
+    ).path.removeprefix(prefix)
+    inner.add_api_route("/login", login, methods=["GET"], include_in_schema=False)
+    inner.add_api_route("/logout", logout, methods=["GET"], include_in_schema=False)
+    inner.add_api_route(callback, oauth_callback, methods=["GET"], include_in_schema=False)
 
     @inner.get("/api/health", include_in_schema=False)
     async def health() -> dict[str, Any]:
