@@ -147,6 +147,8 @@ def test_dataset_page(service: str) -> None:
                     f"ncread(&#39;{opendap}&#39;, &#39;sst&#39;)", f"ncdump -h {opendap}",
                     f"ncdf4::nc_open(&#34;{opendap}&#34;)"):
         assert snippet in text, snippet
+    behind_tls = get(service + "datasets/cobe_sst2", **{"X-Forwarded-Proto": "https"})
+    assert f"xr.open_dataset(&#39;{opendap.replace('http:', 'https:')}&#39;)" in behind_tls.text
     # the snippet URLs answer
     assert requests.get(opendap + ".das", timeout=60).status_code == 200
     assert requests.get(service + "datasets/cobe_sst2/zarr/zarr.json",
@@ -241,3 +243,20 @@ def test_browser(service: str, javascript: bool, tmp_path: Path) -> None:
         head = target.read_bytes()[:8]
         assert head.startswith((b"CDF", b"\x89HDF")), head
         context.close()
+
+
+def test_links_under_the_hub_prefix(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    app = create_app(make_catalog(tmp_path / "catalog"), prefix="/services/data/")
+    client = TestClient(app)
+    home = client.get("/services/data/?lang=zh", headers=HTML)
+    assert home.status_code == 200
+    assert 'href="/services/data/static/portal.css"' in home.text
+    assert 'href="/services/data/datasets/cobe_sst2?lang=zh"' in home.text
+    assert 'action="/services/data/search"' in home.text
+    assert client.get("/services/data/static/portal.css").headers["content-type"].startswith(
+        "text/css")
+    page = client.get("/services/data/datasets/cobe_sst2", headers=HTML)
+    assert "http://testserver/services/data/datasets/cobe_sst2/opendap" in page.text
+    assert client.get("/services/data/auth/", headers=HTML).status_code == 401

@@ -82,7 +82,9 @@ def _base_path(request: Request) -> str:
 
 def _base_url(request: Request) -> str:
     """The service root as an absolute URL, for copy-paste snippets."""
-    scheme = request.url.scheme
+    # behind the hub's proxy, TLS ends at the proxy, which says so in X-Forwarded-Proto
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else request.url.scheme
     host = request.headers.get("host") or request.url.netloc
     return f"{scheme}://{host}{_base_path(request)}"
 
@@ -106,7 +108,6 @@ def _context(request: Request) -> dict[str, Any]:
         "other_lang_name": "中文" if other == "zh" else "English",
         "switch_href": "?" + urlencode([*query, ("lang", other)]),
         "caller": request.state.caller,
-        "tr": lambda msgid, **kw: gettext(lang, msgid, **kw),
     }
 
 
@@ -116,7 +117,7 @@ def _render(request: Request, template: str, status: int = 200, **values: Any) -
     body = i18n.environment(ctx["lang"]).get_template(template).render(**ctx)
     return HTMLResponse(body, status_code=status,
                         headers={"Vary": "Accept-Language", "Content-Language":
-                                 ctx["html_lang"]})
+                                 ctx["html_lang"], "Cache-Control": "private, no-cache"})
 
 
 def _abstract(entry: Entry) -> str:
