@@ -248,10 +248,11 @@ def _assets(entry: Entry) -> dict[str, pystac.Asset]:
             f"{where}/zarr", title="Zarr v3 over HTTP", media_type=ZARR, roles=["data"],
             description="Zarr v3 store: xarray.open_zarr(url, zarr_format=3)."),
         "netcdf": pystac.Asset(
-            f"{where}/subset", title="netCDF download (subset)", media_type=NETCDF,
-            roles=["data"],
-            description="netCDF download; query parameters select variables, a bounding "
-                        "box and a period."),
+            f"{where}/subset?format=nc4", title="netCDF-4 download (subset)",
+            media_type=NETCDF, roles=["data"],
+            description="netCDF-4 file of the dataset; add bbox=W,S,E,N, time=START/END, "
+                        "depth=MIN/MAX and var=a,b to take a subset (a request above the "
+                        "download limit answers 413 with a split that fits)."),
         "edr": pystac.Asset(
             f"{where}/edr/", title="OGC API - Environmental Data Retrieval",
             media_type=JSON, roles=["data"],
