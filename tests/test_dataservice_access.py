@@ -133,3 +133,15 @@ def test_served_under_the_hub_prefix(catalog: Catalog, tmp_path: Path) -> None:
     assert c.get("/services/data/auth/datasets").status_code == 401
     r = c.get("/services/data", follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == "/services/data/"
+
+
+def test_refusals_speak_the_callers_language(client: TestClient) -> None:
+    zh = client.get("/datasets/cobe_sst/opendap.dds?lang=zh").json()["detail"]
+    assert zh == "不存在数据集 'cobe_sst'。您是否要找 cobe_sst2？数据集列表见 datasets.json。"
+    r = client.get("/nothing/here", headers={"Accept-Language": "zh-CN,en;q=0.5"})
+    assert r.json()["detail"] == "此地址没有内容；数据集列表见 datasets.json。"
+    assert "Accept-Language" in r.headers["Vary"]
+    en = client.get("/datasets/cobe_sst/opendap.dds").json()["detail"]
+    assert en.startswith("There is no dataset 'cobe_sst'. Did you mean cobe_sst2?")
+    page = client.get("/nothing", headers={"Accept": "text/html", "Accept-Language": "zh"})
+    assert "<html lang='zh-Hans'>" in page.text

@@ -42,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..catalog.core import Catalog, Entry
 from ..hub.security import AuthError, header_token
+from .i18n import gettext, request_lang
 
 #: the path prefix under which every URL challenges for credentials (see the module doc)
 AUTH_PREFIX = "/auth"
@@ -92,7 +93,7 @@ def _challenge(message: str, status: int = 401) -> HTTPException:
     return HTTPException(status, message, headers=headers if status == 401 else None)
 
 
-def request_token(authorization: str | None) -> str | None:
+def request_token(authorization: str | None, lang: str = "en") -> str | None:
     """The JupyterHub token of an ``Authorization`` header (None without the header).
 
     Raises
@@ -107,16 +108,19 @@ def request_token(authorization: str | None) -> str | None:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise _challenge("the Basic credentials are not base64 'user:token'") from None
+            raise _challenge(gettext(lang, "The Basic credentials are not base64 of "
+                                           "'user:token'.")) from None
         _, sep, password = decoded.partition(":")
         if not sep or not password:
-            raise _challenge("HTTP Basic needs a JupyterHub API token as the password")
+            raise _challenge(gettext(lang, "HTTP Basic needs a JupyterHub API token as the "
+                                           "password."))
         return password
     try:
         return header_token(authorization)
     except AuthError:
-        raise _challenge("the Authorization header must be 'Bearer <JupyterHub API token>' "
-                         "or HTTP Basic with the token as password") from None
+        raise _challenge(gettext(lang, "The Authorization header must be 'Bearer <JupyterHub "
+                                       "API token>' or HTTP Basic with the token as "
+                                       "password.")) from None
 
 
 def allocation_grants(db_url: str | None, user: str) -> frozenset[str]:
@@ -141,19 +145,22 @@ async def identify(request: Request) -> Caller:
         without credentials under :data:`AUTH_PREFIX`; 403 for a token without this
         service's access scope; 503 when the hub cannot be asked.
     """
-    token = request_token(request.headers.get("Authorization"))
+    lang = request_lang(request)
+    token = request_token(request.headers.get("Authorization"), lang)
     via = "token"
     if token is None and request.cookies.get(COOKIE):
         token, via = request.cookies[COOKIE], "cookie"  # a browser that logged in
     if token is None:
         if request.scope.get("oceandata.auth_required"):
-            raise _challenge("credentials are required under auth/: HTTP Basic with a "
-                             "JupyterHub API token as the password")
+            raise _challenge(gettext(lang, "Credentials are required under auth/: HTTP "
+                                           "Basic with a JupyterHub API token as the "
+                                           "password."))
         return ANONYMOUS
     auth = getattr(request.app.state, "auth", None)
     if auth is None:
-        raise _challenge("this server was started without a hub and cannot check tokens: "
-                         "it serves open data only, without credentials")
+        raise _challenge(gettext(lang, "This server was started without a hub and cannot "
+                                       "check tokens: it serves open data only, without "
+                                       "credentials."))
     try:
         user = await auth.user_for_token(token, via)
     except AuthError as exc:
@@ -177,7 +184,8 @@ def visible_entries(catalog: Catalog, caller: Caller) -> dict[str, Entry]:
     return {name: entry for name, entry in catalog.entries.items() if caller.may_see(entry)}
 
 
-def resolve(catalog: Catalog, dataset_id: str, caller: Caller) -> tuple[Entry, str | None]:
+def resolve(catalog: Catalog, dataset_id: str, caller: Caller,
+            lang: str = "en") -> tuple[Entry, str | None]:
     """The entry and version named by *dataset_id*, if *caller* may see it.
 
     Raises
@@ -193,12 +201,16 @@ def resolve(catalog: Catalog, dataset_id: str, caller: Caller) -> tuple[Entry, s
     if entry is None or not caller.may_see(entry):
         names = list(visible_entries(catalog, caller))
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise HTTPException(404, f"There is no dataset {name!r}.{hint} The list of datasets "
-                                 "is at datasets.json.")
+        sentences = [gettext(lang, "There is no dataset %(name)s.", name=repr(name))]
+        if close:
+            sentences.append(gettext(lang, "Did you mean %(names)s?", names=", ".join(close)))
+        sentences.append(gettext(lang, "The list of datasets is at datasets.json."))
+        raise HTTPException(404, ("" if lang == "zh" else " ").join(sentences))
     if version is not None and entry.driver != "icechunk":
-        raise HTTPException(404, f"Dataset {name!r} is not a versioned store, so it has no "
-                                 f"version {version!r}: use {name!r} alone.")
+        raise HTTPException(404, gettext(lang, "Dataset %(name)s is not a versioned store, "
+                                               "so it has no version %(version)s: use "
+                                               "%(name)s alone.", name=repr(name),
+                                         version=repr(version)))
     return entry, version
 
 
@@ -214,7 +226,8 @@ async def guard(request: Request) -> Caller:
     request.state.caller = caller
     dataset_id = request.path_params.get("dataset_id")
     if dataset_id is not None:
-        entry, version = resolve(request.app.state.catalog, str(dataset_id), caller)
+        entry, version = resolve(request.app.state.catalog, str(dataset_id), caller,
+                                 request_lang(request))
         request.state.entry = entry
         request.state.version = version
     return caller
@@ -252,8 +265,9 @@ def alloc_db_url() -> str | None:
 def _service_auth(request: Request) -> Any:
     auth = getattr(request.app.state, "auth", None)
     if auth is None:
-        raise HTTPException(404, "This server was started without a hub, so there is no "
-                                 "login: it serves open data only.")
+        raise HTTPException(404, gettext(request_lang(request), "This server was started "
+                                         "without a hub, so there is no login: it serves "
+                                         "open data only."))
     return auth
 
 

@@ -31,6 +31,7 @@ from ..catalog.core import Catalog, open_catalog
 from ..errors import DatasetNotFound, NotAuthorized, OceandataError, UsageError
 from ..hub.security import SECURITY_HEADERS
 from .access import AuthPrefix, alloc_db_url, guard, login, logout, oauth_callback
+from .i18n import HTML_LANG, gettext, request_lang
 from .index import SearchIndex
 from .protocols import DatasetCache, plugins
 
@@ -52,9 +53,12 @@ def wants_html(request: Request) -> bool:
 def error_response(request: Request, status: int, message: str,
                    headers: dict[str, str] | None = None) -> Response:
     """One sentence as JSON, or as a small page for browsers."""
+    headers = {**(headers or {}), "Vary": "Accept-Language"}
     if wants_html(request):
-        body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{status}</title>"
-                f"</head><body><h1>{status}</h1><p>{html.escape(message)}</p></body></html>")
+        lang = HTML_LANG[request_lang(request)]
+        body = (f"<!doctype html><html lang='{lang}'><head><meta charset='utf-8'>"
+                f"<title>{status}</title></head><body><h1>{status}</h1>"
+                f"<p>{html.escape(message)}</p></body></html>")
         return HTMLResponse(body, status_code=status, headers=headers)
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
@@ -63,11 +67,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)  # FastAPI's and routing's (no route)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "The request is not valid."
+        lang = request_lang(request)
         if detail == "Not Found":  # no route: Starlette's words, made a sentence
-            detail = ("There is nothing at this address; the list of datasets is at "
-                      "datasets.json.")
+            detail = gettext(lang, "There is nothing at this address; the list of datasets "
+                                   "is at datasets.json.")
         elif detail == "Method Not Allowed":
-            detail = f"This address does not take {request.method} requests."
+            detail = gettext(lang, "This address does not take %(method)s requests.",
+                             method=request.method)
         return error_response(request, exc.status_code, detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -85,8 +91,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path)
-        return error_response(request, 500, "The service failed on this request; it has been "
-                                            "logged. Try a smaller request or report it.")
+        return error_response(request, 500, gettext(
+            request_lang(request), "The service failed on this request; it has been logged. "
+                                   "Try a smaller request or report it."))
 
 
 def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,

@@ -89,6 +89,13 @@ def negotiate(query_lang: str | None, accept_language: str | None) -> Lang:
     return "en"
 
 
+def request_lang(request: Any) -> Lang:
+    """The language of a request's answer (pages, JSON errors): :func:`negotiate` of its
+    ``?lang=`` and ``Accept-Language``."""
+    asked = request.query_params.get("lang") or None
+    return negotiate(asked, request.headers.get("accept-language"))
+
+
 def po_path(lang: str) -> Path:
     """The ``.po`` file of a translated language."""
     return LOCALE_DIR / LOCALES[lang] / "LC_MESSAGES" / f"{DOMAIN}.po"
@@ -137,4 +144,5 @@ def environment(lang: str) -> jinja2.Environment:
     return env
 
 
-__all__ = ["HTML_LANG", "LANGUAGES", "environment", "gettext", "negotiate", "translations"]
+__all__ = ["HTML_LANG", "LANGUAGES", "environment", "gettext", "negotiate", "request_lang",
+           "translations"]
