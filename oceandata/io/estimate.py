@@ -46,9 +46,11 @@ __all__ = ["FORMAT_NAMES", "OutputEstimate", "SizeEstimate", "estimate", "estima
 #: Every format :func:`oceandata.io.export` writes, in the order they are shown.
 FORMAT_NAMES = ("netcdf", "zarr", "csv")
 
-#: Attributes written as ``#`` lines at the top of a CSV (see ``export._write_csv``).
-CSV_COMMENT_KEYS = ("source_entry", "oceandata_request", "oceandata_version", "date_created",
-                    "title", "history")
+#: Attributes written as ``#`` lines at the top of a CSV (see ``export._write_csv``):
+#: provenance, and the licence and citation where the data or the service give them.
+CSV_COMMENT_KEYS = ("source_entry", "source_url", "source_version", "license", "citation",
+                    "doi", "oceandata_request", "oceandata_version", "date_created", "title",
+                    "history")
 
 #: Typical printed width of a data value by dtype kind and size, when values are unread.
 _FLOAT_WIDTH = {2: 7, 4: 10, 8: 19}
