@@ -8,30 +8,62 @@
 - OPeNDAP (DAP2, ``xpublish-opendap``) with the types DAP2 cannot carry cast explicitly
   (:func:`dap_compatible`), Zarr v3 over HTTP (``xpublish-zarr``), OGC API - EDR
   (``xpublish-edr``) under ``/datasets/{id}/``.
-- ERDDAP-compatible griddap/tabledap (``xpublish-erddap``): the server-wide ``/erddap/``
-  lists open datasets only (an ERDDAP catalogue is built once for everyone, so it never
+- ERDDAP-compatible griddap (``xpublish-erddap``) and a small tabledap for the CF-DSG
+  entries (:func:`tabledap_router`: ``.csv``/``.csvp``/``.csv0``/``.json``, projections
+  and ``var op value`` constraints; the plugin serves griddap only): the server-wide
+  ``/erddap/`` lists open datasets only (an ERDDAP catalogue is built once for everyone, so it never
   holds a restricted dataset); ``/datasets/{id}/erddap/`` serves one dataset, restricted
   ones included, behind the same guard as every path.
+
+DAP2 as served (:class:`DapPlugin`, which builds the DAP objects with
+``xpublish_opendap.dap_xarray`` but answers the requests itself, see its docstring):
+
+- types DAP2 lacks are cast, and each cast variable says so in its attribute
+  ``oceandata_dap_cast`` (``"int8 -> int16"``): ``int8`` → ``Int16``, ``bool`` → ``Byte``
+  (0/1), ``int64``/``uint64`` → ``Float64`` (exact up to 2**53), see
+  :func:`dap_compatible`;
+- times (and cftime dates) are CF-encoded numbers with their ``units``/``calendar``, as
+  in the files; values are otherwise the decoded ones the notebooks see (no packing,
+  NaN for missing);
+- auxiliary coordinates (DSG ``lat``/``lon``, curvilinear 2-D grids) are variables,
+  named by each data variable's ``coordinates`` attribute; text variables are DAP
+  ``String`` arrays;
+- global attributes are in the ``NC_GLOBAL`` container (as Hyrax and THREDDS do), so
+  a global attribute named like a variable (``id``) does not clash with it;
+- constraints are projections ``var[start:stride:stop]...`` separated by commas;
+  selections (``&...``), an unknown variable, a malformed or out-of-range index answer
+  400 with one sentence before any byte of data is sent.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib import parse
 
 import numpy as np
+import opendap_protocol as dap
+import pandas as pd
 import xarray as xr
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import ConfigDict, Field
+from starlette.datastructures import QueryParams
 from xpublish import Dependencies, Plugin, hookimpl
+from xpublish.utils.api import DATASET_ID_ATTR_KEY
 from xpublish_edr import CfEdrPlugin
 from xpublish_erddap import ErddapPlugin
-from xpublish_opendap import OpenDapPlugin
+from xpublish_opendap import OpenDapPlugin, dap_xarray
 from xpublish_zarr import ZarrPlugin
 
 from ..catalog.core import Catalog, Entry
+from ..errors import VersionNotFound
 from .access import ANONYMOUS, CALLER, resolve, visible_entries
 
 #: how many opened datasets are kept (name, version) → Dataset
@@ -53,7 +85,12 @@ class DatasetCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        ds = entry._open(version=version)  # the guard has checked the caller's grants
+        try:
+            ds = entry._open(version=version)  # the guard has checked the caller's grants
+        except VersionNotFound as exc:  # said without the store's path on this server
+            raise HTTPException(404, f"Dataset {entry.name!r} has no version {version!r}; "
+                                     f"its tags: {', '.join(exc.tags) or 'none'} (or give "
+                                     "a snapshot id).") from None
         with self._lock:
             self._items[key] = ds
             while len(self._items) > self.size:
@@ -88,43 +125,368 @@ class CatalogProvider(Plugin):
         return self.cache.get(entry, version)
 
 
-def dap_compatible(ds: xr.Dataset) -> xr.Dataset:
-    """*ds* with every variable in a type DAP2 carries.
-
-    DAP2 has Byte (unsigned 8-bit), Int16/UInt16, Int32/UInt32, Float32/Float64 and
-    String. So: ``int8`` → ``int16``, ``bool`` → ``uint8``, ``int64``/``uint64`` →
-    ``float64`` (exact up to 2**53; larger counts lose precision, which is said in the
-    variable's ``comment``), each noted in the attribute ``oceandata_dap_cast``.
-    """
-    casts = {np.dtype("int8"): np.dtype("int16"), np.dtype("bool"): np.dtype("uint8"),
+#: DAP2 has no int8, bool or 64-bit integers: what each is served as
+DAP_CASTS = {np.dtype("int8"): np.dtype("int16"), np.dtype("bool"): np.dtype("uint8"),
              np.dtype("int64"): np.dtype("float64"), np.dtype("uint64"): np.dtype("float64")}
-    out = ds.copy()
-    for name, var in ds.variables.items():
-        target = casts.get(var.dtype)
-        if target is None:
-            continue
-        new = var.astype(target)
-        new.attrs = {**var.attrs, "oceandata_dap_cast": f"{var.dtype} -> {target}"}
-        new.encoding = {k: v for k, v in var.encoding.items() if k not in ("dtype",)}
+#: the encoding keys kept when CF-encoding for DAP (times only: no packing, no fill)
+_TIME_ENCODING = ("units", "calendar")
+
+
+def _is_text(var: xr.Variable) -> bool:
+    return var.dtype.kind in "SU" or (var.dtype.kind == "O" and var.size > 0 and isinstance(
+        var.values.flat[0], str | bytes))
+
+
+def dap_compatible(ds: xr.Dataset) -> xr.Dataset:
+    """*ds* CF-encoded, with every variable in a type DAP2 carries.
+
+    Times become numbers with ``units``/``calendar`` (the file's own, kept in
+    ``encoding``); auxiliary coordinates become variables (named in the ``coordinates``
+    attribute of the variables they describe); text becomes ``str``. DAP2 has Byte
+    (unsigned 8-bit), Int16/UInt16, Int32/UInt32, Float32/Float64 and String, so:
+    ``int8`` → ``int16``, ``bool`` → ``uint8``, ``int64``/``uint64`` → ``float64``
+    (exact up to 2**53), each noted in the variable's attribute ``oceandata_dap_cast``.
+    An integer time axis is served as ``float64`` without that note (an encoding choice).
+
+    Parameters
+    ----------
+    ds
+        The dataset as opened by the catalog (decoded).
+
+    Returns
+    -------
+    xarray.Dataset
+        The dataset to serve over DAP2 (lazy variables stay lazy).
+    """
+    plain = ds.copy()
+    for var in plain.variables.values():
+        timelike = var.dtype.kind in "Mm" or (var.dtype.kind == "O" and not _is_text(var))
+        var.encoding = ({k: v for k, v in var.encoding.items() if k in _TIME_ENCODING}
+                        if timelike else {})
+        if "units" in var.encoding:  # lazy (dask) times need units and dtype, or neither
+            var.encoding["dtype"] = np.dtype("float64")
+    variables, attrs = xr.conventions.encode_dataset_coordinates(plain)
+    out: dict[str, xr.Variable] = {}
+    for name, var in variables.items():
+        timelike = var.dtype.kind in "Mm" or (var.dtype.kind == "O" and not _is_text(var))
+        if _is_text(var):
+            values = var.values
+            if values.dtype.kind in "SO":
+                values = np.vectorize(lambda v: v.decode("utf-8", "replace")
+                                      if isinstance(v, bytes) else str(v),
+                                      otypes=[str])(values) if values.size else values
+            new = xr.Variable(var.dims, np.asarray(values, dtype=str), var.attrs)
+        else:
+            # cast before encoding: xarray would encode bool as int8 (attribute dtype=bool)
+            new = var if timelike else var.astype(DAP_CASTS.get(var.dtype, var.dtype))
+            if new.dtype != var.dtype:
+                new.attrs = {**var.attrs, "oceandata_dap_cast": f"{var.dtype} -> {new.dtype}"}
+            new = xr.conventions.encode_cf_variable(new, name=name)
+            target = DAP_CASTS.get(new.dtype)
+            if target is not None:
+                cast = new.astype(target)
+                cast.attrs = dict(new.attrs)
+                if not timelike:
+                    cast.attrs["oceandata_dap_cast"] = f"{new.dtype} -> {target}"
+                new = cast
+        new.encoding = {}
         out[name] = new
+    result = xr.Dataset(out, attrs=attrs)
+    index_names = [n for n in result.variables if n in result.dims]
+    return result.reset_coords().set_coords(index_names) if index_names else result
+
+
+class _Attributes(dap.DAPObject):
+    """A DAS-only attribute container (``NC_GLOBAL``): nothing in the DDS or the data."""
+
+    def dds(self, constraint: str = "") -> Iterator[str]:
+        yield from ()
+
+    def dods_data(self, constraint: str = "") -> Iterator[bytes]:
+        yield from ()
+
+
+_DAP_NUMBER = {"i": dap.Int32, "u": dap.UInt32, "f": dap.Float64}
+
+
+def dap_attribute(key: str, value: Any) -> dap.Attribute:
+    """A DAS attribute; numbers and number lists typed, anything else a quoted string."""
+    array = np.asarray(value) if not isinstance(value, str | bytes) else None
+    if array is not None and array.dtype.kind in "iuf" and array.ndim <= 1 and array.size:
+        kind = dap.Float32 if array.dtype == np.float32 else _DAP_NUMBER[array.dtype.kind]
+        text = ", ".join("NaN" if v != v else repr(v.item()) for v in array.ravel())
+        return dap.Attribute(name=key, value=text, dtype=kind)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return dap.Attribute(name=key, value=text, dtype=dap.String)
+
+
+class _TextGrid(dap.Grid):
+    """A Grid of DAP Strings, XDR-encoded as DAP2 does (count, then length + padded bytes).
+
+    ``opendap_protocol`` writes a text array as fixed-width bytes, which clients misread.
+    """
+
+    def ddshead(self) -> str:
+        """The DDS opening of a Grid (``opendap_protocol`` prints the class name)."""
+        return f"{self.indent}Grid {{\n"
+
+    def dods_data(self, constraint: str = "") -> Iterator[bytes]:
+        slices = dap.parse_slice_constraint(constraint)
+        values = np.asarray(self.data)[slices]
+        flat = np.atleast_1d(values).ravel()
+        yield np.asarray(flat.size, ">u4").tobytes()
+        for item in flat:
+            raw = str(item).encode("utf-8")
+            yield np.asarray(len(raw), ">u4").tobytes() + raw + b"\0" * (-len(raw) % 4)
+        for i, dim in enumerate(self.dimensions):
+            sl = slices[i] if i < len(slices) else ...
+            yield from dap.dods_encode(dim.data[sl], dim.dtype)
+
+
+def dap_dataset(ds: xr.Dataset, name: str, names: Iterable[str] | None = None) -> dap.Dataset:
+    """The DAP objects of :func:`dap_compatible` *ds*, only *names* (top level) if given.
+
+    Dimensions and grids are built by ``xpublish_opendap.dap_xarray``; text variables,
+    attributes and the ``NC_GLOBAL`` container here (see the module docstring).
+    """
+    wanted = set(names) if names is not None else None
+    out = dap.Dataset(name=name)
+    dims = {dim: dap_xarray.dap_dimension(ds[dim]) for dim in ds.dims}
+    for dim in ds.dims:
+        dims[dim].children = [dap_attribute(k, v) for k, v in ds[dim].attrs.items()]
+    out.append(*(d for n, d in dims.items() if wanted is None or n in wanted))
+    for var in ds.data_vars:
+        if wanted is not None and var not in wanted:
+            continue
+        da = ds[var]
+        if da.ndim == 0:  # DAP2 grids need a dimension: a scalar is a 1-element array
+            da = da.expand_dims("scalar")
+            dims.setdefault("scalar", dap_xarray.dap_dimension(
+                xr.DataArray(np.zeros(1, "int32"), dims="scalar", name="scalar")))
+        if da.dtype.kind == "U":
+            grid: dap.Grid = _TextGrid(name=var, data=da.values, dtype=dap.String,
+                                       dimensions=[dims[d] for d in da.dims])
+        else:
+            grid = dap_xarray.dap_grid(da, dims)
+        grid.children = [dap_attribute(k, v) for k, v in da.attrs.items()]
+        out.append(grid)
+    if wanted is None:
+        globs = _Attributes(name="NC_GLOBAL")
+        globs.append(*(dap_attribute(k, v) for k, v in ds.attrs.items()
+                       if k != DATASET_ID_ATTR_KEY))
+        out.append(globs)
     return out
 
 
-def _dap_dataset(get: Callable[..., xr.Dataset]) -> Callable[..., xr.Dataset]:
-    def dataset(ds: xr.Dataset = Depends(get)) -> xr.Dataset:
-        return dap_compatible(ds)
+_PROJECTION = re.compile(r"^(?P<name>[^\[\]]+?)(?P<index>(\[[^\[\]]*\])*)$")
+_INDEX = re.compile(r"\[(\d+)(?::(\d+))?(?::(\d+))?\]")
 
-    return dataset
+
+def dap_projection(constraint: str, ds: xr.Dataset) -> tuple[list[str], str]:
+    """The top-level variables a DAP2 constraint asks for, and the slice it passes on.
+
+    Parameters
+    ----------
+    constraint
+        The URL query, unquoted (``sst.sst[0:1:11][10:20][30]`` or ``time,lat``).
+    ds
+        The :func:`dap_compatible` dataset.
+
+    Returns
+    -------
+    tuple of (list of str, str)
+        The names (empty: everything) and the constraint for ``opendap_protocol``, whose
+        slice parser reads ``[a:b:c]`` as start:stop:stride (DAP says start:stride:stop),
+        so strided hyperslabs are rewritten for it.
+
+    Raises
+    ------
+    HTTPException
+        400 for selections, an unknown variable, a malformed or out-of-range index, or
+        several projections with different slices (``opendap_protocol`` applies one
+        slice to every variable of a request).
+    """
+    if not constraint.strip():
+        return [], ""
+    if "&" in constraint:
+        raise HTTPException(400, "DAP selections ('&...') are not supported here: ask for "
+                                 "variables and index ranges only, as in sst[0:11][10:20].")
+    names: list[str] = []
+    slices: set[str] = set()
+    passed = ""
+    for part in constraint.split(","):
+        match = _PROJECTION.match(part.strip())
+        if match is None:
+            raise HTTPException(400, f"The DAP constraint {part!r} is not name[start:stride:stop]"
+                                     "... .")
+        path, index = match["name"], match["index"]
+        top = path.split(".")[0]
+        if top not in ds.variables and top not in ds.dims:
+            raise HTTPException(400, f"There is no variable {top!r} in this dataset.")
+        shape = ds[top].shape or (1,)  # a dimension without a variable is served too
+        ranges = _INDEX.findall(index)
+        if "".join(f"[{':'.join(x for x in r if x)}]" for r in ranges) != index:
+            raise HTTPException(400, f"The DAP index {index!r} of {top!r} is malformed: use "
+                                     "[start], [start:stop] or [start:stride:stop].")
+        if len(ranges) > len(shape):
+            raise HTTPException(400, f"{top!r} has {len(shape)} dimension(s), the constraint "
+                                     f"gives {len(ranges)} indexes.")
+        rewritten = ""
+        for (first, second, third), size in zip(ranges, shape, strict=False):
+            start, stride, stop = (int(first), int(second), int(third)) if third else (
+                int(first), 1, int(second) if second else int(first))
+            if stride < 1 or start > stop or stop >= size:
+                raise HTTPException(400, f"The index [{first}{':' + second if second else ''}"
+                                         f"{':' + third if third else ''}] of {top!r} is out of "
+                                         f"range: its dimension has {size} values.")
+            rewritten += (f"[{start}]" if not second else f"[{start}:{stop}]" if stride == 1
+                          else f"[{start}:{stop}:{stride}]")
+        names.append(top)
+        slices.add(rewritten)
+        passed = f"{path}{rewritten}"
+    if len(slices) > 1:
+        raise HTTPException(400, "Ask for differently sliced variables in separate requests.")
+    if len(names) > 1:
+        passed = ",".join(f"{n}{next(iter(slices))}" for n in names)
+    return list(dict.fromkeys(names)), passed
 
 
 class DapPlugin(OpenDapPlugin):
-    """``xpublish-opendap`` serving :func:`dap_compatible` datasets."""
+    """``xpublish-opendap``'s routes (``.dds``, ``.das``, ``.dods``), answered here.
+
+    The plugin's own router builds one DAP tree per dataset and streams it with the
+    raw constraint, so a bad constraint fails mid-stream (a truncated 200, never a
+    4xx), a constraint naming ``lat`` also sends ``latitude`` (prefix match), strides
+    are misread, global attributes clash with variables of the same name (netCDF-C
+    aborts on the DAS of ``dsg_profile``) and time variables that are not dimensions
+    go out as garbled strings. Here each request is checked first
+    (:func:`dap_projection`) and answered from a tree of the requested variables of
+    :func:`dap_compatible` data (:func:`dap_dataset`), built with the plugin's converters.
+    """
 
     @hookimpl
     def dataset_router(self, deps: Dependencies) -> APIRouter:
-        """The OpenDAP router over DAP2-safe datasets."""
-        return super().dataset_router(
-            deps.model_copy(update={"dataset": _dap_dataset(deps.dataset)}))
+        """The DAP2 router over DAP2-safe datasets."""
+        router = APIRouter(prefix=self.dataset_router_prefix, tags=self.dataset_router_tags)
+
+        def prepared(dataset_id: str, ds: xr.Dataset = Depends(deps.dataset),
+                     cache: Any = Depends(deps.cache)) -> xr.Dataset:
+            key = f"oceandata_dap/{dataset_id}/{id(ds)}"
+            found = cache.get(key)
+            if found is None:
+                found = dap_compatible(ds)
+                cache.put(key, found, 1)
+            return found
+
+        def answer(request: Request, dataset_id: str, ds: xr.Dataset,
+                   kind: str) -> StreamingResponse:
+            names, passed = dap_projection(parse.unquote(request.url.query), ds)
+            tree = dap_dataset(ds, dataset_id.partition("@")[0], names or None)
+            if kind == "dods":
+                return StreamingResponse(tree.dods(constraint=passed),
+                                         media_type="application/octet-stream")
+            body = "".join(getattr(tree, kind)(constraint=passed))
+            return StreamingResponse(iter([body]), media_type="text/plain")
+
+        for kind in ("dds", "das", "dods"):
+            def endpoint(request: Request, dataset_id: str, kind: str = kind,
+                         ds: xr.Dataset = Depends(prepared)) -> StreamingResponse:
+                return answer(request, dataset_id, ds, kind)
+
+            endpoint.__doc__ = f"OPeNDAP DAP2 {kind.upper()} response."
+            router.add_api_route(f".{kind}", endpoint, methods=["GET"], name=f"dap_{kind}")
+        return router
+
+
+def _naive_utc(bound: str) -> str:
+    """An EDR datetime bound as naive UTC ISO text (unchanged if pandas cannot read it)."""
+    try:
+        stamp = pd.Timestamp(bound)
+    except (ValueError, TypeError):
+        return bound
+    if stamp is pd.NaT or stamp.tzinfo is None:
+        return bound
+    return stamp.tz_convert("UTC").tz_localize(None).isoformat()
+
+
+def naive_datetime_query(request: Request) -> None:
+    """Rewrite an EDR ``datetime`` with a zone (``...Z``) to naive UTC before the plugin.
+
+    ``xpublish-edr`` 0.11 compares ``pd.Timestamp(datetime)`` with the dataset's naive
+    time index: a zone-aware value (RFC 3339 ``2000-01-01T00:00:00Z``, what EDR clients
+    send) raises ``TypeError`` there, a 500. Our time axes are UTC, so the zone is
+    dropped after converting to UTC. Runs as a router dependency, before the plugin's
+    query dependency reads the (re-parsed) query string.
+    """
+    value = request.query_params.get("datetime")
+    if not value:
+        return
+    fixed = "/".join(_naive_utc(b) for b in value.split("/"))
+    if fixed != value:
+        pairs = [(k, fixed if k == "datetime" else v)
+                 for k, v in request.query_params.multi_items()]
+        request.scope["query_string"] = parse.urlencode(pairs).encode("latin-1")
+        request._query_params = QueryParams(request.scope["query_string"])
+
+
+#: the axes of a CoverageJSON domain (an ``Axes`` object forbids others)
+COVJSON_AXES = frozenset({"x", "y", "z", "t", "composite"})
+
+
+def covjson_fixed(doc: Any) -> Any:
+    """*doc* as valid CoverageJSON, if it is a Coverage(Collection) of ``xpublish-edr``.
+
+    The plugin's ``cf_covjson`` writes naive times (``strftime('%Z')`` is empty for a
+    naive axis), which CoverageJSON requires with a zone, and makes every coordinate an
+    axis, ``spatial_ref`` included, which an ``Axes`` object does not allow. Times here
+    are UTC, so ``Z`` is appended; non-axis coordinates are dropped from the domain.
+    """
+    if not isinstance(doc, dict):
+        return doc
+    domains = [doc.get("domain")] + [c.get("domain") for c in doc.get("coverages", [])
+                                     if isinstance(c, dict)]
+    for domain in domains:
+        if not isinstance(domain, dict) or not isinstance(domain.get("axes"), dict):
+            continue
+        axes = {k: v for k, v in domain["axes"].items() if k in COVJSON_AXES}
+        t = axes.get("t", {})
+        if isinstance(t.get("values"), list):
+            t["values"] = [v + "Z" if isinstance(v, str) and not v.endswith("Z")
+                           and "+" not in v[10:] else v for v in t["values"]]
+        domain["axes"] = axes
+    return doc
+
+
+def _fixing_covjson(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(endpoint)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return covjson_fixed(endpoint(*args, **kwargs))
+
+    return wrapper
+
+
+class NaiveTimeEdrPlugin(CfEdrPlugin):
+    """``xpublish-edr`` taking zone-aware datetimes and answering valid CoverageJSON.
+
+    See :func:`naive_datetime_query` and :func:`covjson_fixed`: the query routes'
+    (sync) endpoints are wrapped before FastAPI builds the routes we serve, so they keep
+    the plugin's parameters and dependencies.
+    """
+
+    @hookimpl
+    def dataset_router(self, deps: Dependencies) -> APIRouter:
+        """The plugin's EDR router, ``datetime`` made naive UTC, CoverageJSON fixed."""
+        router = super().dataset_router(deps)
+        for route in router.routes:
+            if isinstance(route, APIRoute) and not inspect.iscoroutinefunction(
+                    route.endpoint) and route.path.rsplit("/", 1)[-1] in (
+                    "position", "area", "cube"):
+                route.endpoint = _fixing_covjson(route.endpoint)
+        outer = APIRouter(dependencies=[Depends(naive_datetime_query)])
+        outer.include_router(router)
+        return outer
 
 
 class PublicErddapPlugin(ErddapPlugin):
@@ -154,6 +516,6 @@ def plugins(catalog: Catalog, cache: DatasetCache) -> dict[str, Plugin]:
         "oceandata-catalog": CatalogProvider(catalog=catalog, cache=cache),
         "opendap": DapPlugin(),
         "zarr": ZarrPlugin(),
-        "cf_edr": CfEdrPlugin(),
+        "cf_edr": NaiveTimeEdrPlugin(),
         "erddap": PublicErddapPlugin(catalog=catalog),
     }
