@@ -8,12 +8,11 @@
 - OPeNDAP (DAP2, ``xpublish-opendap``) with the types DAP2 cannot carry cast explicitly
   (:func:`dap_compatible`), Zarr v3 over HTTP (``xpublish-zarr``), OGC API - EDR
   (``xpublish-edr``) under ``/datasets/{id}/``.
-- ERDDAP-compatible griddap (``xpublish-erddap``) and a small tabledap for the CF-DSG
-  entries (:func:`tabledap_router`: ``.csv``/``.csvp``/``.csv0``/``.json``, projections
-  and ``var op value`` constraints; the plugin serves griddap only): the server-wide
-  ``/erddap/`` lists open datasets only (an ERDDAP catalogue is built once for everyone, so it never
-  holds a restricted dataset); ``/datasets/{id}/erddap/`` serves one dataset, restricted
-  ones included, behind the same guard as every path.
+- ERDDAP-compatible griddap (``xpublish-erddap``; the plugin has no tabledap, its
+  ``tabledap/index`` is empty, so the DSG entries are not served as tables yet): the
+  server-wide ``/erddap/`` lists open datasets only (an ERDDAP catalogue is built
+  once for everyone, so it never holds a restricted dataset); ``/datasets/{id}/erddap/``
+  serves one dataset, restricted ones included, behind the same guard as every path.
 
 DAP2 as served (:class:`DapPlugin`, which builds the DAP objects with
 ``xpublish_opendap.dap_xarray`` but answers the requests itself, see its docstring):
