@@ -18,7 +18,11 @@ bytecodes). Dask work inside the block runs on a private thread pool that is shu
 removed, so no worker thread can write into it afterwards. With a ``distributed`` client
 the block's futures are cancelled and the workers are polled until none of the tasks
 that started during the block is still running (at most ``CLUSTER_DRAIN_TIMEOUT``).
-A second signal during the clean-up is ignored rather than interrupting it.
+A signal that interrupts the main thread while it waits for zarr's I/O thread (store
+metadata and coordinates are written from the main thread) abandons the wait, not the
+write: the clean-up waits for zarr's loop to finish what it runs, then removes the
+temporary output again. A second signal during the clean-up is ignored rather than
+interrupting it.
 
 The command line turns :class:`~oceandata.errors.Interrupted` into exit code
 ``128 + signal`` (130 for ``SIGINT``, 143 for ``SIGTERM``).
@@ -230,7 +234,47 @@ def atomic_output(target: str | os.PathLike[str], *, overwrite: bool = True,
             os.replace(tmp, target)
         except BaseException:
             remove_path(tmp)
+            if _settle_zarr_io():  # a write it had running may have recreated a part
+                remove_path(tmp)
             raise
+
+
+#: how long a failed write waits for zarr's I/O thread to finish what it runs, in seconds
+ZARR_SETTLE_TIMEOUT = 30.0
+
+
+def _settle_zarr_io(timeout: float = ZARR_SETTLE_TIMEOUT) -> bool:
+    """Wait until zarr's I/O thread has finished the coroutines it is running.
+
+    zarr (v3) runs store I/O as coroutines on an event loop in a thread of its own; a
+    signal raised in the main thread while it waits for one (xarray writes a store's
+    metadata and coordinates from the main thread) abandons the wait, not the write,
+    which can then recreate part of a temporary store after it was removed.
+
+    Returns
+    -------
+    bool
+        Whether zarr's loop was running (so the caller removes the output again).
+    """
+    import asyncio
+
+    try:
+        from zarr.core import sync as zarr_sync
+    except ImportError:  # pragma: no cover - zarr is a dependency
+        return False
+    loop = zarr_sync.loop[0]
+    if loop is None or not loop.is_running():
+        return False
+
+    async def pending() -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(pending(), loop).result(timeout + 1)
+    return True
 
 
 def _replace_folder(tmp: Path, target: Path) -> None:

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
                      "and a suggested split."),
     )
 
+    max_download: str = Field(
+        default="2GB",
+        description=("Largest subset the open-data service writes for one request, by its "
+                     "estimated size: bytes or a size such as '2GB', '500MB'. Larger requests "
+                     "are answered 413 with the estimate and a suggested split."),
+    )
+
     def max_output_bytes(self) -> int:
         """The ``max_output`` setting in bytes.
 
@@ -91,16 +98,17 @@ class Settings(BaseSettings):
         UsageError
             When it is not a size such as ``2GB``, ``500MB`` or ``1000000``.
         """
-        from dask.utils import parse_bytes
+        return parse_size(self.max_output, "OCEANDATA_MAX_OUTPUT")
 
-        try:
-            value = int(parse_bytes(self.max_output.strip()))
-        except (ValueError, TypeError, AttributeError):
-            value = -1
-        if value <= 0:
-            raise UsageError(f"OCEANDATA_MAX_OUTPUT={self.max_output!r} is not a positive size: "
-                             "give bytes or a size such as 2GB, 500MB or 1.5GiB")
-        return value
+    def max_download_bytes(self) -> int:
+        """The ``max_download`` setting in bytes.
+
+        Raises
+        ------
+        UsageError
+            When it is not a size such as ``2GB``, ``500MB`` or ``1000000``.
+        """
+        return parse_size(self.max_download, "OCEANDATA_MAX_DOWNLOAD")
 
     def dask_chunks(self) -> Any:
         """The ``chunks`` setting as dask takes it: ``"auto"`` or a dict.
@@ -127,6 +135,20 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def _cached() -> Settings:
     return Settings()
+
+
+def parse_size(text: str, name: str) -> int:
+    """A size setting (``2GB``, ``500MB``, ``1000000``) in bytes; UsageError otherwise."""
+    from dask.utils import parse_bytes
+
+    try:
+        value = int(parse_bytes(text.strip()))
+    except (ValueError, TypeError, AttributeError):
+        value = -1
+    if value <= 0:
+        raise UsageError(f"{name}={text!r} is not a positive size: give bytes or a size such "
+                         "as 2GB, 500MB or 1.5GiB")
+    return value
 
 
 def get_settings(*, reload: bool = False) -> Settings:

@@ -52,12 +52,10 @@ import pandas as pd
 import xarray as xr
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..errors import DataError, UsageError
 from ..io.estimate import OutputEstimate, SizeEstimate, estimate, format_bytes
-from ..io.export import _clean_encoding, _write_csv, with_provenance
+from ..io.export import output_encoding, with_provenance, write_csv
 from ..io.subset import parse_bbox, parse_depth, parse_range, subset
 
 __all__ = ["CHUNK", "FORMATS", "MAX_WRITES", "download_limit", "router"]
@@ -74,21 +72,9 @@ _SECRET_PARAMS = {"token", "access_token", "api_key"}
 _JSON_FLOAT_DIGITS = 15
 
 
-class DownloadSettings(BaseSettings):
-    """Settings of subset downloads (environment variables ``OCEANDATA_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="OCEANDATA_", extra="ignore")
-
-    max_download: str = Field(
-        default="2GB",
-        description=("Largest subset the open-data service writes for one request, by its "
-                     "estimated size: bytes or a size such as '2GB', '500MB'. Larger requests "
-                     "are answered 413 with the estimate and a suggested split."),
-    )
-
-
 def download_limit(request: Request | None = None) -> int:
-    """The largest download in bytes: ``app.state.max_download``, else the setting.
+    """The largest download in bytes: ``app.state.max_download``, else the setting
+    ``OCEANDATA_MAX_DOWNLOAD`` (:class:`oceandata.config.Settings`, read per request).
 
     Parameters
     ----------
@@ -98,49 +84,38 @@ def download_limit(request: Request | None = None) -> int:
     Raises
     ------
     HTTPException
-        500 when ``OCEANDATA_MAX_DOWNLOAD`` is not a positive size (the operator's fault).
+        500 when the limit is not a positive size (the operator's fault).
     """
-    from dask.utils import parse_bytes
+    from ..config import Settings, parse_size
 
     own = getattr(request.app.state, "max_download", None) if request is not None else None
-    text = str(own) if own is not None else DownloadSettings().max_download
     try:
-        value = int(parse_bytes(text.strip()))
-    except (ValueError, TypeError, AttributeError):
-        value = -1
-    if value <= 0:
-        raise HTTPException(500, f"The server's download limit OCEANDATA_MAX_DOWNLOAD={text!r} "
-                                 "is not a size such as 2GB; report it to its operators.")
-    return value
+        if own is not None:
+            return parse_size(str(own), "max_download")
+        return Settings().max_download_bytes()
+    except UsageError as exc:
+        raise HTTPException(500, f"The server's download limit is wrong ({exc}); report it to "
+                                 "its operators.") from None
 
 
 # --------------------------------------------------------------------------- formats
 
 
 def _write_netcdf4(ds: xr.Dataset, path: Path) -> None:
-    """netCDF-4 with zlib level 4 as :func:`oceandata.io.export.export`, chunked as dask.
-
-    Each HDF5 chunk is the variable's dask chunk, so every dask task writes whole chunks:
-    with the library's default chunks (which span several dask chunks) each write reads,
-    decompresses and compresses again partial chunks, 22x slower on COBE-SST2 (174 s
-    against 7.9 s for the 187 MB field).
-    """
-    out = _clean_encoding(ds, compress=True)
-    for var in out.variables.values():
-        if var.chunks and var.ndim and all(var.shape):
-            var.encoding["chunksizes"] = tuple(int(max(c)) for c in var.chunks)
-    out.to_netcdf(path, engine="netcdf4", compute=False).compute()
+    """netCDF-4 as :func:`oceandata.io.export.export` writes it (zlib 4, dask chunks)."""
+    output_encoding(ds, compress=True).to_netcdf(path, engine="netcdf4",
+                                                 compute=False).compute()
 
 
 def _write_netcdf3(ds: xr.Dataset, path: Path) -> None:
     """netCDF-3 64-bit offset, uncompressed (xarray casts int64/bool where they fit)."""
-    _clean_encoding(ds, compress=False).to_netcdf(path, engine="netcdf4", format="NETCDF3_64BIT",
+    output_encoding(ds, compress=False).to_netcdf(path, engine="netcdf4", format="NETCDF3_64BIT",
                                                   compute=False).compute()
 
 
 def _write_csv_file(ds: xr.Dataset, path: Path) -> None:
     """CSV with the ``#`` provenance lines, the CLI's writer."""
-    _write_csv(ds, path)
+    write_csv(ds, path)
 
 
 def _partitions(ds: xr.Dataset) -> tuple[list[str], Any]:

@@ -46,7 +46,7 @@ __all__ = ["FORMAT_NAMES", "OutputEstimate", "SizeEstimate", "estimate", "estima
 #: Every format :func:`oceandata.io.export` writes, in the order they are shown.
 FORMAT_NAMES = ("netcdf", "zarr", "csv")
 
-#: Attributes written as ``#`` lines at the top of a CSV (see ``export._write_csv``):
+#: Attributes written as ``#`` lines at the top of a CSV (see ``export.write_csv``):
 #: provenance, and the licence and citation where the data or the service give them.
 CSV_COMMENT_KEYS = ("source_entry", "source_url", "source_version", "license", "citation",
                     "doi", "oceandata_request", "oceandata_version", "date_created", "title",

@@ -96,12 +96,23 @@ def with_provenance(ds: xr.Dataset, *, source: str | None = None,
     return out
 
 
-def _clean_encoding(ds: xr.Dataset, *, compress: bool) -> xr.Dataset:
+def output_encoding(ds: xr.Dataset, *, compress: bool) -> xr.Dataset:
+    """*ds* with the encoding an output of it should have.
+
+    The input's encoding is dropped but for the keys that still hold after a subset
+    (dtype, fill value, units, packing). With *compress* (netCDF-4), numeric variables are
+    compressed with zlib level 4 and each HDF5 chunk is the variable's dask chunk, so
+    every dask task writes whole chunks: with the library's default chunks, which span
+    several dask chunks, each write reads, decompresses and compresses partial chunks
+    again (22x slower on the 187 MB COBE-SST2 field: 174 s against 7.9 s).
+    """
     out = ds.copy()
     for var in out.variables.values():
         var.encoding = {k: v for k, v in var.encoding.items() if k in _KEEP_ENCODING}
         if compress and var.dtype.kind in "fiu" and var.ndim > 0:
             var.encoding.update(zlib=True, complevel=4)
+            if var.chunks and all(var.shape):
+                var.encoding["chunksizes"] = tuple(int(max(c)) for c in var.chunks)
     return out
 
 
@@ -237,14 +248,14 @@ def export(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = Fa
         with atomic_output(target) as tmp, _bytes_progress(
                 progress, f"writing {target.name}", tmp, expected.output_bytes) as meter:
             if fmt == "netcdf":
-                delayed = _clean_encoding(ds, compress=True).to_netcdf(
+                delayed = output_encoding(ds, compress=True).to_netcdf(
                     tmp, engine="netcdf4", compute=False)
                 delayed.compute()
             elif fmt == "zarr":
-                _clean_encoding(ds, compress=False).to_zarr(
+                output_encoding(ds, compress=False).to_zarr(
                     tmp, mode="w", zarr_format=3, consolidated=False, compute=False).compute()
             else:
-                _write_csv(ds, tmp, meter)
+                write_csv(ds, tmp, meter)
     except (ValueError, TypeError, OSError) as exc:
         if isinstance(exc, UsageError):
             raise
@@ -252,7 +263,7 @@ def export(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = Fa
     return target
 
 
-def _write_csv(ds: xr.Dataset, tmp: Path, meter: _BytesWritten | None = None) -> None:
+def write_csv(ds: xr.Dataset, tmp: Path, meter: _BytesWritten | None = None) -> None:
     """One row per point, one column per dimension, coordinate and variable.
 
     CSV has no attributes, so the provenance goes first as ``# name: value`` comment
