@@ -73,6 +73,8 @@ bench: $(STAMP) sample
 	$(BIN)/python -m benchmarks.bench_ingest
 	$(BIN)/python benchmarks/bench_argo.py
 	$(BIN)/python -m benchmarks analysis
+	$(BIN)/python benchmarks/bench_dataservice_catalog.py
+	$(BIN)/python benchmarks/bench_dataservice_throughput.py
 
 # The README's figure, made by the project's own code (oceandata.analysis + oceandata.viz).
 figure: $(STAMP) sample
