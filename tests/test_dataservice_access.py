@@ -145,3 +145,16 @@ def test_refusals_speak_the_callers_language(client: TestClient) -> None:
     assert en.startswith("There is no dataset 'cobe_sst'. Did you mean cobe_sst2?")
     page = client.get("/nothing", headers={"Accept": "text/html", "Accept-Language": "zh"})
     assert "<html lang='zh-Hans'>" in page.text
+
+
+def test_no_dataset_makes_edr_fail_with_a_500(client: TestClient) -> None:
+    """EDR answers on regular grids; elsewhere a 4xx sentence, never the plugin's crash."""
+    for name in client.get("/datasets").json():
+        for path in ("edr/", "edr/position?coords=POINT(150 0)"):
+            r = client.get(f"/datasets/{name}/{path}")
+            assert r.status_code < 500, (name, path, r.text[:200])
+            if r.status_code >= 400:
+                assert "Use OPeNDAP, Zarr or the subset download." in r.json()["detail"] \
+                    or "use OPeNDAP, Zarr or the subset download." in r.json()["detail"]
+    assert client.get("/datasets/cobe_sst2/edr/position?coords=POINT(150 0)").status_code \
+        == 200

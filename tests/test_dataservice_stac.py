@@ -205,8 +205,11 @@ def test_every_collection_and_item_validates(base: str, catalog: Catalog,
         assert assets["zarr"]["type"] == "application/vnd+zarr"
         assert assets["opendap"]["href"] == f"{base}/datasets/{doc['id']}/opendap"
         assert assets["html"]["roles"] == ["metadata"]
-        assert {"data"} == {r for k in ("opendap", "zarr", "netcdf", "edr")
+        assert {"data"} == {r for k in ("opendap", "zarr", "netcdf", "edr") if k in assets
                             for r in assets[k]["roles"]}
+        # EDR only where it can answer (a regular grid), and there it does
+        regular = catalog.entries[doc["id"]].metadata.grid == "regular"
+        assert ("edr" in assets) == regular, doc["id"]
 
 
 def test_collection_metadata_from_the_catalog(base: str, catalog: Catalog) -> None:

@@ -466,8 +466,60 @@ def _fixing_covjson(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _edr_guarded(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """*endpoint* answering a 400 sentence where ``xpublish-edr`` fails on the data."""
+    @functools.wraps(endpoint)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return endpoint(*args, **kwargs)
+        except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+            if isinstance(exc, HTTPException):
+                raise
+            name = repr(kwargs["dataset_id"]) if "dataset_id" in kwargs else "this dataset"
+            raise HTTPException(400, f"EDR cannot answer this query on {name} "
+                                     f"({type(exc).__name__}); use OPeNDAP, Zarr or the "
+                                     "subset download.") from None
+
+    return wrapper
+
+
+def edr_unfit(ds: xr.Dataset) -> str | None:
+    """Why ``xpublish-edr`` cannot answer on *ds*, or None when it can.
+
+    The plugin needs a regular grid (X and Y dimension coordinates; where CF attributes
+    name the axes, they must be 1-D dimensions) and a time axis of numpy datetimes; on
+    anything else it raises deep inside. What this cannot foresee is caught around the
+    plugin's endpoints (:func:`_edr_guarded`).
+    """
+    import cf_xarray  # noqa: F401  (registers the .cf accessor)
+
+    try:
+        axes = ds.cf.axes
+    except (KeyError, ValueError, AttributeError):
+        axes = {}
+    for axis in ("X", "Y"):
+        if any(ds[n].ndim != 1 or n not in ds.dims for n in axes.get(axis, [])):
+            return "it has no regular latitude-longitude grid"
+    for name in axes.get("T", []):
+        if ds[name].dtype.kind != "M":
+            return "its time axis is not in the standard calendar"
+    return None
+
+
+def _edr_dataset(get: Callable[..., xr.Dataset]) -> Callable[..., xr.Dataset]:
+    def dataset(dataset_id: str, ds: xr.Dataset = Depends(get)) -> xr.Dataset:
+        reason = edr_unfit(ds)
+        if reason is not None:
+            raise HTTPException(404, f"EDR queries are not served for {dataset_id!r}: "
+                                     f"{reason}. Use OPeNDAP, Zarr or the subset download.")
+        return ds
+
+    return dataset
+
+
 class NaiveTimeEdrPlugin(CfEdrPlugin):
-    """``xpublish-edr`` taking zone-aware datetimes and answering valid CoverageJSON.
+    """``xpublish-edr`` taking zone-aware datetimes and answering valid CoverageJSON,
+    only on datasets it can serve (:func:`edr_unfit`: 404 with a sentence otherwise).
 
     See :func:`naive_datetime_query` and :func:`covjson_fixed`: the query routes'
     (sync) endpoints are wrapped before FastAPI builds the routes we serve, so they keep
@@ -477,12 +529,15 @@ class NaiveTimeEdrPlugin(CfEdrPlugin):
     @hookimpl
     def dataset_router(self, deps: Dependencies) -> APIRouter:
         """The plugin's EDR router, ``datetime`` made naive UTC, CoverageJSON fixed."""
-        router = super().dataset_router(deps)
+        router = super().dataset_router(
+            deps.model_copy(update={"dataset": _edr_dataset(deps.dataset)}))
         for route in router.routes:
-            if isinstance(route, APIRoute) and not inspect.iscoroutinefunction(
-                    route.endpoint) and route.path.rsplit("/", 1)[-1] in (
-                    "position", "area", "cube"):
+            if not isinstance(route, APIRoute) or inspect.iscoroutinefunction(
+                    route.endpoint):
+                continue
+            if route.path.rsplit("/", 1)[-1] in ("position", "area", "cube"):
                 route.endpoint = _fixing_covjson(route.endpoint)
+            route.endpoint = _edr_guarded(route.endpoint)
         outer = APIRouter(dependencies=[Depends(naive_datetime_query)])
         outer.include_router(router)
         return outer

@@ -239,7 +239,7 @@ def _assets(entry: Entry) -> dict[str, pystac.Asset]:
     """One asset per access protocol; hrefs relative to the service root."""
     name = entry.name
     where = f"datasets/{name}"
-    return {
+    assets = {
         "opendap": pystac.Asset(
             f"{where}/opendap", title="OPeNDAP (DAP2)", roles=["data"],
             description="OPeNDAP DAP2 endpoint: open the URL with xarray, netCDF-C, "
@@ -260,6 +260,9 @@ def _assets(entry: Entry) -> dict[str, pystac.Asset]:
         "html": pystac.Asset(
             where, title="Dataset page", media_type="text/html", roles=["metadata"]),
     }
+    if entry.metadata.grid != "regular":  # EDR needs a regular grid (protocols.edr_unfit)
+        del assets["edr"]
+    return assets
 
 
 def _keywords(entry: Entry) -> list[str]:
