@@ -153,7 +153,15 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
         return {"ok": True}
 
     for module in _route_modules():
+        before = len(inner.router.routes)
         inner.include_router(module.router)
+        if module.__name__.endswith(".tabledap"):
+            # tabledap's routes go first: the xpublish-erddap plugin's erddap/info/{id} and
+            # (empty) tabledap/index would otherwise answer for the tables; tabledap's info
+            # routes match table ids only (tabledap.TableRoute), other ids reach the plugin
+            added = inner.router.routes[before:]
+            del inner.router.routes[before:]
+            inner.router.routes[:0] = added
 
     outer = FastAPI(title="oceandata open data", docs_url=None, redoc_url=None,
                     openapi_url=None)
@@ -188,7 +196,7 @@ def _route_modules() -> list[Any]:
     import importlib
 
     found = []
-    for name in ("portal", "stac", "downloads"):
+    for name in ("portal", "stac", "downloads", "tabledap"):
         try:
             found.append(importlib.import_module(f".{name}", __package__))
         except ModuleNotFoundError as exc:  # a part not built yet in this checkout
