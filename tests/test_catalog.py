@@ -91,6 +91,14 @@ def test_invalid_metadata_names_entry_field_and_line(tmp_path: Path) -> None:
     assert "south (40.0) is greater than north (10.0)" in message
 
 
+def test_a_time_range_ending_before_it_starts_is_refused(tmp_path: Path) -> None:
+    """Otherwise every search with a time filter would fail on that one entry."""
+    text = "sources:\n" + entry("late", start="2010-01-01", end="2000-12-31")
+    bad = write(tmp_path / "t.yaml", text)
+    with pytest.raises(CatalogError, match=r"'late'.*time_range.*is after end"):
+        open_catalog(bad)
+
+
 def test_unknown_driver_is_refused_with_valid_list(tmp_path: Path) -> None:
     bad = write(tmp_path / "d.yaml", "sources:\n" + entry("x").replace("netcdf", "grib"))
     with pytest.raises(CatalogError, match=r"d.yaml:2: sources.x.driver.*'grib'.*netcdf"):

@@ -106,6 +106,17 @@ class TimeRange(_Strict):
             raise ValueError(str(exc)) from None
         return str(value)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRange:
+        from ..errors import UsageError
+        from ..times import Period
+
+        try:
+            Period.checked((self.start, self.end), what="time_range")
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
 
 class DepthRange(_Strict):
     """Vertical extent in metres, positive down (negative values are heights above sea level)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..catalog.core import Catalog, Entry
 from ..catalog.schema import BBox
-from ..times import period
+from ..times import Period, period
 from .access import Caller
 
 
@@ -27,6 +27,7 @@ class _Row:
     entry: Entry
     text: str
     standard_names: tuple[str, ...]
+    period: Period | None  # the time range, parsed once (None: no time range)
 
 
 class SearchIndex:
@@ -50,7 +51,11 @@ class SearchIndex:
         words += [" ".join(filter(None, [v.name, v.standard_name, v.long_name]))
                   for v in md.variables]
         names = tuple(v.standard_name for v in md.variables if v.standard_name)
-        return _Row(entry, " ".join(words).lower(), names)
+        tr = md.time_range
+        span = None
+        if tr is not None and (tr.start is not None or tr.end is not None):
+            span = Period.checked((tr.start, tr.end), what=f"{entry.where}: time_range")
+        return _Row(entry, " ".join(words).lower(), names, span)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -105,7 +110,8 @@ class SearchIndex:
                 continue
             if box is not None and not entry.intersects_bbox(box):
                 continue
-            if wanted is not None and not entry.overlaps_time(wanted.start, wanted.end):
+            if wanted is not None and (row.period is None or not wanted.overlaps(
+                    row.period.start_key, row.period.end_key)):
                 continue
             found.append(entry)
         return found
