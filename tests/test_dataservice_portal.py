@@ -260,3 +260,28 @@ def test_links_under_the_hub_prefix(tmp_path: Path) -> None:
     page = client.get("/services/data/datasets/cobe_sst2", headers=HTML)
     assert "http://testserver/services/data/datasets/cobe_sst2/opendap" in page.text
     assert client.get("/services/data/auth/", headers=HTML).status_code == 401
+
+
+@pytest.mark.parametrize(("name", "snippet"), [("cobe_sst2", "xarray"),
+                                               ("cobe_sst2", "erddapy"),
+                                               ("dsg_point", "erddapy")])
+def test_the_python_snippets_run_as_pasted(service: str, name: str, snippet: str) -> None:
+    """Copy the snippet from the page, paste it into a fresh Python: it must work."""
+    import html as html_lib
+    import re
+    import subprocess
+    import sys
+
+    page = requests.get(f"{service}datasets/{name}", timeout=60).text
+    blocks = [html_lib.unescape(b) for b in re.findall(r"<pre><code>(.*?)</code></pre>",
+                                                          page, flags=re.S)]
+    marker = {"xarray": "import xarray as xr", "erddapy": "from erddapy import ERDDAP"}
+    (code,) = [b for b in blocks if b.startswith(marker[snippet])]
+    check = ("print(type(df).__name__, len(df))" if "df = " in code
+             else "print(type(ds).__name__, dict(ds.sizes))")
+    # a separate process: a netCDF client and this test's server in one process would
+    # contend for xarray's HDF5 lock
+    done = subprocess.run([sys.executable, "-c", code + "\n" + check], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, (code, done.stderr[-2000:])
+    assert done.stdout.splitlines()[-1].startswith(("Dataset", "DataFrame")), done.stdout

@@ -91,3 +91,20 @@ def test_unknown_suffix_is_a_usage_error(tmp_path, sst_1950, name) -> None:
 def test_missing_folder_is_a_usage_error(tmp_path, sst_1950) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         export(sst_1950, tmp_path / "no" / "such" / "dir" / "x.nc")
+
+
+def test_csv_of_a_ragged_array_has_one_row_per_observation(tmp_path) -> None:
+    """A contiguous ragged array (rowSize) is 1268 observations of 30 profiles, not the
+    30 x 1268 pairs a data frame of both dimensions would make."""
+    import oceandata
+
+    ds = oceandata.open_dataset("dsg_profile")
+    out = export(ds, tmp_path / "profiles.csv")
+    table = pd.read_csv(out, comment="#")
+    raw = xr.open_dataset(oceandata.open_catalog().entry("dsg_profile").paths()[0])
+    sizes = raw["rowSize"].values
+    assert len(table) == int(sizes.sum()) == raw.sizes["obs"]
+    np.testing.assert_allclose(table["temp"], raw["temp"].values)
+    np.testing.assert_allclose(table["latitude"], np.repeat(raw["latitude"].values, sizes))
+    assert list(table["id"]) == [v.decode().strip() if isinstance(v, bytes) else v
+                                 for v in np.repeat(raw["id"].values, sizes)]

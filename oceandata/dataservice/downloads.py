@@ -55,7 +55,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import DataError, UsageError
 from ..io.estimate import OutputEstimate, SizeEstimate, estimate, format_bytes
-from ..io.export import output_encoding, with_provenance, write_csv
+from ..io.export import output_encoding, table_blocks, with_provenance, write_csv
 from ..io.subset import parse_bbox, parse_depth, parse_range, subset
 
 __all__ = ["CHUNK", "FORMATS", "MAX_WRITES", "download_limit", "router"]
@@ -118,12 +118,6 @@ def _write_csv_file(ds: xr.Dataset, path: Path) -> None:
     write_csv(ds, path)
 
 
-def _partitions(ds: xr.Dataset) -> tuple[list[str], Any]:
-    """The flattened table of *ds* as the CSV writer builds it: columns, dask frame."""
-    frame = ds.reset_coords().to_dask_dataframe()
-    return [str(c) for c in frame.columns], frame
-
-
 def _attr_text(value: Any) -> str:
     value = _jsonable(value)
     return value if isinstance(value, str) else json.dumps(value)
@@ -145,16 +139,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def _write_parquet(ds: xr.Dataset, path: Path) -> None:
-    """One row group per dask partition; attributes in the schema's key-value metadata."""
+    """One row group per table block; attributes in the schema's key-value metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     flat = ds.reset_coords()
-    _, frame = _partitions(ds)
+    _, blocks = table_blocks(ds)
     writer = None
     try:
-        for i in range(frame.npartitions):
-            part = frame.get_partition(i).compute()
+        for part in blocks:
             table = pa.Table.from_pandas(part, preserve_index=False)
             if writer is None:
                 fields = [
@@ -176,9 +169,9 @@ def _write_parquet(ds: xr.Dataset, path: Path) -> None:
 
 
 def _write_json(ds: xr.Dataset, path: Path) -> None:
-    """ERDDAP's ``.json`` table plus the attributes, one partition at a time."""
+    """ERDDAP's ``.json`` table plus the attributes, one table block at a time."""
     flat = ds.reset_coords()
-    columns, frame = _partitions(ds)
+    columns, blocks = table_blocks(ds)
     units = [str(flat[c].attrs.get("units", "")) if c in flat.variables else ""
              for c in columns]
     head = {"attributes": {str(k): _jsonable(v) for k, v in ds.attrs.items()},
@@ -187,8 +180,7 @@ def _write_json(ds: xr.Dataset, path: Path) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text[:-2] + ', "rows": [')  # reopen the table object: ...}} -> ..., "rows": [
         first = True
-        for i in range(frame.npartitions):
-            part = frame.get_partition(i).compute()
+        for part in blocks:
             if part.empty:
                 continue
             rows = part.to_json(orient="values", date_format="iso",

@@ -237,7 +237,7 @@ def _snippets(request: Request, entry: Entry, dataset_id: str) -> dict[str, Any]
             "import xarray as xr\n\n"
             f"# OPeNDAP (DAP2)\nds = xr.open_dataset({urls['opendap']!r})\n\n"
             f"# Zarr v3\nds = xr.open_zarr({urls['zarr']!r}, zarr_format=3, "
-            "consolidated=False)\n"
+            "consolidated=True)\n"
             f"print(ds[{var!r}])"),
         "intake": (
             "import oceandata\n\n"
@@ -245,6 +245,12 @@ def _snippets(request: Request, entry: Entry, dataset_id: str) -> dict[str, Any]
             f"print(cat.entry({name!r}).describe())\n"
             f"ds = oceandata.open_dataset({name!r})"),
         "erddapy": (
+            "from erddapy import ERDDAP\n\n"
+            f"e = ERDDAP(server={urls['erddap']!r}, protocol='tabledap')\n"
+            f"e.dataset_id = {dataset_id!r}\n"
+            + f"e.variables = [{var!r}]\n"
+            "df = e.to_pandas()"
+        ) if entry.metadata.grid == "dsg" else (
             "from erddapy import ERDDAP\n\n"
             f"e = ERDDAP(server={urls['erddap']!r}, "
             "protocol='griddap')\n"

@@ -70,30 +70,40 @@ OPEN_CACHE_SIZE = 64
 
 
 class DatasetCache:
-    """Opened datasets by ``(name, version)``, least recently used dropped first."""
+    """Opened datasets by ``(name, version)``, least recently used dropped first.
+
+    Datasets are opened one at a time: netCDF-C is not thread-safe, and xarray's
+    netCDF4 backend reads a file's attributes outside its HDF5 lock while opening, so
+    two requests opening two files at once (the ERDDAP plugin opens every dataset in a
+    thread pool when it builds its catalogue) crashed the process (a segmentation fault
+    about once in seven test runs). Reads of values go through xarray's own lock.
+    """
 
     def __init__(self, size: int = OPEN_CACHE_SIZE) -> None:
         self.size = size
         self._items: OrderedDict[tuple[str, str | None], xr.Dataset] = OrderedDict()
         self._lock = threading.Lock()
+        self._opening = threading.Lock()
 
     def get(self, entry: Entry, version: str | None) -> xr.Dataset:
         """The dataset of *entry* at *version*, opened once."""
         key = (entry.name, version)
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        try:
-            ds = entry._open(version=version)  # the guard has checked the caller's grants
-        except VersionNotFound as exc:  # said without the store's path on this server
-            raise HTTPException(404, f"Dataset {entry.name!r} has no version {version!r}; "
-                                     f"its tags: {', '.join(exc.tags) or 'none'} (or give "
-                                     "a snapshot id).") from None
-        with self._lock:
-            self._items[key] = ds
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        with self._opening:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+            try:
+                ds = entry._open(version=version)  # the guard has checked the grants
+            except VersionNotFound as exc:  # said without the store's path on this server
+                raise HTTPException(404, f"Dataset {entry.name!r} has no version "
+                                         f"{version!r}; its tags: "
+                                         f"{', '.join(exc.tags) or 'none'} (or give a "
+                                         "snapshot id).") from None
+            with self._lock:
+                self._items[key] = ds
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
         return ds
 
 
@@ -558,8 +568,9 @@ class PublicErddapPlugin(ErddapPlugin):
         """The server-wide ERDDAP router over the open datasets."""
         catalog = self.catalog
 
-        def public_ids() -> list[str]:
-            return list(visible_entries(catalog, ANONYMOUS))
+        def public_ids() -> list[str]:  # tables (DSG) are tabledap's (tabledap.py)
+            return [name for name, entry in visible_entries(catalog, ANONYMOUS).items()
+                    if entry.metadata.grid != "dsg"]
 
         return super().app_router(deps.model_copy(update={"dataset_ids": public_ids}))
 

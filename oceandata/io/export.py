@@ -270,18 +270,48 @@ def write_csv(ds: xr.Dataset, tmp: Path, meter: _BytesWritten | None = None) -> 
     lines (``pandas.read_csv(path, comment="#")`` skips them). Written one dask
     partition at a time, so memory stays bounded.
     """
-    flat = ds.reset_coords()
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         for key in CSV_COMMENT_KEYS:
             if key in ds.attrs:
                 for line in str(ds.attrs[key]).splitlines():
                     fh.write(f"# {key}: {line}\n")
-        if flat.chunks:
-            frame = flat.to_dask_dataframe()
-            for i in range(frame.npartitions):
-                frame.get_partition(i).compute().to_csv(fh, header=i == 0, index=False)
-                if meter is not None:
-                    fh.flush()
-                    meter.tick()
-        else:
-            flat.to_dataframe().reset_index().to_csv(fh, index=False)
+        columns, blocks = table_blocks(ds)
+        header = True
+        for block in blocks:
+            block.to_csv(fh, header=header, index=False)
+            header = False
+            if meter is not None:
+                fh.flush()
+                meter.tick()
+        if header:  # no rows: the header alone
+            fh.write(",".join(columns) + "\n")
+
+
+def table_blocks(ds: xr.Dataset) -> tuple[list[str], Iterator[Any]]:
+    """*ds* as a table (one row per point, one column per variable), block by block.
+
+    A ragged DSG array (``rowSize`` or an index variable) is read with
+    :func:`oceandata.io.table.iter_table`, one row per observation with its instance's
+    variables repeated (a data frame of all dimensions would pair every profile with
+    every observation); anything else row by row of its dimensions, one block per dask
+    partition.
+
+    Returns
+    -------
+    tuple
+        The column names, and an iterator of :class:`pandas.DataFrame` blocks.
+    """
+    from .table import is_ragged, iter_table, table_layout
+
+    if is_ragged(ds):
+        layout = table_layout(ds, erddap_names=False)
+        names = list(layout.columns)
+        return names, iter_table(ds, layout, names)
+    flat = ds.reset_coords()
+    if flat.chunks:
+        frame = flat.to_dask_dataframe()
+        parts = range(frame.npartitions)
+        return ([str(c) for c in frame.columns],
+                (frame.get_partition(i).compute() for i in parts))
+    whole = flat.to_dataframe().reset_index()
+    return [str(c) for c in whole.columns], iter([whole])

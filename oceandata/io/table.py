@@ -105,6 +105,11 @@ def _ragged(ds: xr.Dataset) -> tuple[Hashable, Hashable, Hashable, str] | None:
     return found[0] if found else None
 
 
+def is_ragged(ds: xr.Dataset) -> bool:
+    """Whether *ds* stores a contiguous or indexed ragged array (CF-1.6 chapter 9)."""
+    return _ragged(ds) is not None
+
+
 def _axis_names(ds: xr.Dataset) -> dict[str, Hashable]:
     """ERDDAP name → source variable for the CF axes of *ds* found unambiguously."""
     import cf_xarray  # noqa: F401  (registers the .cf accessor)
@@ -353,4 +358,5 @@ def dsg_table(ds: xr.Dataset, columns: Sequence[str] | None = None, *,
     return pd.concat(parts, ignore_index=True)
 
 
-__all__ = ["BLOCK_ROWS", "Filter", "TableLayout", "dsg_table", "iter_table", "table_layout"]
+__all__ = ["BLOCK_ROWS", "Filter", "TableLayout", "dsg_table", "is_ragged", "iter_table",
+           "table_layout"]
