@@ -93,8 +93,12 @@ class DatasetCache:
                 if key in self._items:
                     self._items.move_to_end(key)
                     return self._items[key]
+            # stores are served in their own chunks (a Zarr key is a stored chunk, a
+            # download holds one at a time); dask's "auto" would join them to 128 MiB
+            chunks = {} if entry.driver in ("zarr", "icechunk") and "chunks" not in \
+                entry.args else None
             try:
-                ds = entry._open(version=version)  # the guard has checked the grants
+                ds = entry._open(version=version, chunks=chunks)  # the guard checked grants
             except VersionNotFound as exc:  # said without the store's path on this server
                 raise HTTPException(404, f"Dataset {entry.name!r} has no version "
                                          f"{version!r}; its tags: "
