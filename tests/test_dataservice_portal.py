@@ -285,3 +285,20 @@ def test_the_python_snippets_run_as_pasted(service: str, name: str, snippet: str
                           text=True, timeout=180)
     assert done.returncode == 0, (code, done.stderr[-2000:])
     assert done.stdout.splitlines()[-1].startswith(("Dataset", "DataFrame")), done.stdout
+
+
+def test_lists_come_a_page_at_a_time(service: str) -> None:
+    """A large catalog is never rendered (or sent as JSON) whole in one answer."""
+    every = requests.get(f"{service}datasets.json", timeout=30)
+    total = int(every.headers["X-Total-Count"])
+    assert total == len(every.json()) > 3
+    first = requests.get(f"{service}datasets.json", params={"limit": 2}, timeout=30)
+    assert [d["name"] for d in first.json()] == [d["name"] for d in every.json()[:2]]
+    nxt = first.headers["Link"].split(">")[0].lstrip("<")
+    assert [d["name"] for d in requests.get(nxt, timeout=30).json()] == \
+        [d["name"] for d in every.json()[2:4]]
+    page = requests.get(service, params={"limit": 2, "offset": 2}, timeout=30).text
+    assert f"Showing 3-4 of {total}" in page and 'rel="next"' in page and 'rel="prev"' in page
+    for bad in ({"limit": 0}, {"limit": 5000}, {"offset": -1}, {"limit": "x"}):
+        r = requests.get(f"{service}datasets.json", params=bad, timeout=30)
+        assert r.status_code == 400 and r.json()["detail"].endswith("."), bad

@@ -146,12 +146,54 @@ def _access_label(lang: str, level: str) -> str:
 
 
 # -- pages -----------------------------------------------------------------------------
+#: datasets per page of the portal's lists and of ``datasets.json`` (at most MAX_PAGE)
+PAGE = 100
+MAX_PAGE = 1000
+
+
+def _paged(request: Request, items: list[Any], default: int = PAGE) -> tuple[list[Any],
+                                                                             dict[str, Any]]:
+    """One page of *items* (``offset``, ``limit`` query parameters) and its navigation.
+
+    Raises
+    ------
+    HTTPException
+        400 for an offset or limit that is not a whole number in range.
+    """
+    lang = i18n.request_lang(request)
+    values = {}
+    for key, fallback, top in (("offset", 0, None), ("limit", default, MAX_PAGE)):
+        raw = request.query_params.get(key)
+        try:
+            value = fallback if raw in (None, "") else int(raw)
+        except ValueError:
+            value = -1
+        if value < 0 or (top is not None and not 1 <= value <= top):
+            raise HTTPException(400, gettext(lang, "%(key)s must be a whole number from "
+                                                   "%(low)s to %(high)s.", key=key,
+                                             low=0 if top is None else 1,
+                                             high=top or len(items)))
+        values[key] = value
+    offset, limit = values["offset"], values["limit"]
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"]
+
+    def href(start: int) -> str:
+        return "?" + urlencode([*query, ("offset", str(start))])
+
+    nav = {"total": len(items), "first": offset + 1 if items else 0,
+           "last": min(offset + limit, len(items)),
+           "next": href(offset + limit) if offset + limit < len(items) else None,
+           "previous": href(max(0, offset - limit)) if offset > 0 else None}
+    return items[offset:offset + limit], nav
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def home(request: Request) -> HTMLResponse:
-    """Home page: the search form and the datasets the caller may see."""
+    """Home page: the search form and the datasets the caller may see, a page at a time."""
     entries = visible_entries(request.app.state.catalog, request.state.caller)
     lang, _ = _page_lang(request)
-    return _render(request, "home.html", datasets=[_summary(e) for e in entries.values()],
+    shown, nav = _paged(request, list(entries.values()))
+    return _render(request, "home.html", datasets=[_summary(e) for e in shown], nav=nav,
                    filters=dict.fromkeys(("q", "standard_name", "bbox", "time")),
                    searched=False, error=None,
                    access_label=lambda level: _access_label(lang, level))
@@ -175,9 +217,10 @@ def search(request: Request, q: str | None = None, standard_name: str | None = N
     except OceandataError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return _render(request, "home.html", status=400, datasets=[], filters=filters,
-                       searched=True, error=message,
+                       searched=True, error=message, nav=None,
                        access_label=lambda level: _access_label(lang, level))
-    return _render(request, "home.html", datasets=[_summary(e) for e in found],
+    shown, nav = _paged(request, found)
+    return _render(request, "home.html", datasets=[_summary(e) for e in shown], nav=nav,
                    filters=filters, searched=True, error=None,
                    access_label=lambda level: _access_label(lang, level))
 
@@ -296,11 +339,16 @@ def dataset_page(request: Request, dataset_id: str) -> HTMLResponse:
 
 @router.get("/datasets.json", include_in_schema=False)
 def datasets_json(request: Request) -> JSONResponse:
-    """The datasets the caller may see: name, title, access level and links."""
+    """The datasets the caller may see: name, title, access level and links.
+
+    A page at a time (``offset``, ``limit`` up to :data:`MAX_PAGE`, default 1000); the
+    ``Link`` header gives the next page (RFC 8288) and ``X-Total-Count`` the total.
+    """
     root = _base_url(request)
     rows = []
-    for name, entry in visible_entries(request.app.state.catalog,
-                                       request.state.caller).items():
+    entries = visible_entries(request.app.state.catalog, request.state.caller)
+    shown, nav = _paged(request, list(entries.items()), default=MAX_PAGE)
+    for name, entry in shown:
         md = entry.metadata
         url = f"{root}datasets/{name}"
         rows.append({
@@ -311,7 +359,10 @@ def datasets_json(request: Request) -> JSONResponse:
                       "edr": f"{url}/edr/", "erddap": f"{url}/erddap",
                       "subset": f"{url}/subset", "preview": f"{url}/preview.png"},
         })
-    return JSONResponse(rows, headers={"Cache-Control": "private, max-age=60"})
+    headers = {"Cache-Control": "private, max-age=60", "X-Total-Count": str(nav["total"])}
+    if nav["next"]:
+        headers["Link"] = f'<{root}datasets.json{nav["next"]}>; rel="next"'
+    return JSONResponse(rows, headers=headers)
 
 
 @router.get("/static/portal.css", include_in_schema=False)
