@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import NotAuthorized, OceandataError, UsageError
+from ..errors import NotAuthorized, UsageError
 from ..hub.security import (
     CSRF_FIELD,
     MAX_INT64,
@@ -764,16 +764,10 @@ def _page_router() -> APIRouter:
 
 
 def main() -> None:
-    """Serve the app on 127.0.0.1 at the port of ``JUPYTERHUB_SERVICE_URL``."""
-    import uvicorn
+    """Serve the app as the hub's ``allocations`` service (started by JupyterHub)."""
+    from ..netutil import run_hub_service
 
-    service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
-    if not service_url:
-        raise OceandataError("JUPYTERHUB_SERVICE_URL is not set: the allocations service is "
-                             "started by JupyterHub (oceandata hub up)")
-    port = urllib.parse.urlparse(service_url).port or 8000
-    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="info",
-                proxy_headers=False, server_header=False)
+    run_hub_service(create_app(), "the allocations service")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..catalog.core import Catalog, open_catalog
-from ..errors import DatasetNotFound, NotAuthorized, OceandataError, UsageError
+from ..errors import DatasetNotFound, NotAuthorized, OceandataError
 from ..hub.security import SECURITY_HEADERS
+from ..netutil import run_hub_service
+from . import downloads, portal, stac, tabledap
 from .access import AuthPrefix, alloc_db_url, guard, login, logout, oauth_callback
 from .i18n import HTML_LANG, gettext, request_lang
 from .index import SearchIndex
@@ -152,10 +154,10 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
         """Readiness: the catalog is indexed and the service answers."""
         return {"ok": True}
 
-    for module in _route_modules():
+    for module in (portal, stac, downloads, tabledap):
         before = len(inner.router.routes)
         inner.include_router(module.router)
-        if module.__name__.endswith(".tabledap"):
+        if module is tabledap:
             # tabledap's routes go first: the xpublish-erddap plugin's erddap/info/{id} and
             # (empty) tabledap/index would otherwise answer for the tables; tabledap's info
             # routes match table ids only (tabledap.TableRoute), other ids reach the plugin
@@ -191,33 +193,9 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
     return outer
 
 
-def _route_modules() -> list[Any]:
-    """The modules of the service's own routes (each has a ``router``), in order."""
-    import importlib
-
-    found = []
-    for name in ("portal", "stac", "downloads", "tabledap"):
-        try:
-            found.append(importlib.import_module(f".{name}", __package__))
-        except ModuleNotFoundError as exc:  # a part not built yet in this checkout
-            if exc.name != f"{__package__}.{name}":
-                raise
-    return found
-
-
 def main() -> None:
-    """Serve the app on 127.0.0.1 at the port of ``JUPYTERHUB_SERVICE_URL`` (hub service)."""
-    import urllib.parse
-
-    import uvicorn
-
-    service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
-    if not service_url:
-        raise UsageError("JUPYTERHUB_SERVICE_URL is not set: in the hub the data service is "
-                         "started by JupyterHub; standalone, run `oceandata serve`")
-    port = urllib.parse.urlparse(service_url).port or 8000
-    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="info",
-                proxy_headers=False, server_header=False)
+    """Serve the app as the hub's ``data`` service (started by JupyterHub)."""
+    run_hub_service(create_app(), "the data service (standalone: `oceandata serve`)")
 
 
 __all__ = ["HUB_PREFIX", "create_app", "main"]
