@@ -158,3 +158,13 @@ def test_no_dataset_makes_edr_fail_with_a_500(client: TestClient) -> None:
                     or "use OPeNDAP, Zarr or the subset download." in r.json()["detail"]
     assert client.get("/datasets/cobe_sst2/edr/position?coords=POINT(150 0)").status_code \
         == 200
+
+
+def test_request_bodies_are_bounded_and_answers_carry_the_security_headers(
+        client: TestClient) -> None:
+    big = b'{"q": "' + b"x" * (2 * 2**20) + b'"}'
+    r = client.post("/stac/search", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "Traceback" not in r.text
+    r = client.get("/datasets")
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["X-Frame-Options"] == "DENY"

@@ -57,10 +57,9 @@ from ..errors import NotAuthorized, UsageError
 from ..hub.security import (
     CSRF_FIELD,
     MAX_INT64,
-    SECURITY_HEADERS,
-    BodyLimit,
     HubUser,
     ServiceAuth,
+    install_security_layer,
     parse_json_object,
 )
 from . import core, db
@@ -339,14 +338,7 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
         # a script upload with its form fields
         overrides[f"{prefix}api/jobs"] = MAX_SCRIPT_BYTES + 2**16
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
-    app.add_middleware(BodyLimit, overrides=overrides)
+    install_security_layer(app, overrides)
     return app
 
 

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..catalog.core import Catalog, open_catalog
 from ..errors import DatasetNotFound, NotAuthorized, OceandataError
-from ..hub.security import SECURITY_HEADERS
+from ..hub.security import install_security_layer
 from ..netutil import run_hub_service
 from . import downloads, portal, stac, tabledap
 from .access import AuthPrefix, alloc_db_url, guard, login, logout, oauth_callback
@@ -170,15 +170,11 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
     outer.state.inner = inner
     outer.state.catalog = catalog
 
-    @outer.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
-    # open data is for any origin; credentials are a header a page cannot take from a
-    # user, never a cookie, so no origin gains anything from a caller's session
+    # security headers; request bodies (STAC's POST search) bounded to 1 MiB
+    install_security_layer(outer)
+    # open data is for any origin, without credentials: a foreign page cannot take a
+    # user's token (a header), and a browser does not let it read an answer sent with
+    # the login cookie (SameSite=Lax, and "*" is refused for credentialed requests)
     outer.add_middleware(CORSMiddleware, allow_origins=["*"], allow_credentials=False,
                          allow_methods=["GET", "HEAD", "POST"],
                          allow_headers=["Authorization", "Content-Type", "Range"])

@@ -409,6 +409,22 @@ class BodyLimit:
                 await _too_large(send, limit)
 
 
+def install_security_layer(app: Any, overrides: dict[str, int] | None = None) -> None:
+    """Give a Starlette/FastAPI *app* of ours the shared answers' layer.
+
+    :data:`SECURITY_HEADERS` on every answer, and request bodies bounded by
+    :class:`BodyLimit` (:data:`MAX_BODY_BYTES`, or *overrides* by path prefix).
+    """
+    @app.middleware("http")
+    async def security_headers(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    app.add_middleware(BodyLimit, overrides=overrides)
+
+
 class _BodyTooLarge(Exception):
     pass
 
