@@ -34,6 +34,8 @@ import binascii
 import contextvars
 import difflib
 import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +43,7 @@ from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from ..catalog.core import Catalog, Entry
-from ..hub.security import AuthError, header_token
+from ..hub.security import CACHE_SECONDS, AuthError, header_token
 from .i18n import gettext, request_lang
 
 #: the path prefix under which every URL challenges for credentials (see the module doc)
@@ -123,16 +125,34 @@ def request_token(authorization: str | None, lang: str = "en") -> str | None:
                                        "password.")) from None
 
 
+#: (database, user) -> (when read, datasets): grants are read at most every CACHE_SECONDS
+_GRANTS: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
+_GRANTS_LOCK = threading.Lock()
+
+
 def allocation_grants(db_url: str | None, user: str) -> frozenset[str]:
-    """Datasets named by *user*'s approved allocation in force today (none without a DB)."""
+    """Datasets named by *user*'s approved allocation in force today (none without a DB).
+
+    Read from the allocations database at most once per :data:`CACHE_SECONDS` per user
+    (the bound of the token cache): a client reading Zarr chunks sends many requests a
+    second, and a revoked or expired allocation stops granting within that bound.
+    """
     if not db_url:
         return frozenset()
+    now = time.monotonic()
+    with _GRANTS_LOCK:
+        found = _GRANTS.get((db_url, user))
+    if found is not None and now - found[0] < CACHE_SECONDS:
+        return found[1]
     from ..alloc.core import active_allocation
     from ..alloc.db import session_scope
 
     with session_scope(db_url) as session:
         alloc = active_allocation(session, user)
-        return frozenset(alloc.datasets or ()) if alloc is not None else frozenset()
+        datasets = frozenset(alloc.datasets or ()) if alloc is not None else frozenset()
+    with _GRANTS_LOCK:
+        _GRANTS[(db_url, user)] = (now, datasets)
+    return datasets
 
 
 async def identify(request: Request) -> Caller:

@@ -88,10 +88,13 @@ class DatasetCache:
     def get(self, entry: Entry, version: str | None) -> xr.Dataset:
         """The dataset of *entry* at *version*, opened once."""
         key = (entry.name, version)
+        with self._lock:  # a dataset already open never waits for another being opened
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
         with self._opening:
-            with self._lock:
+            with self._lock:  # opened by another request meanwhile
                 if key in self._items:
-                    self._items.move_to_end(key)
                     return self._items[key]
             # stores are served in their own chunks (a Zarr key is a stored chunk, a
             # download holds one at a time); dask's "auto" would join them to 128 MiB
