@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import UsageError
@@ -41,10 +41,101 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "oceandata"
 
 
+AccessClass = Literal["anonymous", "registered", "partner"]
+#: the open-data service's access classes, from the least to the most trusted
+ACCESS_CLASSES: tuple[AccessClass, ...] = ("anonymous", "registered", "partner")
+
+
+class ClassLimits(BaseModel):
+    """What one access class may take.
+
+    Sizes are bytes or sizes such as ``2GB``; rates use the ``limits`` notation
+    (``"600/minute"``, ``"20/second;600/minute"``).
+    """
+
+    sync_bytes: str = Field(description="Largest answer streamed at once (its estimate); "
+                                        "larger requests get 413 (or 202 with async=1).")
+    rate: str = Field(description="Requests per client, e.g. '600/minute'; more get 429.")
+    concurrent: int = Field(ge=1, description="Requests of one client served at once; the "
+                                              "others wait up to queue_wait seconds.")
+    daily_bytes: str = Field(description="Bytes one client may download per UTC day.")
+    async_bytes: str = Field(description="Largest asynchronous job (its estimate); '0' "
+                                         "offers none (anonymous clients).")
+
+    def sizes(self) -> dict[str, int]:
+        """``sync_bytes``, ``daily_bytes`` and ``async_bytes`` in bytes."""
+        out = {}
+        for name in ("sync_bytes", "daily_bytes", "async_bytes"):
+            text = str(getattr(self, name)).strip()
+            out[name] = 0 if text == "0" else parse_size(text, f"OCEANDATA_DATA__*__{name}")
+        return out
+
+
+class AnonymousLimits(ClassLimits):
+    """Defaults of clients without credentials (no asynchronous jobs)."""
+
+    sync_bytes: str = "500MB"
+    rate: str = "1200/minute"
+    concurrent: int = Field(default=4, ge=1)
+    daily_bytes: str = "20GB"
+    async_bytes: str = "0"
+
+
+class RegisteredLimits(ClassLimits):
+    """Defaults of hub users."""
+
+    sync_bytes: str = "2GB"
+    rate: str = "3000/minute"
+    concurrent: int = Field(default=6, ge=1)
+    daily_bytes: str = "200GB"
+    async_bytes: str = "50GB"
+
+
+class PartnerLimits(ClassLimits):
+    """Defaults of partners (an allocation in force, or a partner group)."""
+
+    sync_bytes: str = "2GB"
+    rate: str = "6000/minute"
+    concurrent: int = Field(default=8, ge=1)
+    daily_bytes: str = "2TB"
+    async_bytes: str = "500GB"
+
+
+class TrafficSettings(BaseModel):
+    """The open-data service's limits per access class, and how they are kept.
+
+    Set from the environment as ``OCEANDATA_DATA__<FIELD>`` and
+    ``OCEANDATA_DATA__<CLASS>__<FIELD>`` (for example
+    ``OCEANDATA_DATA__ANONYMOUS__RATE=120/minute``).
+    """
+
+    anonymous: AnonymousLimits = Field(default_factory=AnonymousLimits)
+    registered: RegisteredLimits = Field(default_factory=RegisteredLimits)
+    partner: PartnerLimits = Field(default_factory=PartnerLimits)
+    partner_groups: list[str] = Field(default=["partners"],
+                                      description="Hub groups whose members are partners.")
+    queue_wait: float = Field(default=10.0, gt=0, description="Seconds a request waits for "
+                              "one of its client's concurrent slots before 429.")
+    request_timeout: float = Field(default=600.0, gt=0, description="Wall-time limit in "
+                                   "seconds of the work behind one synchronous request.")
+    storage: str = Field(default="memory://", description="Where rate-limit counters live: "
+                         "'memory://' (one process) or a Redis URL 'redis://host:6379/0'.")
+    link_expiry: int = Field(default=86400, ge=60, description="Seconds a finished job's "
+                             "download link stays valid.")
+    trusted_proxies: list[str] = Field(default=["127.0.0.1", "::1"], description=(
+        "Addresses whose X-Forwarded-For is believed (the hub's proxy); others are the "
+        "client."))
+
+    def for_class(self, name: AccessClass) -> ClassLimits:
+        """The limits of access class *name*."""
+        return getattr(self, name)
+
+
 class Settings(BaseSettings):
     """oceandata settings (environment variables ``OCEANDATA_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="OCEANDATA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="OCEANDATA_", extra="ignore",
+                                      env_nested_delimiter="__")
 
     catalog: Path = Field(
         default_factory=_default_catalog,
@@ -88,6 +179,13 @@ class Settings(BaseSettings):
         description=("Largest subset the open-data service writes for one request, by its "
                      "estimated size: bytes or a size such as '2GB', '500MB'. Larger requests "
                      "are answered 413 with the estimate and a suggested split."),
+    )
+
+    data: TrafficSettings = Field(
+        default_factory=TrafficSettings,
+        description=("The open-data service's limits per access class (anonymous, "
+                     "registered, partner): OCEANDATA_DATA__<CLASS>__<FIELD>, e.g. "
+                     "OCEANDATA_DATA__ANONYMOUS__RATE=120/minute; see docs/dataservice.md."),
     )
 
     def max_output_bytes(self) -> int:

@@ -68,11 +68,20 @@ class Caller:
         The user's hub groups.
     datasets
         Datasets named by the user's approved allocation in force today.
+    allocation
+        The id of the user's approved allocation in force today, if any (a partner:
+        :func:`oceandata.dataservice.policy.access_class`).
     """
 
     name: str | None = None
     groups: frozenset[str] = frozenset()
     datasets: frozenset[str] = frozenset()
+    allocation: int | None = None
+
+    @property
+    def partner(self) -> bool:
+        """Whether the user has an approved allocation in force today."""
+        return self.allocation is not None
 
     @property
     def anonymous(self) -> bool:
@@ -125,34 +134,41 @@ def request_token(authorization: str | None, lang: str = "en") -> str | None:
                                        "password.")) from None
 
 
-#: (database, user) -> (when read, datasets): grants are read at most every CACHE_SECONDS
-_GRANTS: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
+#: (database, user) -> (when read, allocation id, datasets): read at most every CACHE_SECONDS
+_GRANTS: dict[tuple[str, str], tuple[float, int | None, frozenset[str]]] = {}
 _GRANTS_LOCK = threading.Lock()
 
 
-def allocation_grants(db_url: str | None, user: str) -> frozenset[str]:
-    """Datasets named by *user*'s approved allocation in force today (none without a DB).
+def allocation_grants(db_url: str | None, user: str) -> tuple[int | None, frozenset[str]]:
+    """*user*'s approved allocation in force today and the datasets it names (none
+    without a database).
 
     Read from the allocations database at most once per :data:`CACHE_SECONDS` per user
     (the bound of the token cache): a client reading Zarr chunks sends many requests a
     second, and a revoked or expired allocation stops granting within that bound.
+
+    Returns
+    -------
+    tuple
+        ``(allocation id or None, datasets)``.
     """
     if not db_url:
-        return frozenset()
+        return None, frozenset()
     now = time.monotonic()
     with _GRANTS_LOCK:
         found = _GRANTS.get((db_url, user))
     if found is not None and now - found[0] < CACHE_SECONDS:
-        return found[1]
+        return found[1], found[2]
     from ..alloc.core import active_allocation
     from ..alloc.db import session_scope
 
     with session_scope(db_url) as session:
         alloc = active_allocation(session, user)
+        alloc_id = alloc.id if alloc is not None else None
         datasets = frozenset(alloc.datasets or ()) if alloc is not None else frozenset()
     with _GRANTS_LOCK:
-        _GRANTS[(db_url, user)] = (now, datasets)
-    return datasets
+        _GRANTS[(db_url, user)] = (now, alloc_id, datasets)
+    return alloc_id, datasets
 
 
 async def identify(request: Request) -> Caller:
@@ -187,10 +203,9 @@ async def identify(request: Request) -> Caller:
         if via == "cookie" and exc.status == 401:
             return ANONYMOUS  # an expired login: the open pages stay open
         raise _challenge(str(exc), exc.status) from None
-    datasets = await run_in_threadpool(allocation_grants,
-                                       getattr(request.app.state, "alloc_db_url", None),
-                                       user.name)
-    return Caller(user.name, frozenset(user.groups), datasets)
+    alloc_id, datasets = await run_in_threadpool(
+        allocation_grants, getattr(request.app.state, "alloc_db_url", None), user.name)
+    return Caller(user.name, frozenset(user.groups), datasets, alloc_id)
 
 
 def split_id(dataset_id: str) -> tuple[str, str | None]:
