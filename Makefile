@@ -42,7 +42,7 @@ lint: $(STAMP)
 REACH = [ "$$(id -u)" != 0 ] || $(BIN)/python -c 'from oceandata.hub import accounts as a; \
 	  [print(f"o+x on {p}: the users\x27 Unix accounts run this venv\x27s Python") \
 	   for p in a.grant_search(a.interpreter_paths())]'
-SYSPKGS := cdo netcdf-bin chromium fonts-wqy-microhei postgresql sudo
+SYSPKGS := cdo netcdf-bin chromium fonts-wqy-microhei postgresql sudo redis-server
 sysdeps:
 	@{ command -v cdo >/dev/null && command -v nccopy >/dev/null && test -x /usr/bin/chromium && \
 	   ls /usr/share/fonts/truetype/wqy/wqy-microhei.ttc >/dev/null 2>&1 && \
