@@ -46,11 +46,12 @@ SYSPKGS := cdo netcdf-bin chromium fonts-wqy-microhei postgresql sudo redis-serv
 sysdeps:
 	@{ command -v cdo >/dev/null && command -v nccopy >/dev/null && test -x /usr/bin/chromium && \
 	   ls /usr/share/fonts/truetype/wqy/wqy-microhei.ttc >/dev/null 2>&1 && \
-	   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v sudo >/dev/null; } || \
+	   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v sudo >/dev/null && \
+	   command -v redis-server >/dev/null; } || \
 	 { [ "$$(id -u)" = 0 ] && \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null 2>&1 || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null)); } || \
-	  echo "cdo/nccopy/chromium/postgresql missing (apt-get install $(SYSPKGS)): the tests needing them are skipped"
+	  echo "cdo/nccopy/chromium/postgresql/redis missing (apt-get install $(SYSPKGS)): the tests needing them are skipped"
 	@bash scripts/install-slurm.sh
 	@$(REACH)
 
