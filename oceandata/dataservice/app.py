@@ -31,11 +31,14 @@ from ..catalog.core import Catalog, open_catalog
 from ..errors import DatasetNotFound, NotAuthorized, OceandataError
 from ..hub.security import install_security_layer
 from ..netutil import run_hub_service
-from . import downloads, portal, stac, tabledap
+from . import asyncjobs, downloads, metrics, portal, stac, tabledap
 from .access import AuthPrefix, alloc_db_url, guard, login, logout, oauth_callback
+from .estimate import size_guard
 from .i18n import HTML_LANG, gettext, request_lang
 from .index import SearchIndex
+from .ledger import Ledger
 from .protocols import DatasetCache, plugins
+from .traffic import TrafficLayer
 
 log = logging.getLogger("oceandata.dataservice")
 
@@ -131,13 +134,14 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
     rest = xpublish.Rest({}, plugins=plugins(catalog, cache),
                          app_kws={"title": "oceandata open data", "docs_url": None,
                                   "redoc_url": None, "openapi_url": "/openapi.json",
-                                  "dependencies": [Depends(guard)]})
+                                  "dependencies": [Depends(guard), Depends(size_guard)]})
     inner = rest.app
     inner.state.catalog = catalog
     inner.state.index = SearchIndex(catalog)
     inner.state.cache = cache
     inner.state.auth = hub_auth
     inner.state.alloc_db_url = alloc_db_url()
+    inner.state.ledger = Ledger(inner.state.alloc_db_url)
     inner.state.prefix = prefix
     _install_error_handlers(inner)
 
@@ -154,7 +158,8 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
         """Readiness: the catalog is indexed and the service answers."""
         return {"ok": True}
 
-    for module in (portal, stac, downloads, tabledap):
+    metrics.install(inner)
+    for module in (portal, stac, downloads, tabledap, asyncjobs):
         before = len(inner.router.routes)
         inner.include_router(module.router)
         if module is tabledap:
@@ -185,7 +190,8 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
         async def _slash() -> RedirectResponse:
             return RedirectResponse(prefix, status_code=307)
 
-    outer.mount(prefix.rstrip("/"), AuthPrefix(inner))
+    # auth/ flags the scope first; then the traffic layer (limits, ledger, cancellation)
+    outer.mount(prefix.rstrip("/"), AuthPrefix(TrafficLayer(inner)))
     return outer
 
 
