@@ -82,13 +82,14 @@ class AnonymousLimits(ClassLimits):
 
 
 class RegisteredLimits(ClassLimits):
-    """Defaults of hub users."""
+    """Defaults of hub users (jobs are charged to an allocation: a user without one is
+    offered no asynchronous job)."""
 
     sync_bytes: str = "2GB"
     rate: str = "3000/minute"
     concurrent: int = Field(default=6, ge=1)
     daily_bytes: str = "200GB"
-    async_bytes: str = "50GB"
+    async_bytes: str = "0"
 
 
 class PartnerLimits(ClassLimits):
