@@ -58,7 +58,8 @@ from ..io.estimate import OutputEstimate, SizeEstimate, estimate, format_bytes
 from ..io.export import output_encoding, table_blocks, with_provenance, write_csv
 from ..io.subset import parse_bbox, parse_depth, parse_range, subset
 
-__all__ = ["CHUNK", "FORMATS", "MAX_WRITES", "download_limit", "router"]
+__all__ = ["CHUNK", "FORMATS", "MAX_WRITES", "download_limit", "parse_request", "provenance",
+           "router"]
 
 router = APIRouter()
 
@@ -253,6 +254,22 @@ def _variables(var: list[str] | None) -> list[str] | None:
     return names
 
 
+def parse_request(bbox: str | None, time: str | None, depth: str | None,
+                  var: list[str] | str | None) -> dict[str, Any]:
+    """A download's query (``bbox``, ``time``, ``depth``, ``var``) parsed as the CLI's.
+
+    Returns
+    -------
+    dict
+        ``bbox``, ``time``, ``depth`` and ``variables`` for
+        :func:`oceandata.io.subset.subset` (None where not given).
+    """
+    return {"bbox": parse_bbox(bbox, option="bbox") if bbox is not None else None,
+            "time": parse_range(time, option="time") if time is not None else None,
+            "depth": parse_depth(depth, option="depth") if depth is not None else None,
+            "variables": _variables([var] if isinstance(var, str) else var)}
+
+
 def _version(request: Request, query: str | None) -> str | None:
     """The version asked by the id (``name@version``) or ``version=``, not both differing."""
     from_id = getattr(request.state, "version", None)
@@ -366,6 +383,45 @@ class _Refused(Exception):
 # --------------------------------------------------------------------------- writing
 
 
+def provenance(cut: xr.Dataset, entry: Any, parsed: Mapping[str, Any], version: str | None,
+               url: str, source: str | None = None) -> xr.Dataset:
+    """The subset with the provenance of a download: the request URL as the command.
+
+    Shared by the synchronous download and the batch job of an asynchronous one
+    (:mod:`.subset_job`), so both files say the same.
+
+    Parameters
+    ----------
+    cut
+        The selected subset.
+    entry
+        Its catalog entry (license, citation and DOI are copied from its metadata).
+    parsed
+        The parsed request (:func:`parse_request`).
+    version
+        The version of a versioned store, if one was asked.
+    url
+        The download's URL, without credentials.
+    source
+        The source recorded (default the entry's name).
+
+    Returns
+    -------
+    xarray.Dataset
+        *cut* with ``history``, ``source_url``, ``source_version`` and the entry's terms.
+    """
+    out = with_provenance(cut, source=source or entry.name,
+                          request={k: v for k, v in parsed.items() if v}, command=f"GET {url}")
+    out.attrs["source_url"] = url
+    if version is not None:
+        out.attrs["source_version"] = version
+    for key in ("license", "citation", "doi"):
+        value = getattr(entry.metadata, key, None)
+        if value:
+            out.attrs.setdefault(key, str(value).strip())
+    return out
+
+
 def _prepare(request: Request, full: xr.Dataset, parsed: dict[str, Any], fmt: Format,
              source: str, version: str | None, url: str, folder: Path) -> tuple[IO[bytes], int]:
     """Estimate, refuse or write the subset into *folder*; return it opened, and its size."""
@@ -381,16 +437,7 @@ def _prepare(request: Request, full: xr.Dataset, parsed: dict[str, Any], fmt: Fo
         raise HTTPException(507, f"The server has {format_bytes(free)} free for downloads, too "
                                  f"little for this {format_bytes(size.bytes)} subset; try a "
                                  "smaller one or later.")
-    out = with_provenance(cut, source=source, request={k: v for k, v in parsed.items() if v},
-                          command=f"GET {url}")
-    out.attrs["source_url"] = url
-    if version is not None:
-        out.attrs["source_version"] = version
-    entry = request.state.entry
-    for key in ("license", "citation", "doi"):
-        value = getattr(entry.metadata, key, None)
-        if value:
-            out.attrs.setdefault(key, str(value).strip())
+    out = provenance(cut, request.state.entry, parsed, version, url, source=source)
     path = folder / f"subset{fmt.suffix}"
     try:
         fmt.write(out, path)
@@ -464,10 +511,7 @@ async def download_subset(
     fmt = FORMATS.get(format.strip().lower())
     if fmt is None:
         raise UsageError(f"format {format!r} is not one of {', '.join(FORMATS)}")
-    parsed = {"bbox": parse_bbox(bbox, option="bbox") if bbox is not None else None,
-              "time": parse_range(time, option="time") if time is not None else None,
-              "depth": parse_depth(depth, option="depth") if depth is not None else None,
-              "variables": _variables(var)}
+    parsed = parse_request(bbox, time, depth, var)
     chosen = _version(request, version)
     entry = request.state.entry
     url = _recorded_url(request)
