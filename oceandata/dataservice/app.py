@@ -143,6 +143,10 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
     inner.state.alloc_db_url = alloc_db_url()
     inner.state.ledger = Ledger(inner.state.alloc_db_url)
     inner.state.prefix = prefix
+    # asynchronous downloads: in the hub, jobs go to the allocations service (the one
+    # process that runs a JobRuntime); a standalone service with its own runtime, and
+    # tests, set inner.state.jobs = asyncjobs.RuntimeJobs(runtime)
+    inner.state.jobs = asyncjobs.default_jobs()
     _install_error_handlers(inner)
 
     # browsers of hub users: the hub's OAuth login (callback at the path the hub knows)

@@ -1,0 +1,180 @@
+"""The batch job behind an asynchronous download: one subset file, as the service writes it.
+
+:mod:`.asyncjobs` submits this program as a batch job (local processes or Slurm, charged
+to the caller's allocation) when a subset is too large to stream. The job opens the same
+catalog as the service (``--catalog``), selects with :func:`oceandata.io.subset.subset`,
+adds the download's provenance (:func:`.downloads.provenance`) and writes with the
+service's writer of the format (:data:`.downloads.FORMATS`): the file is the one the
+synchronous download of the same request would give. It is written under a temporary
+name in the job's ``outputs/`` and renamed when complete, so a file of that name is
+always whole.
+
+The job does not widen access: the service checked that the caller may see the dataset
+and passes the caller's grants (``--group``, ``--granted``); the job opens the entry only
+if the same rule (:meth:`oceandata.catalog.Entry.granted`) lets them, and it runs as the
+caller. A failure prints one line starting with :data:`ERROR_MARK` to the job's log, which
+the service shows as the job's reason.
+
+Run as ``python -m oceandata.dataservice.subset_job --catalog ... --dataset ...``, or
+through the short script :data:`SCRIPT` that the jobs layer copies into the job's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ERROR_MARK", "SCRIPT", "SCRIPT_NAME", "job_arguments", "main", "parse_arguments",
+           "write_subset"]
+
+#: the line of the job's log that says why it failed
+ERROR_MARK = "oceandata subset job failed: "
+#: the script the jobs layer runs (its copy in the job's folder); the work is done here
+SCRIPT_NAME = "oceandata_subset.py"
+SCRIPT = ("import sys\n"
+          "from oceandata.dataservice.subset_job import main\n"
+          "sys.exit(main(sys.argv[1:]))\n")
+
+
+def job_arguments(*, catalog: str, dataset: str, version: str | None,
+                  subset: dict[str, Any], url: str, output: str,
+                  groups: Sequence[str] = (), granted: Sequence[str] = ()) -> list[str]:
+    """The command-line arguments of the job (``--name=value``: values may start with -).
+
+    Parameters
+    ----------
+    catalog
+        Path of the service's root catalog.
+    dataset, version
+        The entry and the version of a versioned store (None: as the service opens it).
+    subset
+        ``bbox``, ``time``, ``depth``, ``var`` and ``format`` as the download's query
+        gives them (None where absent).
+    url
+        The equivalent synchronous download's URL (recorded as the file's command).
+    output
+        File name under the job's ``outputs/``.
+    groups, granted
+        The caller's hub groups and the datasets of their allocation in force.
+    """
+    args = [f"--catalog={catalog}", f"--dataset={dataset}", f"--url={url}",
+            f"--output={output}", f"--format={subset.get('format') or 'nc4'}"]
+    if version is not None:
+        args.append(f"--version={version}")
+    for key in ("bbox", "time", "depth", "var"):
+        if subset.get(key) is not None:
+            args.append(f"--{key}={subset[key]}")
+    args += [f"--group={g}" for g in sorted(groups)]
+    args += [f"--granted={d}" for d in sorted(granted)]
+    return args
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises :class:`~oceandata.errors.UsageError` instead of exiting (the service reads
+    the arguments of stored jobs with it)."""
+
+    def error(self, message: str) -> Any:
+        from ..errors import UsageError
+
+        raise UsageError(f"subset job: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="oceandata-subset-job",
+                                     description="Write one subset file into the job's "
+                                                 "outputs, as the open-data service would.")
+    parser.add_argument("--catalog", required=True, help="the service's root catalog")
+    parser.add_argument("--dataset", required=True, help="the catalog entry")
+    parser.add_argument("--version", help="tag or snapshot of a versioned store")
+    parser.add_argument("--bbox")
+    parser.add_argument("--time")
+    parser.add_argument("--depth")
+    parser.add_argument("--var")
+    parser.add_argument("--format", default="nc4")
+    parser.add_argument("--url", required=True, help="the equivalent download URL")
+    parser.add_argument("--output", required=True, help="file name under outputs/")
+    parser.add_argument("--group", action="append", default=[], help="a group of the caller")
+    parser.add_argument("--granted", action="append", default=[],
+                        help="a dataset of the caller's allocation in force")
+    parser.add_argument("--output-dir", default=os.environ.get("OCEANDATA_OUTPUT_DIR"),
+                        help="default $OCEANDATA_OUTPUT_DIR (set by the jobs layer)")
+    return parser
+
+
+def parse_arguments(args: Sequence[str]) -> argparse.Namespace | None:
+    """The options of a job's arguments, None when they are not this program's."""
+    from ..errors import UsageError
+
+    try:
+        return _parser().parse_args(list(args))
+    except UsageError:
+        return None
+
+
+def write_subset(options: argparse.Namespace) -> Path:
+    """Select, add provenance, write under a temporary name and rename; return the file.
+
+    Raises
+    ------
+    oceandata.errors.NotAuthorized
+        The caller's grants do not open the entry.
+    oceandata.errors.OceandataError
+        A bad request or unreadable data (one line).
+    """
+    from ..catalog import open_catalog
+    from ..errors import NotAuthorized, UsageError
+    from ..io.subset import subset
+    from .downloads import FORMATS, parse_request, provenance
+    from .protocols import DatasetCache
+
+    if not options.output_dir:
+        raise UsageError("no output folder: give --output-dir or set OCEANDATA_OUTPUT_DIR")
+    name = Path(options.output).name
+    if not name or name != options.output or name.startswith("."):
+        raise UsageError(f"--output {options.output!r} must be a plain file name")
+    fmt = FORMATS.get(options.format)
+    if fmt is None:
+        raise UsageError(f"format {options.format!r} is not one of {', '.join(FORMATS)}")
+    entry = open_catalog(options.catalog).entry(options.dataset)
+    if not entry.granted(options.group, options.granted):
+        raise NotAuthorized(f"dataset {entry.name!r} is not granted to the job's owner")
+    parsed = parse_request(options.bbox, options.time, options.depth, options.var)
+    # opened as the service opens it (stored chunks of stores); the grant is checked above
+    full = DatasetCache(size=1).get(entry, options.version)
+    out = provenance(subset(full, **parsed), entry, parsed, options.version, options.url)
+    folder = Path(options.output_dir)
+    partial = folder / f".{name}.part"
+    try:
+        fmt.write(out, partial)
+        os.replace(partial, folder / name)
+    finally:
+        partial.unlink(missing_ok=True)
+    return folder / name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job; 0 when the file is written, 1 (with one :data:`ERROR_MARK` line) not."""
+    from fastapi import HTTPException
+
+    from ..errors import OceandataError
+
+    try:
+        path = write_subset(_parser().parse_args(argv))
+    except (OceandataError, HTTPException, OSError, ValueError, TypeError) as exc:
+        if not isinstance(exc, OceandataError | HTTPException):
+            traceback.print_exc()  # for whoever reads the whole log; the last line says why
+        text = exc.detail if isinstance(exc, HTTPException) else str(exc)
+        first = (str(text).splitlines() or [type(exc).__name__])[0].rstrip(".")
+        print(f"{ERROR_MARK}{first}.", file=sys.stderr, flush=True)
+        return 1
+    print(f"wrote {path.name} ({path.stat().st_size} bytes)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run by the jobs layer
+    sys.exit(main())
