@@ -56,16 +56,17 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URL
 
 from ..errors import NotAuthorized, UsageError
 from ..io.estimate import format_bytes
 from . import downloads, metrics, policy, subset_job
-from .access import COOKIE, Caller, request_token
+from .access import AUTH_PREFIX, COOKIE, Caller, request_token
 from .i18n import gettext, request_lang
 
 __all__ = ["JOB_CORES", "JOB_MEMORY", "AllocationsServiceJobs", "JobRefused", "JobRequest",
            "JobSubmitter", "RuntimeJobs", "default_jobs", "link_signature", "offer", "router",
-           "start"]
+           "service_url", "start"]
 
 router = APIRouter()
 
@@ -275,9 +276,17 @@ def _walltime(nbytes: int) -> str:
     return f"{hours}:00:00"
 
 
+def service_url(request: Request, name: str, **params: Any) -> URL:
+    """The absolute URL of the service's route *name*, outside ``auth/`` (a download link
+    needs no credentials; the hub's prefix is kept)."""
+    root = (request.scope.get("root_path", "") or "").rstrip("/").removesuffix(AUTH_PREFIX)
+    path = request.app.url_path_for(name, **params)
+    return request.base_url.replace(path=root + path, query="")
+
+
 def _download_url(request: Request, dataset_id: str, subset: dict[str, Any]) -> str:
     """The equivalent synchronous download's URL (what the file's provenance records)."""
-    url = request.url_for("download_subset", dataset_id=dataset_id)
+    url = service_url(request, "download_subset", dataset_id=dataset_id)
     params = {k: subset[k] for k in ("bbox", "time", "depth", "var") if subset.get(k)}
     return str(url.include_query_params(**params, format=subset.get("format") or "nc4"))
 
@@ -355,7 +364,7 @@ async def start(request: Request, est: dict[str, Any]) -> Response:
                            reason=refused.message.rstrip("."))
         raise HTTPException(refused.status, sentence) from None
     metrics.job_queued(entry.name)
-    status_url = str(request.url_for("job_status", job_id=job_id))
+    status_url = str(service_url(request, "job_status", job_id=job_id))
     return JSONResponse(
         {"detail": gettext(lang, "The file will be written by job %(job)s; ask its status "
                                  "for a download link when it is done.", job=job_id),
@@ -489,7 +498,7 @@ async def job_status(request: Request, job_id: JobId) -> dict[str, Any]:
     if "filename" in found:
         expires = int(time.time()) + _link_expiry(request)
         sig = link_signature(job_id, owner, found["filename"], expires)
-        url = request.url_for("job_download", job_id=job_id).include_query_params(
+        url = service_url(request, "job_download", job_id=job_id).include_query_params(
             expires=expires, sig=sig)
         found["download"] = {
             "url": str(url), "expires": expires,
