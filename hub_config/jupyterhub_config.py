@@ -159,8 +159,16 @@ c.JupyterHub.services = [
             "PATH": os.environ["PATH"],
             # grants: hub groups (from the token) and approved allocations (read here)
             "OCEANDATA_ALLOC_DB_URL": ALLOC_DB_URL,
+            # asynchronous downloads: batch jobs submitted to the allocations service (the
+            # one process running the jobs' runtime) with the caller's own token, on
+            # loopback; their states and files are read from ALLOC_DB_URL and DATA
+            "OCEANDATA_ALLOC_URL": f"http://127.0.0.1:{PORTS['allocations']}/services/allocations",
             **{k: os.environ[k] for k in ("OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
                                           "OCEANDATA_SAMPLE_CACHE") if os.environ.get(k)},
+            # the traffic settings (OCEANDATA_DATA__<CLASS>__<FIELD>: limits per access
+            # class) and the jobs' backend (OCEANDATA_DATA_JOBS_BACKEND: local or slurm)
+            **{k: v for k, v in os.environ.items()
+               if v and k.startswith(("OCEANDATA_DATA__", "OCEANDATA_DATA_JOBS_"))},
         },
         "display": True,
         # browsers of hub users may log in to see what they are granted (no confirm page)
