@@ -61,7 +61,7 @@ from starlette.datastructures import URL
 from ..errors import NotAuthorized, UsageError
 from ..io.estimate import format_bytes
 from . import downloads, metrics, policy, subset_job
-from .access import AUTH_PREFIX, COOKIE, Caller, request_token
+from .access import AUTH_PREFIX, COOKIE, Caller, request_token, resolve
 from .i18n import gettext, request_lang
 
 __all__ = ["JOB_CORES", "JOB_MEMORY", "AllocationsServiceJobs", "JobRefused", "JobRequest",
@@ -341,8 +341,12 @@ async def start(request: Request, est: dict[str, Any]) -> Response:
                                                "asynchronous job, %(limit)s: split it as the "
                                                "estimate suggests.",
                                          size=format_bytes(nbytes), limit=format_bytes(limit)))
-    entry = request.state.entry
+    entry = getattr(request.state, "entry", None)
     version = getattr(request.state, "version", None) or est.get("version")
+    if entry is None:  # a server-wide path (erddap/griddap/{id}): the same access rule
+        entry, named = resolve(request.app.state.catalog, str(est.get("dataset") or ""),
+                               caller, lang)
+        version = version or named
     fmt = downloads.FORMATS.get(str(sub.get("format") or "nc4").strip().lower())
     if fmt is None:
         raise UsageError(f"format {sub.get('format')!r} is not one of "
