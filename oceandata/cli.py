@@ -322,6 +322,96 @@ def serve(
                 proxy_headers=False, server_header=False)
 
 
+dataservice_app = typer.Typer(help="The open-data service: reports for its operators.",
+                              no_args_is_help=True)
+app.add_typer(dataservice_app, name="dataservice")
+
+
+def parse_since(text: str, now: Any = None) -> Any:
+    """The first UTC day of ``--since``: ``12h``, ``1d``, ``7d``, ``2w`` back from *now*,
+    or an ISO date (``2026-05-01``).
+
+    Parameters
+    ----------
+    text
+        The option's value.
+    now
+        The current time (default now, UTC).
+
+    Returns
+    -------
+    datetime.date
+        The UTC day the period starts in (the ledger counts per UTC day).
+
+    Raises
+    ------
+    UsageError
+        For anything else, a negative period, or a date in the future.
+    """
+    import datetime as dt
+    import re
+
+    now = now or dt.datetime.now(dt.UTC)
+    value = text.strip()
+    match = re.fullmatch(r"(\d{1,5})\s*([hdw])", value.lower())
+    if match:
+        amount = int(match[1])
+        delta = {"h": dt.timedelta(hours=amount), "d": dt.timedelta(days=amount),
+                 "w": dt.timedelta(weeks=amount)}[match[2]]
+        return (now - delta).date()
+    day = None
+    if len(value) >= 10:
+        try:
+            moment = dt.datetime.fromisoformat(value)  # a date alone is midnight
+        except ValueError:
+            pass
+        else:
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+            day = moment.astimezone(dt.UTC).date()
+    if day is None:
+        raise UsageError(f"--since {text[:40]!r} is not a period: give 12h, 1d, 7d, 2w or a "
+                         "date YYYY-MM-DD")
+    if day > now.date():
+        raise UsageError(f"--since {day} is in the future: give a past date")
+    return day
+
+
+@dataservice_app.command("top")
+def dataservice_top(
+    since: Annotated[str, typer.Option(
+        help="Period: 12h, 1d, 7d, 2w back from now, or a date YYYY-MM-DD (whole UTC days "
+             "are counted).")] = "1d",
+    by: Annotated[str, typer.Option(help="client, dataset or protocol.")] = "client",
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most rows shown.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """The heaviest clients (or datasets) of the open-data service, from its ledger.
+
+    For administrators on the service machine: reads the allocations database
+    (``OCEANDATA_ALLOC_DB_URL``, else the platform's default) directly.
+    """
+    from .dataservice.ledger import top
+    from .io.estimate import format_bytes
+
+    if by not in ("client", "dataset", "protocol"):
+        raise UsageError(f"--by {by[:40]!r}: give client, dataset or protocol")
+    first = parse_since(since)
+    rows = top(None, by=by, since=first, limit=limit)  # type: ignore[arg-type]
+    if as_json:
+        _print_json({"since": first.isoformat(), "by": by, "rows": rows})
+        return
+    spread = "clients" if by == "dataset" else "datasets"
+    table = Table(title=f"heaviest {by}s since {first} (UTC)")
+    for col in ("#", by, "bytes", "requests", spread):
+        table.add_column(col, justify="left" if col == by else "right", overflow="fold")
+    for rank, row in enumerate(rows, 1):
+        table.add_row(str(rank), row["name"] or "(none)", format_bytes(row["bytes"]),
+                      str(row["requests"]), str(row[spread]))
+    out.print(table)
+    if not rows:
+        out.print(f"nothing served since {first}", markup=False)
+
+
 hub_app = typer.Typer(help="The hosted platform: JupyterHub + dask-gateway on 127.0.0.1.",
                       no_args_is_help=True)
 app.add_typer(hub_app, name="hub")

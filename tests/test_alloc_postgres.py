@@ -68,7 +68,7 @@ def test_rules_and_concurrent_charges_on_postgresql(url: str) -> None:
         assert core.used_core_hours(s, alloc_id) == pytest.approx(80 * 0.01)
         rows = core.usage_summary(s, "pia")
         assert rows == [{"allocation_id": alloc_id, "user": "pia", "source": "batch",
-                         "core_hours": pytest.approx(0.8), "records": 80}]
+                         "core_hours": pytest.approx(0.8), "records": 80, "bytes": 0}]
         # 2 core-hours granted, 0.8 used: 1.3 more are refused, 1.1 fit
         with pytest.raises(core.QuotaExceeded, match="core-hours"):
             core.check_compute(s, "pia", cores=1, memory_gb=1, hours=1.3)

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from oceandata.alloc import core, db
+from oceandata.alloc.models import ServedBytes
 from tests.hub_helpers import Hub, HubClient, admin_client, new_user, running_hub, wait_for_service
 
 pytestmark = [pytest.mark.slow]
@@ -172,22 +173,32 @@ def test_usage_as_json_and_csv(hub: Hub, admin: HubClient, db_url: str) -> None:
                     ref="job-1", cores=2, seconds=3600)
         core.charge(session, user=gus.name, allocation_id=ids[gus.name], source="batch",
                     ref="job-2", cores=1, seconds=3600)
+        # and what the open-data service's ledger recorded (bytes downloaded)
+        session.add_all([ServedBytes(day=dt.date.today(), client=f"user:{fay.name}",
+                                     dataset="cobe_sst2", protocol="subset",
+                                     bytes=3_000_000, requests=2),
+                         ServedBytes(day=dt.date.today(), client="anon:0123456789abcdef",
+                                     dataset="cobe_sst2", protocol="zarr", bytes=5,
+                                     requests=1)])
 
     rows = api(fay, "GET", "usage").json()
-    assert {(r["user"], r["source"], r["core_hours"]) for r in rows} == {
-        (fay.name, "gateway", 2.0), (fay.name, "batch", 2.0)}
+    assert {(r["user"], r["source"], r["core_hours"], r["bytes"]) for r in rows} == {
+        (fay.name, "gateway", 2.0, 0), (fay.name, "batch", 2.0, 0),
+        (fay.name, "data", 0.0, 3_000_000)}
     detail = api(fay, "GET", f"allocations/{ids[fay.name]}").json()
     assert detail["used_core_hours"] == 4.0 and detail["remaining_core_hours"] == 496.0
 
     r = api(fay, "GET", "usage?csv=1")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
     lines = r.text.splitlines()
-    assert lines[0] == "allocation_id,user,source,core_hours,records"
-    assert sorted(lines[1:]) == sorted([f"{ids[fay.name]},{fay.name},batch,2,1",
-                                        f"{ids[fay.name]},{fay.name},gateway,2,1"])
+    assert lines[0] == "allocation_id,user,source,core_hours,records,bytes"
+    assert sorted(lines[1:]) == sorted([f"{ids[fay.name]},{fay.name},batch,2,1,0",
+                                        f"{ids[fay.name]},{fay.name},gateway,2,1,0",
+                                        f",{fay.name},data,0,2,3000000"])
     everyone = api(admin, "GET", "usage?csv=1").text
-    assert f"{ids[gus.name]},{gus.name},batch,1,1" in everyone
-    assert f"{fay.name},gateway,2,1" in everyone
+    assert f"{ids[gus.name]},{gus.name},batch,1,1,0" in everyone
+    assert f"{fay.name},gateway,2,1,0" in everyone
+    assert f",{fay.name},data,0,2,3000000" in everyone and ",(anonymous),data," in everyone
 
 
 def test_the_cli_talks_to_the_service(hub: Hub, admin: HubClient,
@@ -228,4 +239,6 @@ def test_the_cli_talks_to_the_service(hub: Hub, admin: HubClient,
     assert "core_hours: 120.0 -> 60.0" in result.output
     result = runner.invoke(alloc_app, ["usage", "--csv"])
     assert result.exit_code == 0
-    assert result.output.startswith("allocation_id,user,source,core_hours,records")
+    assert result.output.startswith("allocation_id,user,source,core_hours,records,bytes")
+    result = runner.invoke(alloc_app, ["usage"])
+    assert result.exit_code == 0 and "downloaded" in result.output, result.output

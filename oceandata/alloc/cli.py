@@ -232,7 +232,10 @@ def usage_command(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Core-hours used per allocation and source (everybody's for an administrator)."""
+    """Core-hours used per allocation and source, and bytes downloaded from the open-data
+    service (source ``data``; everybody's for an administrator)."""
+    from ..io.estimate import format_bytes
+
     if as_csv:
         sys.stdout.write(call("GET", "usage", params={"csv": "1"}, raw=True))
         return
@@ -241,11 +244,14 @@ def usage_command(
         _print_json(rows)
         return
     table = Table(title="usage")
-    for col in ("allocation", "user", "source", "core-hours", "records"):
-        table.add_column(col)
+    for col in ("allocation", "user", "source", "core-hours", "downloaded", "records"):
+        table.add_column(col, justify="right" if col in ("core-hours", "downloaded",
+                                                          "records") else "left")
     for r in rows:
-        table.add_row(str(r["allocation_id"]), r["user"], r["source"],
-                      f"{r['core_hours']:.2f}", str(r["records"]))
+        data = r["source"] == "data"
+        table.add_row("-" if r["allocation_id"] is None else str(r["allocation_id"]),
+                      r["user"], r["source"], "-" if data else f"{r['core_hours']:.2f}",
+                      format_bytes(r.get("bytes", 0)) if data else "-", str(r["records"]))
     out.print(table)
 
 

@@ -13,11 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
 from ..errors import NotAuthorized, OceandataError, UsageError
-from .models import Allocation, AllocationStatus, AuditEntry, Usage, utcnow
+from .models import Allocation, AllocationStatus, AuditEntry, ServedBytes, Usage, utcnow
 
 #: fields a partner fills in; numbers must be positive
 REQUEST_FIELDS = ("project_title", "pi", "institution", "justification", "core_hours",
@@ -299,13 +299,77 @@ def charge(session: Session, *, user: str, allocation_id: int | None, source: st
     return row
 
 
-def usage_summary(session: Session, user: str | None = None) -> list[dict[str, Any]]:
-    """Core-hours per allocation and user and source (all users when *user* is None)."""
+#: the usage source of bytes downloaded from the open-data service
+DOWNLOADS = "data"
+#: the user name of the row totalling every anonymous client's downloads
+ANONYMOUS = "(anonymous)"
+
+
+def usage_summary(session: Session, user: str | None = None, *,
+                  downloads: bool = True) -> list[dict[str, Any]]:
+    """Core-hours per allocation, user and source, then bytes downloaded per user (all
+    users when *user* is None).
+
+    Parameters
+    ----------
+    session
+        An open session.
+    user
+        One hub user, or None for everybody (administrators).
+    downloads
+        Add the rows of :func:`download_summary` (source ``data``) after the compute rows.
+
+    Returns
+    -------
+    list of dict
+        ``allocation_id``, ``user``, ``source`` (``gateway``, ``batch`` or ``data``),
+        ``core_hours``, ``records`` (usage records; requests for ``data``) and ``bytes``
+        (bytes downloaded; 0 for compute).
+    """
     query = (select(Usage.allocation_id, Usage.user, Usage.source,
                     func.sum(Usage.core_hours), func.count())
              .group_by(Usage.allocation_id, Usage.user, Usage.source)
              .order_by(Usage.allocation_id, Usage.user, Usage.source))
     if user is not None:
         query = query.where(Usage.user == user)
-    return [{"allocation_id": a, "user": u, "source": s, "core_hours": float(h), "records": n}
-            for a, u, s, h, n in session.execute(query)]
+    rows = [{"allocation_id": a, "user": u, "source": s, "core_hours": float(h),
+             "records": n, "bytes": 0} for a, u, s, h, n in session.execute(query)]
+    return rows + (download_summary(session, user) if downloads else [])
+
+
+def download_summary(session: Session, user: str | None = None,
+                     since: dt.date | None = None) -> list[dict[str, Any]]:
+    """Bytes downloaded from the open-data service per hub user, from its ledger
+    (:class:`~oceandata.alloc.models.ServedBytes`).
+
+    Parameters
+    ----------
+    session
+        An open session.
+    user
+        One hub user; None: every user, and one row :data:`ANONYMOUS` totalling the
+        anonymous clients (whose keys are hashes of addresses, of no use here).
+    since
+        The first UTC day counted (default: all).
+
+    Returns
+    -------
+    list of dict
+        Rows shaped as :func:`usage_summary`'s, with source ``data``, no allocation, no
+        core-hours, ``bytes`` and ``records`` (requests), by user name.
+    """
+    anon = ServedBytes.client.like("anon:%")
+    client = case((anon, literal("anon:")), else_=ServedBytes.client)
+    query = (select(client, func.sum(ServedBytes.bytes), func.sum(ServedBytes.requests))
+             .group_by(client).order_by(client))
+    if user is not None:
+        query = query.where(ServedBytes.client == f"user:{user}")
+    if since is not None:
+        query = query.where(ServedBytes.day >= since)
+    rows = []
+    for key, nbytes, count in session.execute(query):
+        kind, _, name = key.partition(":")
+        rows.append({"allocation_id": None, "user": name if kind == "user" else ANONYMOUS,
+                     "source": DOWNLOADS, "core_hours": 0.0, "records": int(count or 0),
+                     "bytes": int(nbytes or 0)})
+    return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -43,15 +44,24 @@ def engine_for(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+#: alembic's ``context`` is module-global: one upgrade at a time in a process
+_UPGRADE_LOCK = threading.Lock()
+
+
 def upgrade(url: str | None = None) -> None:
-    """Create or upgrade the schema to the latest alembic revision."""
+    """Create or upgrade the schema to the latest alembic revision.
+
+    Safe from several threads and processes at once: one upgrade at a time in a process,
+    and the migration environment takes the database's lock (``migrations/env.py``).
+    """
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine_for(url or default_url())
-    command.upgrade(cfg, "head")
+    with _UPGRADE_LOCK:
+        command.upgrade(cfg, "head")
 
 
 @contextmanager

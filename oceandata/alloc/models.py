@@ -1,4 +1,5 @@
-"""Tables of the allocations service: allocations, their audit log, usage and batch jobs.
+"""Tables of the allocations service: allocations, their audit log, usage, batch jobs and
+the bytes the open-data service served.
 
 SQLAlchemy 2 declarative models; the schema is created and upgraded by alembic
 (``oceandata/alloc/migrations``), never by ``create_all`` outside tests of the models.
@@ -10,7 +11,20 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -157,3 +171,26 @@ class Job(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
                                                          nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ServedBytes(Base):
+    """Bytes and requests the open-data service answered one client, per UTC day, dataset
+    and protocol (the ledger of :mod:`oceandata.dataservice.ledger`).
+
+    ``client`` is ``user:<hub name>`` or ``anon:<16 hex>`` (a keyed hash of the address:
+    the address itself is never stored); ``dataset`` is ``""`` for answers that name no
+    catalog dataset (portal pages, STAC, unknown names). Rows are only ever added to
+    (an upsert per flush), so a row holds every byte of its day once.
+    """
+
+    __tablename__ = "served_bytes"
+    __table_args__ = (UniqueConstraint("day", "client", "dataset", "protocol",
+                                       name="uq_served_bytes_day_client_dataset_protocol"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, index=True)
+    client: Mapped[str] = mapped_column(String(255), index=True)
+    dataset: Mapped[str] = mapped_column(String(255), default="")
+    protocol: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -12,7 +12,9 @@ REST API (JSON; a JupyterHub token in ``Authorization: token ...``):
   audit log;
 - ``POST api/allocations/{id}/approve`` (admins; optional body of changed amounts and a
   ``note``), ``POST api/allocations/{id}/deny`` (admins; ``reason`` required);
-- ``GET api/usage`` (``?csv=1`` for CSV; own usage, everybody's for admins);
+- ``GET api/usage`` (``?csv=1`` for CSV; own usage, everybody's for admins): core-hours
+  per allocation and source, and bytes downloaded from the open-data service (source
+  ``data``, from its ledger);
 - ``GET api/me``: name, admin, active allocation.
 
 HTML pages (server-rendered, plain forms, no JavaScript; the hub's OAuth login): ``/``,
@@ -222,54 +224,83 @@ def _detail(session: Session, alloc: Allocation) -> dict[str, Any]:
 
 
 def usage_rows(session: Session, user: HubUser) -> list[dict[str, Any]]:
-    """Usage per allocation, user and source: the caller's, everybody's for an admin."""
+    """Usage per allocation, user and source, and bytes downloaded per user: the
+    caller's, everybody's for an admin."""
     return core.usage_summary(session, None if user.admin else user.name)
 
 
 def usage_csv(rows: list[dict[str, Any]]) -> str:
-    """The usage rows as CSV text (header ``allocation_id,user,source,core_hours,records``)."""
+    """The usage rows as CSV text (header
+    ``allocation_id,user,source,core_hours,records,bytes``)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["allocation_id", "user", "source", "core_hours",
-                                             "records"], lineterminator="\n")
+                                             "records", "bytes"], lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "core_hours": f"{row['core_hours']:.6g}"})
+        writer.writerow({**row, "core_hours": f"{row['core_hours']:.6g}",
+                         "bytes": int(row.get("bytes", 0))})
     return buf.getvalue()
 
 
-def usage_chart(rows: list[dict[str, Any]], width: int = 640) -> dict[str, Any]:
-    """Geometry of a horizontal SVG bar chart of core-hours per allocation and user.
-
-    Parameters
-    ----------
-    rows
-        Rows of :func:`oceandata.alloc.core.usage_summary` (sources are summed).
-    width
-        Width of the chart in pixels.
-
-    Returns
-    -------
-    dict
-        ``width``, ``height``, ``label_width`` and ``bars`` (each with ``label``, ``value``,
-        ``y``, ``length``), ready for the template.
-    """
-    totals: dict[tuple[int | None, str], float] = {}
-    for row in rows:
-        key = (row["allocation_id"], row["user"])
-        totals[key] = totals.get(key, 0.0) + row["core_hours"]
-    label_width, value_width, bar_height, gap = 220, 90, 22, 8
-    longest = max(totals.values(), default=0.0)
-    room = width - label_width - value_width
+def _bars(totals: list[tuple[str, float]], room: float, bar_height: int,
+          gap: int) -> list[dict[str, Any]]:
+    """Bars of *totals* (label, value) in order, the longest *room* pixels long."""
+    longest = max((value for _, value in totals), default=0.0)
     bars = []
-    for i, ((alloc_id, user), value) in enumerate(sorted(
-            totals.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1]))):
-        label = f"#{alloc_id} {user}" if alloc_id is not None else f"(none) {user}"
+    for i, (label, value) in enumerate(totals):
         length = room * value / longest if longest > 0 else 0.0
         bars.append({"label": label, "value": value, "y": i * (bar_height + gap),
                      "length": round(max(length, 1.0 if value > 0 else 0.0), 1),
                      "height": bar_height})
+    return bars
+
+
+def usage_chart(rows: list[dict[str, Any]], width: int = 640) -> dict[str, Any]:
+    """Geometry of two horizontal SVG bar charts: core-hours per allocation and user, and
+    bytes downloaded per user.
+
+    Parameters
+    ----------
+    rows
+        Rows of :func:`oceandata.alloc.core.usage_summary` (compute sources are summed;
+        rows of source ``data`` give the downloads).
+    width
+        Width of the charts in pixels.
+
+    Returns
+    -------
+    dict
+        ``width``, ``height``, ``label_width`` and ``bars`` (core-hours; each bar with
+        ``label``, ``value``, ``y``, ``length``, ``height``), and ``downloads``: the bytes
+        chart as ``height`` and ``bars`` (each also with ``text``, the value as
+        ``1.5 GB``), ready for the template.
+    """
+    from ..io.estimate import format_bytes
+
+    totals: dict[tuple[int | None, str], float] = {}
+    downloaded: dict[str, int] = {}
+    for row in rows:
+        if row.get("source") == core.DOWNLOADS:
+            downloaded[row["user"]] = downloaded.get(row["user"], 0) + int(row["bytes"])
+            continue
+        key = (row["allocation_id"], row["user"])
+        totals[key] = totals.get(key, 0.0) + row["core_hours"]
+    label_width, value_width, bar_height, gap = 220, 90, 22, 8
+    room = width - label_width - value_width
+    ordered = sorted(totals.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0,
+                                                     kv[0][1]))
+    bars = _bars([(f"#{a} {u}" if a is not None else f"(none) {u}", value)
+                  for (a, u), value in ordered], room, bar_height, gap)
     height = max(len(bars) * (bar_height + gap), bar_height)
-    return {"width": width, "height": height, "label_width": label_width, "bars": bars}
+    # heaviest first: the users who download most are the ones to see
+    heavy = sorted(downloaded.items(), key=lambda kv: (-kv[1], kv[0]))
+    byte_bars = _bars([(user, float(value)) for user, value in heavy], room, bar_height,
+                      gap)
+    for bar in byte_bars:
+        bar["text"] = format_bytes(bar["value"])
+    return {"width": width, "height": height, "label_width": label_width, "bars": bars,
+            "downloads": {"height": max(len(byte_bars) * (bar_height + gap), bar_height),
+                          "bars": byte_bars}}
 
 
 # --- the app -------------------------------------------------------------------------
@@ -321,6 +352,7 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
     app.state.db_url = url
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined)
+    env.filters["bytes"] = _format_bytes
     app.state.templates = Jinja2Templates(env=env)
     _install_error_handlers(app)
     app.add_api_route(callback, oauth_callback, methods=["GET"], include_in_schema=False)
@@ -340,6 +372,12 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
 
     install_security_layer(app, overrides)
     return app
+
+
+def _format_bytes(n: float) -> str:
+    from ..io.estimate import format_bytes
+
+    return format_bytes(n)
 
 
 def _sqlite_folder(url: str) -> None:
