@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from oceandata.alloc import core, db
+from oceandata.dataservice.ledger import Ledger
 from tests.browser_helpers import ARTIFACTS, launched_browser
 from tests.hub_helpers import (
     PASSWORD,
@@ -165,6 +166,10 @@ def test_request_review_and_usage_in_the_browser(browser, hub: Hub, admin: HubCl
         with db.session_scope(url) as session:
             core.charge(session, user=partner.name, allocation_id=alloc_id, source="batch",
                         ref=f"job-{alloc_id}", cores=4, seconds=9000)
+        # and bytes downloaded from the open-data service, as its ledger writes them
+        ledger = Ledger(url)
+        ledger.record(f"user:{partner.name}", "cobe_sst2", "subset", 2_500_000)
+        ledger.close()
         _open(page, f"{base}/usage")
         chart = page.locator("svg#usage-chart")
         assert chart.count() == 1
@@ -173,6 +178,10 @@ def test_request_review_and_usage_in_the_browser(browser, hub: Hub, admin: HubCl
         assert float(bars.first.get_attribute("width") or 0) > 0
         assert f"#{alloc_id} {partner.name}" in chart.text_content()
         assert "10.00" in page.text_content("#usage")  # 4 cores * 2.5 h
+        downloads = page.locator("svg#bytes-chart")
+        assert downloads.locator("rect").count() == 1
+        assert partner.name in downloads.text_content() and "2.5 MB" in \
+            downloads.text_content()
         _open(page, f"{base}/allocations/{alloc_id}")
         assert page.text_content("#used").strip() == "10.00"
         assert page.text_content("#remaining").strip() == "240.00"
