@@ -60,6 +60,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     catalog = make_catalog(reachable_by_accounts(tmp_path_factory.mktemp("data-catalog")))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OCEANDATA_CATALOG", str(catalog.path))
+        # partners stream at most 1 MB at once (the restricted series' Zarr chunk is
+        # 120 kB): larger requests are the asynchronous path's (test_async_download...)
+        mp.setenv("OCEANDATA_DATA__PARTNER__SYNC_BYTES", "1MB")
         for name in ("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "OCEANDATA_ALLOC_URL"):
             mp.delenv(name, raising=False)
         get_settings(reload=True)
@@ -242,3 +245,49 @@ def test_a_browser_login_through_the_hub_shows_the_granted_entry(
     sam = users["sam"]
     r = sam.session.get(f"{hub.url}{DATA}/login", params={"next": target}, timeout=60)
     assert r.status_code == 200 and RESTRICTED not in r.json()
+
+
+def test_async_download_through_the_hub_and_the_allocations_service(
+        hub: Hub, users: dict[str, HubClient], tmp_path: Path) -> None:
+    """al's request above the 1 MB limit: 413 with an offer, async=1 -> 202, the job runs
+    in the allocations service (local backend, charged to al's allocation), the signed
+    link gives the file without credentials, and it equals the same subset read here."""
+    token = users["al"].token or ""
+    url = f"{hub.url}{DATA}/datasets/cobe_sst2/subset"
+    params = {"bbox": "100,-40,160,0", "time": "1990-01/2009-12", "format": "nc4"}
+    refused = requests.get(url, params=params, headers=_bearer(token), timeout=120)
+    assert refused.status_code == 413, refused.text
+    offered = refused.json()["async"]
+    assert offered is not None, refused.json()
+    accepted = requests.get(offered["url"], headers=_bearer(token), timeout=120)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job"]
+    location = accepted.headers["Location"]
+    assert location == f"{hub.url}{DATA}/jobs/{job_id}"
+    # the job is al's in the allocations service too (submitted with al's token)
+    mine = users["al"].api("GET", f"{ALLOC}/api/jobs/{job_id}")
+    assert mine.status_code == 200 and mine.json()["owner"] == users["al"].name, mine.text
+    deadline = time.monotonic() + 180
+    while True:
+        status = requests.get(location, headers=_bearer(token), timeout=60).json()
+        if status["state"] not in ("PENDING", "RUNNING"):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.25)  # poll interval of the job's status, bounded by the deadline
+    assert status["state"] == "COMPLETED", status
+    got = requests.get(status["download"]["url"], timeout=120)  # no credentials
+    assert got.status_code == 200, got.text[:300]
+    path = tmp_path / "job.nc"
+    path.write_bytes(got.content)
+    from oceandata.catalog import open_catalog
+    from oceandata.dataservice.downloads import parse_request
+    from oceandata.io.subset import subset
+
+    request = parse_request(params["bbox"], params["time"], None, None)
+    local = open_catalog().entry("cobe_sst2").to_dask()
+    with xr.open_dataset(path) as ds:
+        assert ds.sizes == {"time": 240, "lat": 40, "lon": 60}
+        xr.testing.assert_equal(ds["sst"], subset(local, **request)["sst"].load())
+    # sam (no allocation, not a partner) is offered nothing and sees no trace of the job
+    sam = users["sam"].token or ""
+    assert requests.get(location, headers=_bearer(sam), timeout=60).status_code == 404
