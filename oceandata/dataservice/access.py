@@ -252,11 +252,15 @@ def resolve(catalog: Catalog, dataset_id: str, caller: Caller,
 async def guard(request: Request) -> Caller:
     """The dependency of every route: identify the caller, check the dataset of the path.
 
-    Sets ``request.state.caller`` and :data:`CALLER`; for a path naming a dataset
+    Sets ``request.state.caller`` (kept when :class:`.traffic.TrafficLayer` identified
+    the caller already) and :data:`CALLER`; for a path naming a dataset
     (``{dataset_id}``), ``request.state.entry`` and ``request.state.version`` too, or
     answers 404 (see :func:`resolve`).
     """
-    caller = await identify(request)
+    # the traffic layer identified the caller already (limits are per user)
+    caller = getattr(request.state, "caller", None)
+    if caller is None:
+        caller = await identify(request)
     CALLER.set(caller)
     request.state.caller = caller
     dataset_id = request.path_params.get("dataset_id")
