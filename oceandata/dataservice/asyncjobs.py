@@ -1,7 +1,7 @@
 """Asynchronous jobs of the open-data service: too large to stream, written by a batch job.
 
 A request whose estimate is above the caller's synchronous limit is answered ``413``
-(:mod:`.estimate`); for a signed-in caller whose access class offers jobs
+(:mod:`.sizing`); for a signed-in caller whose access class offers jobs
 (``async_bytes`` of :class:`oceandata.config.ClassLimits`), the 413 carries an offer
 (:func:`offer`): the same URL with ``async=1``. That URL answers ``202 Accepted``
 (:func:`start`) with the job's ``Location``:
@@ -250,7 +250,7 @@ def offer(request: Request, est: dict[str, Any]) -> dict[str, Any] | None:
     request
         The refused request (after the access guard).
     est
-        The estimate (see :mod:`.estimate`): ``bytes`` and ``subset`` are read.
+        The estimate (see :mod:`.sizing`): ``bytes`` and ``subset`` are read.
 
     Returns
     -------
