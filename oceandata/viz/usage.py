@@ -18,7 +18,8 @@ def usage_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     ----------
     rows
         Dicts with ``allocation_id``, ``user`` and ``core_hours``, as
-        :func:`oceandata.alloc.core.usage_summary` returns them.
+        :func:`oceandata.alloc.core.usage_summary` returns them; its download rows
+        (``source == "data"``: bytes, no core-hours) are left out.
 
     Returns
     -------
@@ -26,7 +27,7 @@ def usage_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         Columns ``allocation`` (text; ``"unallocated"`` for usage charged to no
         allocation), ``user``, ``core_hours``, sorted.
     """
-    rows = list(rows)
+    rows = [r for r in rows if r.get("source") != "data"]
     frame = pd.DataFrame(rows)
     need = {"allocation_id", "user", "core_hours"}
     if frame.empty:
