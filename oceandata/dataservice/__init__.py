@@ -8,5 +8,6 @@ for those granted them (:mod:`.access`). It reads the same catalog and stores as
 """
 
 from .app import create_app
+from .sizing import estimate
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "estimate"]
