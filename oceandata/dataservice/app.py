@@ -14,10 +14,12 @@ browsers (``Accept: text/html``); never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import Any
 
 import xpublish
@@ -25,19 +27,20 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..catalog.core import Catalog, open_catalog
 from ..errors import DatasetNotFound, NotAuthorized, OceandataError
 from ..hub.security import install_security_layer
 from ..netutil import run_hub_service
-from . import asyncjobs, downloads, metrics, portal, stac, tabledap
+from . import asyncjobs, downloads, metrics, portal, sizing, stac, tabledap
 from .access import AuthPrefix, alloc_db_url, guard, login, logout, oauth_callback
-from .estimate import size_guard
 from .i18n import HTML_LANG, gettext, request_lang
 from .index import SearchIndex
 from .ledger import Ledger
 from .protocols import DatasetCache, plugins
+from .sizing import size_guard
 from .traffic import TrafficLayer
 
 log = logging.getLogger("oceandata.dataservice")
@@ -141,7 +144,9 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
     inner.state.cache = cache
     inner.state.auth = hub_auth
     inner.state.alloc_db_url = alloc_db_url()
-    inner.state.ledger = Ledger(inner.state.alloc_db_url)
+    # the bytes-served ledger: the allocations database (the platform's default one when
+    # OCEANDATA_ALLOC_DB_URL is unset, so a standalone server counts too)
+    inner.state.ledger = Ledger(inner.state.alloc_db_url, datasets=catalog.entries)
     inner.state.prefix = prefix
     # asynchronous downloads: in the hub, jobs go to the allocations service (the one
     # process that runs a JobRuntime); a standalone service with its own runtime, and
@@ -162,6 +167,7 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
         """Readiness: the catalog is indexed and the service answers."""
         return {"ok": True}
 
+    sizing.install(inner)  # answers of the size guard (dry runs, 413, 202); inside metrics
     metrics.install(inner)
     for module in (portal, stac, downloads, tabledap, asyncjobs):
         before = len(inner.router.routes)
@@ -174,8 +180,17 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
             del inner.router.routes[before:]
             inner.router.routes[:0] = added
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # the allocations schema (grants, ledger), even before the allocations service ran
+        await run_in_threadpool(inner.state.ledger.prepare)
+        try:
+            yield
+        finally:  # what the ledger still holds in memory is written before the exit
+            await run_in_threadpool(inner.state.ledger.close)
+
     outer = FastAPI(title="oceandata open data", docs_url=None, redoc_url=None,
-                    openapi_url=None)
+                    openapi_url=None, lifespan=lifespan)
     outer.state.inner = inner
     outer.state.catalog = catalog
 

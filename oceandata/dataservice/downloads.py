@@ -20,14 +20,14 @@ request URL as the command) and the same netCDF-4 and CSV writers. Formats:
     ``{"attributes": {...}, "table": {"columnNames", "columnUnits", "rows"}}`` (the
     table layout of ERDDAP's ``.json``), rows written one dask partition at a time.
 
-Every request is estimated from metadata first (:func:`oceandata.io.estimate.estimate`);
-above ``OCEANDATA_MAX_DOWNLOAD`` (default 2 GB; per app ``app.state.max_download``) the
-answer is ``413`` with a JSON body holding the estimate, the limit and a split into
-requests that fit, each with its URL. Otherwise the subset is written through dask (memory
-bounded by chunks, at most :data:`MAX_WRITES` writes at once) into a private temporary
-folder, the file is opened and its folder removed at once, and the open file is streamed
-in :data:`CHUNK` pieces with ``Content-Length`` and ``Content-Disposition``: nothing is
-left on disk whatever happens to the connection.
+Every request is estimated from metadata first, by the size guard of every route
+(:mod:`.sizing`, which hands its plan to the route): above the caller's limit
+(:func:`download_limit`) the answer is ``413`` with a JSON body holding the estimate, the
+limit and a split into requests that fit, each with its URL. Otherwise the subset is
+written through dask (memory bounded by chunks, at most :data:`MAX_WRITES` writes at
+once) into a private temporary folder, the file is opened and its folder removed at once,
+and the open file is streamed in :data:`CHUNK` pieces with ``Content-Length`` and
+``Content-Disposition``: nothing is left on disk whatever happens to the connection.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import contextlib
 import errno
 import itertools
 import json
-import math
 import os
 import re
 import shutil
@@ -51,12 +50,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from ..errors import DataError, UsageError
-from ..io.estimate import OutputEstimate, SizeEstimate, estimate, format_bytes
+from ..io.estimate import SizeEstimate, format_bytes
 from ..io.export import output_encoding, table_blocks, with_provenance, write_csv
-from ..io.subset import parse_bbox, parse_depth, parse_range, subset
+from ..io.subset import parse_bbox, parse_depth, parse_range
+from .traffic import cancellable, synchronous
 
 __all__ = ["CHUNK", "FORMATS", "MAX_WRITES", "download_limit", "parse_request", "provenance",
            "router"]
@@ -74,26 +74,39 @@ _JSON_FLOAT_DIGITS = 15
 
 
 def download_limit(request: Request | None = None) -> int:
-    """The largest download in bytes: ``app.state.max_download``, else the setting
-    ``OCEANDATA_MAX_DOWNLOAD`` (:class:`oceandata.config.Settings`, read per request).
+    """The largest answer in bytes streamed to *request*'s caller.
+
+    The ``sync_bytes`` of the caller's access class (:func:`.policy.limits_for`:
+    anonymous, registered or partner; without a request, the anonymous class);
+    ``app.state.max_download``, when an application sets it (tests, embedding), instead.
+    The legacy setting ``OCEANDATA_MAX_DOWNLOAD``, when the operator sets it, caps every
+    class (its default is not applied: the classes' limits are).
 
     Parameters
     ----------
     request
-        The request whose application may carry its own limit (tests, operators).
+        The request (its application and caller).
 
     Raises
     ------
     HTTPException
-        500 when the limit is not a positive size (the operator's fault).
+        500 when a limit is not a positive size (the operator's fault).
     """
-    from ..config import Settings, parse_size
+    from ..config import parse_size
+    from .policy import limits_for, traffic_settings
 
     own = getattr(request.app.state, "max_download", None) if request is not None else None
     try:
         if own is not None:
             return parse_size(str(own), "max_download")
-        return Settings().max_download_bytes()
+        limits = (limits_for(request)[1] if request is not None
+                  else traffic_settings().anonymous)
+        limit = limits.sizes()["sync_bytes"]
+        legacy = next((v for k, v in os.environ.items()
+                       if k.upper() == "OCEANDATA_MAX_DOWNLOAD"), None)
+        if legacy is not None:
+            limit = min(limit, parse_size(legacy, "OCEANDATA_MAX_DOWNLOAD"))
+        return limit
     except UsageError as exc:
         raise HTTPException(500, f"The server's download limit is wrong ({exc}); report it to "
                                  "its operators.") from None
@@ -105,7 +118,9 @@ def download_limit(request: Request | None = None) -> int:
 #: the scheduler of a download's write: one chunk at a time. netCDF writes are serialised
 #: by the HDF5 lock anyway, and threads would read chunks ahead of the writes: on a 512 MB
 #: download the service then held 630 MiB more instead of 160 (and more with more cores).
-WRITE_SCHEDULER = "synchronous"
+#: dask's synchronous scheduler, stopped between tasks when the request is cancelled
+#: (:func:`.traffic.synchronous`, inside :func:`.traffic.cancellable`).
+WRITE_SCHEDULER = synchronous
 
 
 def _write_netcdf4(ds: xr.Dataset, path: Path) -> None:
@@ -311,7 +326,8 @@ def filename(dataset_id: str, request: Mapping[str, Any], fmt: Format) -> str:
     return "_".join(_slug(p) for p in parts)[:200] + fmt.suffix
 
 
-# --------------------------------------------------------------------------- size guard
+# --------------------------------------------------------------------------- splits
+# (used by the size guard, :func:`.sizing._split`, for every protocol)
 
 
 def _time_pieces(cut: xr.Dataset, parts: int) -> list[str] | None:
@@ -342,42 +358,6 @@ def _bbox_pieces(request: Mapping[str, Any], parts: int) -> list[str]:
         e = 180.0 if i == parts - 1 and e == -180.0 else e
         pieces.append(",".join(f"{v:.6g}" for v in (w, south, e, north)))
     return pieces
-
-
-def too_large(request: Request, est: OutputEstimate, size: SizeEstimate, limit: int,
-              cut: xr.Dataset, fmt: Format) -> dict[str, Any]:
-    """The body of a 413: a sentence, the estimate, the limit and a split that fits.
-
-    The split follows the CLI's refusal (:meth:`OutputEstimate.problem`): by time when the
-    subset has enough time steps, else by box, into ``ceil(size / limit)`` pieces at
-    least two; each piece comes with its URL.
-    """
-    parts = max(2, math.ceil(size.bytes / max(limit, 1)))
-    pieces = _time_pieces(cut, parts)
-    by = "time" if pieces else "bbox"
-    if pieces is None:
-        pieces = _bbox_pieces(est.request, parts)
-    urls = [str(request.url.include_query_params(**{by: p})) for p in pieces]
-    what = "at most" if size.kind == "upper bound" else "about"
-    return {
-        "detail": (f"This subset would be {what} {format_bytes(size.bytes)} as {fmt.title}, "
-                   f"above the download limit of {format_bytes(limit)}: split it by {by} into "
-                   f"{parts} requests (see split) or work on it in a notebook."),
-        "estimate": {**size.as_dict(), "format": fmt.name, "rows": est.rows, "dims": est.dims,
-                     "read_bytes": est.read_bytes, "read_chunks": est.read_chunks},
-        "limit": limit,
-        "request": {k: v for k, v in est.request.items() if v is not None},
-        "split": {"by": by, "parts": parts,
-                  "requests": [{by: p, "url": u} for p, u in zip(pieces, urls, strict=True)]},
-    }
-
-
-class _Refused(Exception):
-    """A request above the limit; carries the 413 body."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        super().__init__(body["detail"])
-        self.body = body
 
 
 # --------------------------------------------------------------------------- writing
@@ -424,13 +404,18 @@ def provenance(cut: xr.Dataset, entry: Any, parsed: Mapping[str, Any], version: 
 
 def _prepare(request: Request, full: xr.Dataset, parsed: dict[str, Any], fmt: Format,
              source: str, version: str | None, url: str, folder: Path) -> tuple[IO[bytes], int]:
-    """Estimate, refuse or write the subset into *folder*; return it opened, and its size."""
-    est = estimate(full, **parsed)
-    cut = subset(full, **parsed)
-    size = est.sizes[fmt.estimate] if fmt.estimate else _table_sizes(cut, est.rows)[fmt.name]
+    """Write the subset into *folder* (refused above the limit); return it opened, and its
+    size."""
+    from .sizing import subset_plan
+
+    plan = getattr(request.state, "subset_plan", None)  # the size guard's, normally
+    if plan is None or plan.full is not full or plan.parsed != parsed or plan.fmt is not fmt:
+        plan = subset_plan(full, parsed, fmt)
+    cut, size = plan.cut, plan.size
     limit = download_limit(request)
-    if size.bytes > limit:
-        raise _Refused(too_large(request, est, size, limit, cut, fmt))
+    if size.bytes > limit:  # the size guard answered 413 already; a changed limit
+        raise HTTPException(413, f"This subset would be {format_bytes(size.bytes)}, above the "
+                                 f"download limit of {format_bytes(limit)}: ask for less.")
     free = shutil.disk_usage(folder).free
     # an estimate must fit; an upper bound (compressed netCDF) is usually 2-5x the file
     if size.bytes > (free if size.kind == "estimate" else 4 * free):
@@ -440,7 +425,8 @@ def _prepare(request: Request, full: xr.Dataset, parsed: dict[str, Any], fmt: Fo
     out = provenance(cut, request.state.entry, parsed, version, url, source=source)
     path = folder / f"subset{fmt.suffix}"
     try:
-        fmt.write(out, path)
+        with cancellable(request):  # stops between dask tasks when the client goes away
+            fmt.write(out, path)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise HTTPException(507, "The server ran out of space writing this subset; try a "
@@ -522,8 +508,6 @@ async def download_subset(
         fh, size = await anyio.to_thread.run_sync(
             _prepare, request, full, parsed, fmt, entry.name, chosen, url, folder,
             limiter=_limiter(request))
-    except _Refused as refused:
-        return JSONResponse(refused.body, status_code=413)
     finally:
         # the file stays readable through its open handle; nothing is left on disk
         with contextlib.suppress(OSError):
