@@ -188,7 +188,8 @@ def test_concurrent_requests_beyond_the_cap_wait_then_proceed_or_get_429(
     assert [a[0] for a in answers] == [200, 200], answers
     first, second = sorted(answers, key=lambda a: a[1])
     assert second[1] >= first[2] - 0.05, answers  # headers after the first's last byte
-    assert first[3] == second[3] > 5_000_000
+    # both complete (the files' HDF5 metadata may differ by a few kB: provenance times)
+    assert first[3] > 5_000_000 and abs(first[3] - second[3]) < 0.01 * first[3], answers
     wait_until(lambda: service.layer.clients() == 0, 10, "idle clients forgotten")
 
 

@@ -201,7 +201,9 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
     # the login cookie (SameSite=Lax, and "*" is refused for credentialed requests)
     outer.add_middleware(CORSMiddleware, allow_origins=["*"], allow_credentials=False,
                          allow_methods=["GET", "HEAD", "POST"],
-                         allow_headers=["Authorization", "Content-Type", "Range"])
+                         allow_headers=["Authorization", "Content-Type", "Range"],
+                         # a browser client may read when to retry, and where a job is
+                         expose_headers=["Retry-After", "Location", "Content-Disposition"])
     if prefix != "/":
         bare = prefix.rstrip("/")
 

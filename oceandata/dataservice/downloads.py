@@ -56,6 +56,7 @@ from ..errors import DataError, UsageError
 from ..io.estimate import SizeEstimate, format_bytes
 from ..io.export import output_encoding, table_blocks, with_provenance, write_csv
 from ..io.subset import parse_bbox, parse_depth, parse_range
+from .protocols import NETCDF_SETUP_LOCK
 from .traffic import cancellable, synchronous
 
 __all__ = ["CHUNK", "FORMATS", "MAX_WRITES", "download_limit", "parse_request", "provenance",
@@ -123,17 +124,56 @@ def download_limit(request: Request | None = None) -> int:
 WRITE_SCHEDULER = synchronous
 
 
+def _to_netcdf(ds: xr.Dataset, path: Path, **kwargs: Any) -> None:
+    """Write a netCDF file chunk by chunk, one netCDF write at a time in the process.
+
+    The whole write holds :data:`.protocols.NETCDF_SETUP_LOCK`: xarray defines the
+    file's dimensions and variables without its locks, and netCDF-C is not thread-safe,
+    so one write's definitions must not run beside another write's chunks. Values were
+    written one at a time anyway (xarray's HDF5 lock); CSV, Parquet and JSON writes are
+    not held back.
+    """
+    with NETCDF_SETUP_LOCK:
+        try:
+            delayed = ds.to_netcdf(path, engine="netcdf4", compute=False, **kwargs)
+            delayed.compute(scheduler=WRITE_SCHEDULER)
+        except BaseException:
+            _close_unfinished(path)
+            raise
+
+
+def _close_unfinished(path: Path) -> None:
+    """Close the file of a write that stopped (cancelled, failed) under netCDF-C's locks.
+
+    A stopped write leaves its file open in xarray's file cache, to be closed later by
+    garbage collection or cache eviction in whatever thread, without the locks: while
+    another thread was in netCDF-C, that corrupted the process's heap (bus errors and
+    "unaligned tcache chunk" aborts after cancelled downloads).
+    """
+    from xarray.backends.file_manager import FILE_CACHE
+    from xarray.backends.locks import HDF5_LOCK, NETCDFC_LOCK
+
+    target = os.path.abspath(path)
+    with NETCDFC_LOCK, HDF5_LOCK:  # the caller holds NETCDF_SETUP_LOCK
+        for key, handle in list(FILE_CACHE.items()):
+            filepath = getattr(handle, "filepath", None)
+            try:
+                same = filepath is not None and os.path.abspath(filepath()) == target
+            except (OSError, ValueError, RuntimeError):  # closed, or not a netCDF4 file
+                same = False
+            if same:
+                with contextlib.suppress(Exception):
+                    FILE_CACHE.pop(key).close()
+
+
 def _write_netcdf4(ds: xr.Dataset, path: Path) -> None:
     """netCDF-4 as :func:`oceandata.io.export.export` writes it (zlib 4, dask chunks)."""
-    output_encoding(ds, compress=True).to_netcdf(path, engine="netcdf4", compute=False
-                                                 ).compute(scheduler=WRITE_SCHEDULER)
+    _to_netcdf(output_encoding(ds, compress=True), path)
 
 
 def _write_netcdf3(ds: xr.Dataset, path: Path) -> None:
     """netCDF-3 64-bit offset, uncompressed (xarray casts int64/bool where they fit)."""
-    output_encoding(ds, compress=False).to_netcdf(
-        path, engine="netcdf4", format="NETCDF3_64BIT", compute=False
-    ).compute(scheduler=WRITE_SCHEDULER)
+    _to_netcdf(output_encoding(ds, compress=False), path, format="NETCDF3_64BIT")
 
 
 def _write_csv_file(ds: xr.Dataset, path: Path) -> None:

@@ -67,6 +67,12 @@ from .access import ANONYMOUS, CALLER, resolve, visible_entries
 
 #: how many opened datasets are kept (name, version) → Dataset
 OPEN_CACHE_SIZE = 64
+#: held while netCDF-C works outside xarray's locks: opening a dataset (attributes are
+#: read outside the HDF5 lock) and writing a download's netCDF file (``to_netcdf`` defines
+#: dimensions and variables without a lock, so one write's definitions ran beside another
+#: write's locked chunk writes: bus errors and heap corruption with two downloads at once).
+#: Reentrant: a write reads its source chunks in the same thread (synchronous scheduler).
+NETCDF_SETUP_LOCK = threading.RLock()
 
 
 class DatasetCache:
@@ -83,7 +89,7 @@ class DatasetCache:
         self.size = size
         self._items: OrderedDict[tuple[str, str | None], xr.Dataset] = OrderedDict()
         self._lock = threading.Lock()
-        self._opening = threading.Lock()
+        self._opening = NETCDF_SETUP_LOCK
 
     def get(self, entry: Entry, version: str | None) -> xr.Dataset:
         """The dataset of *entry* at *version*, opened once."""

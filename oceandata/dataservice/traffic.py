@@ -416,10 +416,8 @@ class TrafficLayer:
                  status: int = 429) -> Response:
         from .app import error_response  # the app imports this module
 
-        # CORS (the outer app's) lets a browser read the body; Retry-After is not a
-        # CORS-safelisted header, so the answer exposes it
-        return error_response(request, status, sentence, {
-            "Retry-After": str(retry), "Access-Control-Expose-Headers": "Retry-After"})
+        # the outer app's CORS lets a browser read the body and exposes Retry-After
+        return error_response(request, status, sentence, {"Retry-After": str(retry)})
 
     # ------------------------------------------------------------------ serving
 

@@ -18,6 +18,7 @@ import schemathesis
 from dataservice_helpers import RESTRICTED, make_catalog, serving
 from hypothesis import HealthCheck, settings
 
+from oceandata.config import AnonymousLimits, TrafficSettings
 from oceandata.dataservice import create_app
 
 pytestmark = [pytest.mark.slow]
@@ -36,6 +37,11 @@ def _app():
         from pathlib import Path
 
         _APP = create_app(make_catalog(Path(tempfile.mkdtemp(prefix="fuzz-data-"))))
+        # the fuzzer is one anonymous client sending thousands of requests: above the
+        # default rate the traffic layer's 429 would come before the guard's 404
+        # (tests/test_dataservice_traffic.py is where the rate limit is tested)
+        _APP.state.inner.state.traffic = TrafficSettings(
+            anonymous=AnonymousLimits(rate="1000000/minute"))
     return _APP
 
 
