@@ -1,0 +1,173 @@
+"""Open-data service under concurrent clients: requests per second, p50/p95, estimate cost.
+
+``oceandata serve`` runs in a subprocess on 127.0.0.1 with the sample catalog and limits
+high enough that nothing is refused (the rate and concurrency guards still run: their
+cost is part of every figure). Measured side by side in one run:
+
+``small subset``
+    ``GET datasets/cobe_sst2/subset?bbox=<10 x 10 degrees>&time=<3 months>&format=nc4``
+    (about 1.2 k values), from 1, 5 and 20 concurrent clients (threads with their own
+    ``requests.Session``), ``--requests`` each level: requests per second, p50 and p95
+    latency, the service's peak RSS (``VmHWM``).
+``dry run``
+    The same URLs with ``dry_run=1``: the estimate alone, over HTTP.
+``estimate in process``
+    :func:`oceandata.dataservice.estimate` on the same requests in this process (the
+    dataset already open): the estimate's own cost, without HTTP.
+
+The issue's target: the estimate under 5% of a small request's time (the ratio
+``estimate in process`` p50 / ``small subset`` p50 at one client). Nothing is asserted.
+Run::
+
+    python benchmarks/bench_dataservice_traffic.py
+    python benchmarks/bench_dataservice_traffic.py --requests 40   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "dataservice_traffic.json"
+LEVELS = (1, 5, 20)
+#: limits that refuse nothing in this benchmark (the guards still run)
+OPEN_LIMITS = {"OCEANDATA_DATA__ANONYMOUS__RATE": "1000000/minute",
+               "OCEANDATA_DATA__ANONYMOUS__CONCURRENT": "64",
+               "OCEANDATA_DATA__ANONYMOUS__DAILY_BYTES": "1000TB"}
+
+
+def small_requests(n: int) -> list[dict[str, str]]:
+    """*n* small subset requests over different boxes and months (no two alike)."""
+    out = []
+    for i in range(n):
+        west = -180 + (i * 37) % 340
+        south = -60 + (i * 11) % 110
+        year = 1950 + i % 50
+        out.append({"bbox": f"{west},{south},{west + 10},{south + 10}",
+                    "time": f"{year}-01/{year}-03", "format": "nc4"})
+    return out
+
+
+def _peak(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def start_service(folder: Path) -> tuple[subprocess.Popen, str]:
+    """``oceandata serve`` on a free loopback port, once it answers."""
+    from oceandata.netutil import free_port
+
+    port = free_port()
+    env = {**os.environ, **OPEN_LIMITS, "OCEANDATA_DATA_DIR": str(folder / "data"),
+           "OCEANDATA_ALLOC_DB_URL": f"sqlite:///{folder / 'alloc.sqlite'}"}
+    env.pop("JUPYTERHUB_API_TOKEN", None)
+    command = [str(Path(sys.executable).with_name("oceandata")), "serve", "--port", str(port)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait = threading.Event()
+    for _ in range(1200):
+        if proc.poll() is not None:
+            raise SystemExit("the service stopped at start")
+        try:
+            if requests.get(f"{base}/api/health", timeout=2).ok:
+                return proc, base
+        except requests.ConnectionError:
+            wait.wait(0.1)
+    proc.kill()
+    raise SystemExit("the service did not answer within 120 s")
+
+
+def run_level(base: str, clients: int, queries: list[dict[str, str]],
+              extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """Send *queries* from *clients* threads; latency of each, wall time of all."""
+    local = threading.local()
+
+    def one(query: dict[str, str]) -> float:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        t0 = time.perf_counter()
+        r = session.get(f"{base}/datasets/cobe_sst2/subset", params={**query, **(extra or {})},
+                        timeout=300)
+        r.raise_for_status()
+        _ = r.content
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = list(pool.map(one, queries))
+    wall = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=20)
+    return {"clients": clients, "requests": len(queries), "rps": len(queries) / wall,
+            "p50_ms": statistics.median(latencies) * 1e3, "p95_ms": q[18] * 1e3}
+
+
+def in_process_estimate(queries: list[dict[str, str]]) -> dict[str, Any]:
+    """:func:`oceandata.dataservice.estimate` on each query, dataset already open."""
+    from oceandata.dataservice import estimate
+
+    estimate("cobe_sst2", **{k: v for k, v in queries[0].items()})  # opens the dataset
+    times = []
+    for query in queries:
+        t0 = time.perf_counter()
+        estimate("cobe_sst2", **query)
+        times.append(time.perf_counter() - t0)
+    return {"requests": len(times), "p50_ms": statistics.median(times) * 1e3,
+            "p95_ms": statistics.quantiles(times, n=20)[18] * 1e3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100, help="requests per level")
+    args = parser.parse_args(argv)
+    queries = small_requests(args.requests)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-traffic-") as tmp:
+        proc, base = start_service(Path(tmp))
+        try:
+            run_level(base, 1, queries[:5])  # warm: dataset opened, imports done
+            for clients in LEVELS:
+                row = run_level(base, clients, queries)
+                row.update(method="small subset", peak_mib=_peak(proc.pid) / 2**20)
+                rows.append(row)
+            for clients in (1, 20):
+                row = run_level(base, clients, queries, {"dry_run": "1"})
+                row.update(method="dry run", peak_mib=_peak(proc.pid) / 2**20)
+                rows.append(row)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+    est = in_process_estimate(queries)
+    est.update(method="estimate in process", clients=1)
+    rows.append(est)
+    single = next(r for r in rows if r["method"] == "small subset" and r["clients"] == 1)
+    ratio = est["p50_ms"] / single["p50_ms"]
+    print(f"{'method':<22}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'peak MiB':>10}")
+    for r in rows:
+        print(f"{r['method']:<22}{r['clients']:>8}{r.get('rps', float('nan')):>9.1f}"
+              f"{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r.get('peak_mib', float('nan')):>10.0f}")
+    print(f"estimate / small request (p50, one client): {ratio:.2%} (target < 5%)")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(),
+                                   "rows": rows, "estimate_ratio": ratio}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
