@@ -65,6 +65,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -994,7 +995,7 @@ async def size_guard(request: Request) -> None:
 # --------------------------------------------------------------------------- Python
 
 
-_APPS: dict[int, Any] = {}
+_APPS: dict[Any, Any] = {}
 
 
 def estimate(dataset_id: str, protocol: str = "subset", *, catalog: Any = None,
@@ -1041,11 +1042,16 @@ def estimate(dataset_id: str, protocol: str = "subset", *, catalog: Any = None,
     from ..errors import DatasetNotFound, UsageError
     from .app import create_app
 
-    if not isinstance(catalog, Catalog):
-        catalog = open_catalog(catalog)
-    app = _APPS.get(id(catalog))
-    if app is None or app.state.catalog is not catalog:
-        app = _APPS[id(catalog)] = create_app(catalog, prefix="/")
+    if isinstance(catalog, Catalog):
+        key: Any = id(catalog)
+    else:  # a path (or the configured catalog): read once per path, as the service does
+        from ..config import get_settings
+
+        key = str(Path(catalog if catalog is not None else get_settings().catalog).resolve())
+    app = _APPS.get(key)
+    if app is None or (isinstance(catalog, Catalog) and app.state.catalog is not catalog):
+        app = _APPS[key] = create_app(
+            catalog if isinstance(catalog, Catalog) else open_catalog(key), prefix="/")
     inner = app.state.inner
     params = {k.replace("_", "-") if k == "parameter_name" else k: v
               for k, v in request.items()}

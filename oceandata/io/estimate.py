@@ -101,7 +101,8 @@ class OutputEstimate:
     format
         The format that will be written (from the target's suffix or *format*), or None.
     sizes
-        :class:`SizeEstimate` by format.
+        :class:`SizeEstimate` by format (each computed when first asked for: the CSV
+        width prints coordinate values, which a netCDF download need not pay).
     rows
         Rows of the CSV form (points of the flattened dataset).
     dims
@@ -119,7 +120,7 @@ class OutputEstimate:
     source: str | None
     request: dict[str, Any]
     format: str | None
-    sizes: dict[str, SizeEstimate]
+    sizes: Mapping[str, SizeEstimate]
     rows: int
     dims: dict[str, int]
     read_bytes: int | None
@@ -285,7 +286,8 @@ def estimate_dataset(ds: xr.Dataset, *, format: str | None = None,
     if format is not None and format not in FORMAT_NAMES:
         raise UsageError(f"format {format!r} is not one of {', '.join(FORMAT_NAMES)}")
     rows = math.prod(int(n) for n in ds.sizes.values()) if ds.sizes else 1
-    sizes = {"netcdf": _netcdf_bound(ds), "zarr": _zarr_bound(ds), "csv": _csv_size(ds, rows)}
+    sizes = LazySizes({"netcdf": lambda: _netcdf_bound(ds), "zarr": lambda: _zarr_bound(ds),
+                       "csv": lambda: _csv_size(ds, rows)})
     if read is None:
         read = _read_plan(ds, {})
     return OutputEstimate(
@@ -296,6 +298,34 @@ def estimate_dataset(ds: xr.Dataset, *, format: str | None = None,
 
 
 # --------------------------------------------------------------------------- pieces
+
+
+class LazySizes(Mapping[str, SizeEstimate]):
+    """Sizes by format, each computed once, when first read.
+
+    Parameters
+    ----------
+    makers
+        A function per format name giving its :class:`SizeEstimate`.
+    """
+
+    def __init__(self, makers: Mapping[str, Any]) -> None:
+        self._makers = dict(makers)
+        self._done: dict[str, SizeEstimate] = {}
+
+    def __getitem__(self, name: str) -> SizeEstimate:
+        if name not in self._done:
+            self._done[name] = self._makers[name]()  # KeyError for an unknown format
+        return self._done[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+    def __repr__(self) -> str:
+        return f"LazySizes({dict(self)!r})"
 
 
 def _free_space(path: Path | None) -> int | None:
