@@ -8,6 +8,7 @@ netCDF client).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -178,6 +179,9 @@ def test_restricted_only_per_dataset_for_granted(service: Any) -> None:
     ("time&LARVAE_SIZE>abc", 400, "not a number"),
     ("time&time>=tomorrowish", 400, "ISO 8601"),
     ('time&COMMON_NAME=~"(unclosed"', 400, "regular expression"),
+    ('time&COMMON_NAME=~"(a)\\\\1"', 400, "RE2 syntax"),  # a backreference: (a)\1
+    ('time&COMMON_NAME=~"(?=a).*"', 400, "lookaround"),
+    ('time&COMMON_NAME=~"' + "a" * 1001 + '"', 400, "1000 characters"),
     ('time&orderByMax("time")', 400, "orderByMax() is not served"),
     ("time&time>2100-01-01", 404, "no matching results"),
 ])
@@ -207,3 +211,37 @@ def test_blocks_do_not_change_the_table(tmp_path: Path) -> None:
                           ignore_index=True)
         pd.testing.assert_frame_equal(whole, small)
         assert "rowSize" not in cols and len(whole) > 0
+
+
+def _timed(base: str, query: str) -> tuple[requests.Response, float]:
+    start = time.monotonic()
+    r = requests.get(f"{base}/erddap/tabledap/dsg_point.csv", params=query, timeout=120)
+    return r, time.monotonic() - start
+
+
+def test_catastrophic_regex_is_linear(service: Any) -> None:
+    """A pattern that backtracks exponentially (4**8 ways per 20-character time) answers
+    as fast as a plain request: it is matched by RE2, in linear time."""
+    plain, baseline = _timed(service.base, "time")
+    assert plain.status_code == 200
+    r, took = _timed(service.base, 'time&time=~".{4}(.|.)*Q"')
+    assert r.status_code == 404 and "no matching results" in r.text
+    assert took < baseline + 2.0, took
+    # RE2 takes the syntax erddapy's users write: classes, counts, alternation, flags
+    r = requests.get(f"{service.base}/erddap/tabledap/dsg_point.csv", timeout=30,
+                     params='time,COMMON_NAME&COMMON_NAME=~"(?i)[a-z ]*ANCHOVY|x{2,3}"')
+    assert r.status_code == 200 and r.text.count("\n") > 3
+    assert all(line.lower().endswith("anchovy") for line in r.text.splitlines()[2:])
+
+
+@pytest.mark.parametrize(("constraint", "status"), [("a" + " " * 15000 + "b", 400),
+                                                    ("a<" + " " * 15000 + ">b", 400),
+                                                    (" " * 15000 + "time>0", 200)])
+def test_long_whitespace_constraint_is_linear(service: Any, constraint: str,
+                                              status: int) -> None:
+    """A run of whitespace in a constraint is parsed in linear time (it was quadratic)."""
+    _, baseline = _timed(service.base, "time")
+    r, took = _timed(service.base, "time&" + constraint)
+    assert r.status_code == status
+    assert status == 200 or r.text.count("\n") == 4  # one sentence
+    assert took < baseline + 2.0, took
