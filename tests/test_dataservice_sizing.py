@@ -198,3 +198,53 @@ def test_other_routes_ignore_dry_run(service: SimpleNamespace) -> None:
     resp = service.client.get("/datasets/cobe_sst2/opendap.dds?sst&dry_run=1")
     assert resp.status_code == 200 and resp.text.startswith("Dataset {")
     assert service.client.get("/api/health?dry_run=1").json() == {"ok": True}
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+def test_data_in_a_post_body_is_refused_not_served_unestimated(service: SimpleNamespace
+                                                               ) -> None:
+    """EDR takes its geometry in a POST body too: that would pass the size guard."""
+    url = "/datasets/cobe_sst2/edr/area?datetime=1990-01-01/1993-12-31"
+    big = "POLYGON((0 0,60 0,60 60,0 60,0 0))"
+    resp = service.client.post(url, content=big, headers={"Content-Type": "application/wkt"})
+    assert resp.status_code == 405 and resp.headers["allow"] == "GET", resp.text[:200]
+    assert resp.json()["detail"].endswith("URL.")
+    # the same query in the URL is estimated, and refused for its size
+    assert service.client.get(f"{url}&coords={big}").status_code == 413
+    # STAC's POST search is not data: still answered
+    assert service.client.post("/stac/search", json={"limit": 1}).status_code == 200
+
+
+@pytest.mark.parametrize("target", [f"{RESTRICTED}.csv", f"{RESTRICTED}.dods",
+                                    f"{RESTRICTED}_sst.csv"])
+def test_server_wide_griddap_dry_run_tells_restricted_from_unknown_nothing(
+        service: SimpleNamespace, target: str) -> None:
+    unknown = target.replace(RESTRICTED, "secrex_sst")
+    answers = [service.client.get(f"/erddap/griddap/{t}?dry_run=1") for t in (target, unknown)]
+    assert [a.status_code for a in answers] == [404, 404]
+    assert answers[0].json()["detail"] == answers[1].json()["detail"].replace(
+        "secrex_sst", RESTRICTED)
+
+
+def test_split_search_is_cached_and_bounded(service: SimpleNamespace,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An oversized request costs its split once; a second one is answered from the cache,
+    and a search over its budget gives no split rather than more work."""
+    from oceandata.dataservice import sizing
+
+    calls: list[int] = []
+    plan = sizing.subset_plan
+    monkeypatch.setattr(sizing, "subset_plan", lambda *a, **k: calls.append(1) or plan(*a, **k))
+    url = "/datasets/cobe_sst2/subset?format=nc"
+    first = service.client.get(url)
+    assert first.status_code == 413 and first.json()["split"] is not None
+    assert 0 < len(calls) <= sizing.SPLIT_BUDGET + 2
+    done = len(calls)
+    again = service.client.get(url)
+    assert again.json()["split"] == first.json()["split"]
+    assert len(calls) - done <= 1  # the request's own plan, not the split's
+    monkeypatch.setattr(sizing, "SPLIT_BUDGET", 0)
+    sizing._SPLITS.clear()
+    assert service.client.get(url).json()["split"] is None

@@ -51,6 +51,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 
 #: the path of the metrics below the service's prefix
 PATH = "/metrics"
@@ -97,8 +98,9 @@ def dataset_label(name: str | None, answered: bool = False) -> str:
     name
         The catalog name the request named, or None.
     answered
-        Whether the request was answered (status below 400): only a granted caller gets
-        an answer naming a restricted entry.
+        Whether the request was answered with data or a page (status 2xx): only a
+        granted caller gets one naming a restricted entry (a redirect, such as the
+        trailing slash's, is answered before the access guard).
     """
     if not name:
         return ""
@@ -136,7 +138,7 @@ def observe(kind: Any, status: int, seconds: float, nbytes: int,
         given.
     """
     status = int(status)
-    dataset = dataset_label(getattr(kind, "dataset", None), status < 400)
+    dataset = dataset_label(getattr(kind, "dataset", None), 200 <= status < 300)
     labels = (dataset, _protocol(kind), _format(kind), str(status))
     REQUESTS.labels(*labels).inc()
     LATENCY.labels(*labels).observe(max(float(seconds), 0.0))
@@ -154,6 +156,25 @@ def refused(kind: Any, reason: str) -> None:
 def job_queued(dataset: str | None) -> None:
     """Count an asynchronous job queued for *dataset* (queued for a granted caller)."""
     JOBS.labels(dataset_label(dataset, answered=True)).inc()
+
+
+class _Instrumented(PrometheusInstrumentatorMiddleware):
+    """The instrumentator's HTTP metrics, without labels a client can make up.
+
+    For a path that only a trailing-slash redirect would serve, the instrumentator
+    labels the raw path itself (``/datasets/<anything>/``): any client could then add
+    series without end. Such a path counts as untemplated here, and untemplated paths
+    are not recorded (``should_ignore_untemplated``).
+    """
+
+    def _get_handler(self, request: Any) -> tuple[str, bool]:
+        handler, templated = super()._get_handler(request)
+        if templated and "{" not in handler and handler == request.url.path:
+            app = request.scope.get("app")
+            static = {getattr(r, "path", None) for r in getattr(app, "routes", ())}
+            if handler not in static:
+                return handler, False
+        return handler, templated
 
 
 def metrics_token() -> str:
@@ -207,7 +228,6 @@ def install(app: Any) -> None:
         The inner FastAPI app; ``app.state.catalog`` names the datasets the labels may
         show. Sets ``app.state.metrics_registry`` and ``app.state.metrics_token``.
     """
-    from prometheus_fastapi_instrumentator import Instrumentator
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
@@ -218,8 +238,11 @@ def install(app: Any) -> None:
     app.state.metrics_registry = registry
     app.state.metrics_token = metrics_token()
     _remember_catalog(app)
-    Instrumentator(registry=registry, excluded_handlers=[f"^{PATH}$", "^/api/health$"],
-                   should_group_untemplated=True).instrument(app)
+    # the instrumentator's middleware, as Instrumentator.instrument adds it, except that
+    # a path no route matches is never a label (see _Instrumented)
+    app.add_middleware(_Instrumented, registry=registry,
+                       excluded_handlers=[f"^{PATH}$", "^/api/health$"],
+                       should_group_untemplated=True, should_ignore_untemplated=True)
 
     async def metrics_page(request: Request) -> Response:
         if not await _may_read(request):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,17 +82,32 @@ def _salt(path: str) -> bytes:
 
 def client_key(request: Any) -> str:
     """Who a client is for limits and the ledger: ``user:<name>`` for a hub user, else
-    ``anon:<16 hex>``, a keyed hash of the address (the salt is a 0600 secret of the data
-    dir): the same address gives the same key, and the stored key does not give the
-    address back."""
+    ``anon:<16 hex>``, a keyed hash of the address (an IPv6 address's /64; the salt is a
+    0600 secret of the data dir): the same address gives the same key, and the stored
+    key does not give the address back."""
     caller = getattr(request.state, "caller", None)
     if caller is not None and getattr(caller, "name", None):
         return f"user:{caller.name}"
     from ..config import get_settings
 
     salt = _salt(str(get_settings().data_dir / "secrets" / "dataservice-client-salt"))
-    digest = hmac.new(salt, client_address(request).encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(salt, _client_network(client_address(request)).encode(),
+                      hashlib.sha256).hexdigest()
     return f"anon:{digest[:16]}"
+
+
+def _client_network(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 address as its /64, the block one client
+    usually holds (every address of it would otherwise be a new client)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ from ..errors import OceandataError
 from ..io.estimate import SizeEstimate, _storage_chunks, estimate_dataset, format_bytes
 from ..io.subset import subset
 from . import asyncjobs, downloads, metrics
-from .access import ANONYMOUS, resolve
+from .access import ANONYMOUS, visible_entries
 from .policy import RequestKind, classify, limits_for
 
 __all__ = ["Answer", "estimate", "install", "size_guard", "subset_plan"]
@@ -91,8 +91,8 @@ FLAGS = ("dry_run", "async")
 CACHE_SIZE = 64
 #: most pieces a split suggests
 MAX_PARTS = 1000
-#: most pieces of a split by box estimated to check that they fit
-CHECKED = 64
+#: most pieces of a split by box estimated to check that they fit (an even sample)
+CHECKED = 16
 #: printed width bounds by dtype (Java's shortest doubles and floats, ISO times)
 _WIDEST = {"f4": 15, "f8": 24, "f2": 10, "M": 22, "b": 5}
 _TYPICAL = {"f4": 9, "f8": 18, "f2": 7, "M": 20, "b": 5}
@@ -557,15 +557,15 @@ def _griddap_cost(request: Request, kind: RequestKind) -> Cost:
     if dataset_id is not None:
         entry, version, source = request.state.entry, request.state.version, str(dataset_id)
     else:
+        # the server-wide catalogue holds open entries only (for every caller): a
+        # restricted name is unknown here, in the plugin's words, like any other
         catalog = request.app.state.catalog
-        name = erddap_id if erddap_id in catalog.entries else max(
-            (n for n in catalog.entries if erddap_id.startswith(n + "_")), key=len, default=None)
+        public = visible_entries(catalog, ANONYMOUS)
+        name = erddap_id if erddap_id in public else max(
+            (n for n in public if erddap_id.startswith(n + "_")), key=len, default=None)
         if name is None:
             raise _Unparsed(404, f"Currently unknown datasetID={erddap_id}")
-        try:
-            entry, version = resolve(catalog, name, ANONYMOUS)
-        except HTTPException as exc:
-            raise _Unparsed(404, str(exc.detail)) from None
+        entry, version = public[name], None
         if getattr(entry.metadata, "grid", None) == "dsg":  # tables are tabledap's
             raise _Unparsed(404, f"Currently unknown datasetID={erddap_id}")
         source = entry.name
@@ -828,11 +828,39 @@ def _subset_url(request: Request, dataset_id: str, params: Mapping[str, Any]) ->
     return f"{str(request.base_url).rstrip('/')}/datasets/{dataset_id}/subset?{query}"
 
 
+#: splits already found, by (dataset, version, request, limit, base URL): a client that
+#: repeats an oversized request does not make the service plan it again
+_SPLITS: collections.OrderedDict[Any, dict[str, Any] | None] = collections.OrderedDict()
+_SPLITS_LOCK = threading.Lock()
+#: splits kept
+SPLIT_CACHE = 256
+#: pieces estimated at most to find one split (each is a subset plan): beyond it the
+#: 413 carries no split rather than costing the service more (about 2 s of CPU)
+SPLIT_BUDGET = 64
+
+
 def _split(request: Request, cost: Cost, limit: int) -> dict[str, Any] | None:
-    """Subset-download requests, by time then by box, each estimated within *limit*."""
+    """Subset-download requests, by time then by box, each estimated within *limit*
+    (None when there is no equivalent subset, or none found within the budget)."""
     sub = cost.equivalent()
     if sub is None:
         return None
+    key = (cost.dataset, cost.version, tuple(sorted((k, str(v)) for k, v in sub.items())),
+           limit, str(request.base_url), request.scope.get("root_path", ""))
+    with _SPLITS_LOCK:
+        if key in _SPLITS:
+            _SPLITS.move_to_end(key)
+            return _SPLITS[key]
+    found = _find_split(request, cost, sub, limit)
+    with _SPLITS_LOCK:
+        _SPLITS[key] = found
+        while len(_SPLITS) > SPLIT_CACHE:
+            _SPLITS.popitem(last=False)
+    return found
+
+
+def _find_split(request: Request, cost: Cost, sub: dict[str, Any],
+                limit: int) -> dict[str, Any] | None:
     entry = request.app.state.catalog.entries.get(cost.dataset)
     if entry is None:
         return None
@@ -846,7 +874,12 @@ def _split(request: Request, cost: Cost, limit: int) -> dict[str, Any] | None:
     except OceandataError:
         return None
 
+    budget = [SPLIT_BUDGET]
+
     def fits(key: str, piece: str) -> bool:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _OverBudget
         try:
             parsed = {**base, **downloads.parse_request(
                 piece if key == "bbox" else None, piece if key == "time" else None, None,
@@ -860,6 +893,19 @@ def _split(request: Request, cost: Cost, limit: int) -> dict[str, Any] | None:
         return {"by": by, "parts": len(pieces), "requests": [
             {by: p, "url": _subset_url(request, dataset_id, {**sub, by: p})} for p in pieces]}
 
+    try:
+        return _search_split(whole, base, fits, answer, limit)
+    except _OverBudget:
+        return None
+
+
+class _OverBudget(Exception):
+    """The split search used its budget of estimated pieces."""
+
+
+def _search_split(whole: SubsetPlan, base: dict[str, Any], fits: Callable[[str, str], bool],
+                  answer: Callable[[str, list[str]], dict[str, Any]],
+                  limit: int) -> dict[str, Any] | None:
     parts = max(2, math.ceil(whole.size.bytes / max(limit, 1)))
     steps = next((c.size for n, c in whole.cut.coords.items()
                   if c.ndim == 1 and c.dims[0] == n and c.dtype.kind in "MO"), 0)
@@ -951,11 +997,18 @@ async def size_guard(request: Request) -> None:
     HTTPException
         ``400`` (or ``404``) for a dry run that cannot be parsed.
     """
-    if request.method != "GET":
-        return
-    dry_run, wants_async = _flags(request)
     local = _local_path(request)
     kind = classify(local, dict(request.query_params))
+    if request.method != "GET":
+        if request.method != "HEAD" and kind.data:
+            # a query in a body (EDR's POST) would pass unestimated: data is for GET
+            from .app import error_response
+
+            raise Answer(error_response(
+                request, 405, "Data is answered to GET requests only: put the query in "
+                              "the URL.", {"Allow": "GET"}))
+        return
+    dry_run, wants_async = _flags(request)
     if not kind.data or kind.dataset is None:
         return
     try:
