@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,13 @@ from hub_helpers import reachable_by_accounts
 from sqlalchemy import func, select
 
 from oceandata.alloc import core, db
-from oceandata.alloc.models import Job
+from oceandata.alloc.models import Job, JobState
 from oceandata.config import AnonymousLimits, PartnerLimits, TrafficSettings
 from oceandata.dataservice import asyncjobs, create_app, subset_job
 from oceandata.dataservice.ledger import Ledger
 from oceandata.hub.security import AuthError, HubUser
 from oceandata.jobs import JobSettings
+from oceandata.jobs import service as jobs_service
 from oceandata.jobs.service import JobRuntime
 from oceandata.testing.slurm import SlurmUnavailable, in_ci, single_node_slurm
 from tests.dataservice_helpers import make_catalog, serving
@@ -73,6 +75,7 @@ class Service:
     base: str
     db_url: str
     app: Any
+    data: Path
 
 
 @contextlib.contextmanager
@@ -103,7 +106,7 @@ def _service(folder: Path, backend: str, slurm_env: dict[str, str] | None = None
         inner.state.traffic = TRAFFIC
         inner.state.jobs = asyncjobs.RuntimeJobs(runtime, backend)
         with serving(app) as base:
-            yield Service(base, url, app)
+            yield Service(base, url, app, folder / "data")
     finally:
         runtime.stop(kill_jobs=True)
 
@@ -249,6 +252,93 @@ def test_the_job_program_says_why_it_failed(tmp_path: Path,
         subset={"format": "csv"}, url="http://127.0.0.1/x", output="x.csv")
     assert subset_job.main([*args, f"--output-dir={tmp_path}"]) == 1
     assert "not granted" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+def _finished_job(service: Service, output: str) -> Path:
+    """A COMPLETED download job of alice's whose ``outputs/<output>`` exists; its folder.
+
+    Its arguments are the service's, but *output* is whatever a user submitting the job
+    themselves (``POST api/jobs`` of the allocations service) may write.
+    """
+    job_id = uuid.uuid4().hex[:16]
+    workdir = service.data / "jobs" / "alice" / job_id
+    (workdir / "outputs" / output).parent.mkdir(parents=True)
+    (workdir / "outputs" / output).write_bytes(b"the job's file")
+    args = subset_job.job_arguments(catalog="catalog.yaml", dataset="cobe_sst2", version=None,
+                                    subset={"format": "nc4"}, url="http://x/", output=output)
+    with db.session_scope(service.db_url) as session:
+        session.add(Job(id=job_id, owner="alice", backend="local", script=subset_job.SCRIPT_NAME,
+                        args=args, cores=1, memory_mb=1024, walltime_s=3600,
+                        state=JobState.COMPLETED, workdir=str(workdir)))
+    return workdir
+
+
+def _link(service: Service, job_id: str, name: str) -> str:
+    """A valid signed download link of *job_id*'s file *name* (alice's)."""
+    expires = int(time.time()) + 600
+    sig = asyncjobs.link_signature(job_id, "alice", name, expires)
+    return f"{service.base}/jobs/{job_id}/download?expires={expires}&sig={sig}"
+
+
+def test_a_job_whose_output_is_not_a_plain_name_is_not_served(local: Service) -> None:
+    job = _finished_job(local, "sub/x.nc")
+    status = requests.get(f"{local.base}/jobs/{job.name}", headers=_auth(ALICE), timeout=30)
+    assert status.status_code == 404, status.text
+    got = requests.get(_link(local, job.name, "sub/x.nc"), timeout=30)
+    assert got.status_code == 403 and "not valid" in got.json()["detail"], got.text
+    base = ["--catalog=c", "--dataset=d", "--url=u"]
+    assert subset_job.parse_arguments([*base, "--output=x.nc"]) is not None
+    for bad in ("../x.nc", ".x.nc", "/etc/x.nc", "x\n.nc", 'x".nc', ""):
+        assert subset_job.parse_arguments([*base, f"--output={bad}"]) is None, bad
+
+
+@pytest.mark.parametrize("swapped", ["outputs", "job"])
+def test_a_folder_swapped_for_a_link_after_the_check_is_not_followed(
+        local: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped: str) -> None:
+    job = _finished_job(local, "x.nc")
+    folder = job / "outputs" if swapped == "outputs" else job
+    decoy = tmp_path / "decoy"  # stands for <data dir>/secrets or another user's folder
+    secret = decoy / (job / "outputs").relative_to(folder) / "x.nc"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_bytes(b"root's secret")
+    checked = jobs_service.output_file
+
+    def check_then_swap(*args: Any, **kwargs: Any) -> Path:
+        """The path check passes; then the owner swaps the folder (the race, made certain)."""
+        path = checked(*args, **kwargs)
+        folder.rename(folder.with_name(folder.name + ".orig"))
+        folder.symlink_to(decoy)
+        return path
+
+    monkeypatch.setattr(jobs_service, "output_file", check_then_swap)
+    got = requests.get(_link(local, job.name, "x.nc"), timeout=30)
+    assert got.status_code in (403, 404) and b"secret" not in got.content, got.text
+    assert got.json()["detail"].count(". ") == 0, got.text
+    monkeypatch.undo()
+    # swapped before the check: no link is offered, and the old one is refused
+    status = requests.get(f"{local.base}/jobs/{job.name}", headers=_auth(ALICE), timeout=30)
+    assert status.status_code == 200 and "download" not in status.json(), status.text
+    again = requests.get(_link(local, job.name, "x.nc"), timeout=30)
+    assert again.status_code in (403, 404) and b"secret" not in again.content, again.text
+
+
+def test_a_job_link_keeps_to_its_owners_daily_quota(local: Service,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    job = _finished_job(local, "x.nc")
+    ledger = local.app.state.inner.state.ledger
+    ledger.record("user:alice", "cobe_sst2", "subset", 2000)
+    small = TrafficSettings(anonymous=TRAFFIC.anonymous, partner=PartnerLimits(
+        sync_bytes="50KB", async_bytes="1GB", daily_bytes="1KB"))
+    monkeypatch.setattr(local.app.state.inner.state, "traffic", small)
+    got = requests.get(_link(local, job.name, "x.nc"), timeout=30)  # an anonymous client
+    assert got.status_code == 429, got.text
+    assert 1 <= int(got.headers["Retry-After"]) <= 86400
+    detail = got.json()["detail"]
+    assert "daily quota" in detail and detail.count(". ") == 0, detail
+    assert b"the job's file" not in got.content
 
 
 # --------------------------------------------------------------------------- Slurm

@@ -18,7 +18,20 @@ A request whose estimate is above the caller's synchronous limit is answered ``4
    HMAC-SHA256 over the job, its owner, the file and the expiry (a 0600 secret of the
    data dir); a failed job shows the one sentence its program logged;
 3. the link needs no credentials (a browser or ``curl`` can follow it); the bytes are
-   charged to the job's owner in the ledger (``request.state.ledger_key``).
+   charged to the job's owner in the ledger (``request.state.ledger_key``), and the link
+   keeps to the owner's daily quota (an owner has an allocation: the ``partner`` limits;
+   ``429`` until 00:00 UTC once it is used), whoever follows it.
+
+A job's arguments are not trusted: a hub user may queue :data:`.subset_job.SCRIPT_NAME`
+with arguments of their own through the allocations service's ``POST api/jobs``. A job
+whose ``--output`` is not a plain file name (:func:`.subset_job.plain_name`) is not a
+download job of this service (its status is ``404``, a link to it ``403``), and a job's
+file is opened without following a link anywhere under ``<data dir>/jobs``
+(:func:`oceandata.jobs.service.open_output`: the job's folders are its owner's in
+per-user mode). Likewise the job re-checks the grants it is given (``--group``,
+``--granted``), which such a user could set as they like: the real check is the
+service's, before it submits the job, and restricted files on disk are protected by the
+operating system's permissions (the job runs as its owner).
 
 Two submitters fill one small interface, ``inner.state.jobs`` (:class:`JobSubmitter`):
 
@@ -520,6 +533,43 @@ async def job_status(request: Request, job_id: JobId) -> dict[str, Any]:
     return found
 
 
+def _check_quota(request: Request, owner: str, lang: str) -> None:
+    """Refuse (429) a link of *owner*'s job once they were served their daily bytes.
+
+    The traffic layer checks the quota of the link's client (anonymous without
+    credentials), while the bytes are charged to the owner: this keeps a link to the
+    owner's quota. An owner has an allocation: the ``partner`` class's ``daily_bytes``.
+
+    Parameters
+    ----------
+    request
+        The download request.
+    owner
+        The job's owner.
+    lang
+        The answer's language.
+
+    Raises
+    ------
+    HTTPException
+        429 with ``Retry-After`` (seconds to 00:00 UTC) and one sentence.
+    """
+    from .traffic import seconds_to_midnight
+
+    settings = getattr(request.app.state, "traffic", None) or policy.traffic_settings()
+    quota = settings.partner.sizes()["daily_bytes"]
+    ledger = getattr(request.app.state, "ledger", None)
+    served = 0 if ledger is None else ledger.served_today(f"user:{owner}")
+    if served >= quota:
+        retry = seconds_to_midnight()
+        # the traffic layer's sentence (and its translation): the quota is the owner's
+        raise HTTPException(429, gettext(
+            lang, "This client has downloaded %(served)s today, its daily quota of "
+                  "%(quota)s: the quota renews at 00:00 UTC, in %(seconds)s seconds.",
+            served=format_bytes(served), quota=format_bytes(quota), seconds=retry),
+            headers={"Retry-After": str(retry)})
+
+
 async def _stream(fh: IO[bytes]) -> AsyncIterator[bytes]:
     try:
         while chunk := await anyio.to_thread.run_sync(fh.read, downloads.CHUNK):
@@ -537,13 +587,15 @@ async def job_download(
 ) -> Response:
     """The job's file, for whoever holds a valid link (no credentials needed).
 
-    The bytes are charged to the job's owner (``request.state.ledger_key``).
+    The bytes are charged to the job's owner (``request.state.ledger_key``) and kept to
+    their daily quota; the file is opened without following links in the job's folder.
 
     Returns
     -------
     starlette.responses.Response
         The file streamed with ``Content-Length`` and ``Content-Disposition``; 403 for a
-        link that is not valid or has expired.
+        link that is not valid or has expired, or whose file is gone or was replaced by a
+        link; 429 once the owner was served their daily quota.
     """
     from ..alloc.core import NotFound
     from ..alloc.db import session_scope
@@ -573,10 +625,10 @@ async def job_download(
             if int(expires) < time.time():
                 raise HTTPException(403, gettext(
                     lang, "This download link expired; ask the job's status for a new one."))
+            _check_quota(request, job.owner, lang)
             try:
-                path = service.output_file(session, job.owner, job.id, options.output)
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            except (NotFound, UsageError, OSError):
+                fd = service.open_output(session, job.owner, job.id, options.output)
+            except (NotFound, UsageError):
                 return None
             fh = os.fdopen(fd, "rb")
             return job.owner, fh, os.fstat(fd).st_size, options

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ERROR_MARK", "SCRIPT", "SCRIPT_NAME", "job_arguments", "main", "parse_arguments",
-           "write_subset"]
+           "plain_name", "write_subset"]
 
 #: the line of the job's log that says why it failed
 ERROR_MARK = "oceandata subset job failed: "
@@ -39,6 +40,31 @@ SCRIPT_NAME = "oceandata_subset.py"
 SCRIPT = ("import sys\n"
           "from oceandata.dataservice.subset_job import main\n"
           "sys.exit(main(sys.argv[1:]))\n")
+
+
+#: what an ``--output`` may be: a file name of the service's characters
+#: (:func:`.downloads.filename`), not starting with a dot (the job's temporary name does)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_,+-][A-Za-z0-9._,+-]{0,254}")
+
+
+def plain_name(text: str) -> bool:
+    """Whether *text* is a plain file name the job may write and the service may serve.
+
+    No ``/`` or ``\\`` (so no ``..`` component and nothing outside ``outputs/``), no
+    leading dot, no control character, quote or space: letters, digits and ``._,+-``,
+    at most 255 characters, as :func:`.downloads.filename` makes them.
+
+    Parameters
+    ----------
+    text
+        The ``--output`` argument.
+
+    Returns
+    -------
+    bool
+        True for a plain name.
+    """
+    return _PLAIN_NAME.fullmatch(text) is not None
 
 
 def job_arguments(*, catalog: str, dataset: str, version: str | None,
@@ -107,13 +133,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_arguments(args: Sequence[str]) -> argparse.Namespace | None:
-    """The options of a job's arguments, None when they are not this program's."""
+    """The options of a job's arguments, None when they are not this program's.
+
+    A job's arguments are whatever its submitter gave: a user may queue this script with
+    the allocations service's ``POST api/jobs`` directly. An ``--output`` that is not a
+    :func:`plain_name` (``sub/x``, ``../x``, ``.x``) makes them not this program's.
+
+    Parameters
+    ----------
+    args
+        The job's stored arguments.
+
+    Returns
+    -------
+    argparse.Namespace or None
+        The options, or None.
+    """
     from ..errors import UsageError
 
     try:
-        return _parser().parse_args(list(args))
+        options = _parser().parse_args(list(args))
     except UsageError:
         return None
+    return options if plain_name(options.output) else None
 
 
 def write_subset(options: argparse.Namespace) -> Path:
@@ -134,9 +176,10 @@ def write_subset(options: argparse.Namespace) -> Path:
 
     if not options.output_dir:
         raise UsageError("no output folder: give --output-dir or set OCEANDATA_OUTPUT_DIR")
-    name = Path(options.output).name
-    if not name or name != options.output or name.startswith("."):
-        raise UsageError(f"--output {options.output!r} must be a plain file name")
+    name = options.output
+    if not plain_name(name):
+        raise UsageError(f"--output {name!r} must be a plain file name (letters, digits "
+                         "and ._,+- not starting with a dot)")
     fmt = FORMATS.get(options.format)
     if fmt is None:
         raise UsageError(f"format {options.format!r} is not one of {', '.join(FORMATS)}")

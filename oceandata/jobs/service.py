@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import uuid
 from collections.abc import Generator
@@ -440,6 +441,73 @@ def output_file(session: Session, user: str, job_id: str, path: str,
     if not target.is_relative_to(root) or not target.is_file():
         raise core.NotFound(f"job {job.id} has no output {path!r}")
     return target
+
+
+def open_output(session: Session, user: str, job_id: str, path: str,
+                is_admin: bool = False) -> int:
+    """One output file opened for reading, with no link followed inside ``<data dir>/jobs``.
+
+    :func:`output_file` checks the path, but in per-user mode the user's folder, the job's
+    folder and its ``outputs/`` are the owner's: they may swap one for a link between that
+    check and an ``open`` of the path (``O_NOFOLLOW`` guards the last component only). Here
+    each folder is opened from the root-owned ``<data dir>/jobs`` relative to its parent's
+    descriptor with ``O_NOFOLLOW | O_DIRECTORY``, then the file with ``O_NOFOLLOW`` (and
+    ``O_NONBLOCK``: a FIFO put in its place does not hang the open); it must be a regular
+    file with a single link (a hard link to a file elsewhere is refused).
+
+    Parameters
+    ----------
+    session
+        Open session.
+    user
+        The caller (the job's owner, unless *is_admin*).
+    job_id
+        The job.
+    path
+        The file under the job's ``outputs/``, as :func:`outputs` lists it.
+    is_admin
+        Whether the caller sees every job.
+
+    Returns
+    -------
+    int
+        A read-only descriptor of the file (blocking, close-on-exec); the caller closes it.
+
+    Raises
+    ------
+    PathRefused
+        As :func:`output_file` (400).
+    oceandata.alloc.core.NotFound
+        No such file, not a regular file, or a link on the way (404).
+    """
+    output_file(session, user, job_id, path, is_admin)  # the path's own rules, first
+    job = get_job(session, user, job_id, is_admin)
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p not in ("", ".")]
+    workdir = Path(job.workdir)  # <data dir>/jobs/<user>/<id>, written by the service
+    folders = [workdir.parent.name, workdir.name, "outputs", *parts[:-1]]
+    missing = core.NotFound(f"job {job.id} has no output {path!r}")
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        parent = os.open(workdir.parent.parent, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY)
+        try:
+            for name in folders:
+                child = os.open(name, flags | os.O_DIRECTORY, dir_fd=parent)
+                os.close(parent)
+                parent = child
+            fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=parent)
+        finally:
+            os.close(parent)
+    except OSError:
+        raise missing from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise missing
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def job_dict(job: Job) -> dict[str, Any]:
