@@ -333,3 +333,19 @@ def test_two_instances_share_rate_counters_in_redis(service: SimpleNamespace,
                     for base in (one, two, one, two)]
     assert statuses == [200, 200, 200, 429]
     assert redis.Redis.from_url(redis_url).keys("LIMITS*")
+
+
+def test_a_query_over_16_kib_is_414_before_any_limit(service: SimpleNamespace,
+                                                     limits: Callable[..., None]) -> None:
+    """A query string over 16384 bytes is refused (414, one sentence) before it is parsed,
+    and the refusal does not use the client's request rate."""
+    limits(anonymous={"rate": "1/minute"})
+    who = client("10.16.9.1")
+    url = f"{service.base}/datasets.json?q="
+    long = requests.get(url + "a" * (16384 - 1), headers=who, timeout=30)
+    assert long.status_code == 414
+    detail = long.json()["detail"]
+    assert one_sentence(detail) and "16384" in detail, detail
+    assert "retry-after" not in long.headers
+    at_cap = requests.get(url + "a" * (16384 - 2), headers=who, timeout=30)
+    assert at_cap.status_code == 200  # the client's one request of the minute

@@ -23,7 +23,9 @@ routes come from xpublish plugins, so no route is decorated). For every HTTP req
 
 ``/api/health`` and ``/metrics`` pass through untouched. Refusals are ``429`` with an
 integer ``Retry-After`` and one sentence (:func:`.app.error_response`); the outer app's
-CORS middleware adds the headers that let a browser read them.
+CORS middleware adds the headers that let a browser read them. A query string over
+:data:`MAX_QUERY` bytes is ``414`` with one sentence before anything else (no limit
+spent, nothing counted).
 
 Every request gets a :class:`threading.Event` at ``request.state.cancel``, set when the
 client disconnects (one task owns the server's ``receive`` and hands the app its messages
@@ -75,6 +77,9 @@ EXEMPT = frozenset({"/api/health", "/metrics"})
 CLIENT_CLOSED = 499
 #: seconds between two warnings that the rate-limit storage cannot be reached
 _WARN_EVERY = 60.0
+#: the longest query string served, in bytes (a longer one is 414 before any parsing:
+#: the query parsers' costs grow with it)
+MAX_QUERY = 16384
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -318,6 +323,9 @@ class TrafficLayer:
         if scope["type"] != "http" or _local_path(scope) in EXEMPT:
             await self.app(scope, receive, send)
             return
+        if len(scope.get("query_string", b"")) > MAX_QUERY:
+            await self._too_long(scope, receive, send)
+            return
         began = time.monotonic()
         state = scope.setdefault("state", {})
         cancel = state["cancel"] = threading.Event()
@@ -367,6 +375,18 @@ class TrafficLayer:
             cancel.set()  # whatever still runs for this request stops
             self._account(state, key, kind, exchange, time.monotonic() - began)
 
+    async def _too_long(self, scope: dict, receive: Receive, send: Send) -> None:
+        """Answer 414 with one sentence to a query string over :data:`MAX_QUERY` bytes.
+
+        The query is not read, no limit is applied or spent, nothing is counted in the
+        ledger. The sentence is English only (it is not in the translated messages).
+        """
+        request = Request({**scope, "app": self.app, "query_string": b""}, receive)
+        response = self._refusal(request, f"This query string is longer than the "
+                                          f"{MAX_QUERY} bytes accepted: ask for less in one "
+                                          "request.", None, 414)
+        await response(scope, receive, send)
+
     async def _admit(self, request: Request, kind: policy.RequestKind, key: str,
                      class_limits: ClassLimits, settings: TrafficSettings) -> Response | None:
         """The 429 of a client over its rate or its daily bytes, or None."""
@@ -412,12 +432,13 @@ class TrafficLayer:
             return None
         return retry
 
-    def _refusal(self, request: Request, sentence: str, retry: int,
+    def _refusal(self, request: Request, sentence: str, retry: int | None,
                  status: int = 429) -> Response:
         from .app import error_response  # the app imports this module
 
         # the outer app's CORS lets a browser read the body and exposes Retry-After
-        return error_response(request, status, sentence, {"Retry-After": str(retry)})
+        return error_response(request, status, sentence,
+                              None if retry is None else {"Retry-After": str(retry)})
 
     # ------------------------------------------------------------------ serving
 
