@@ -204,6 +204,23 @@ def test_zarr_v3_over_http(base: str, cobe: xr.Dataset) -> None:
     assert 400 <= r.status_code < 500
 
 
+@pytest.mark.parametrize("key", ["c", "c/", "c/-1/0/0", "c/0/0", "c/0/0/0/0", "c/720/0/0",
+                                 "c/+1/0/0", "c/0/0/99999999999999999999999", "c//0/0"])
+def test_zarr_bad_chunk_key_is_a_404_sentence(base: str, key: str) -> None:
+    """A chunk key that is empty, of the wrong rank, negative or out of range (COBE-SST2's
+    sst has 720 chunks along time, one along lat and lon) is 404 before the plugin runs."""
+    r = requests.get(f"{base}/datasets/cobe_sst2/zarr/sst/{key}", timeout=30)
+    assert r.status_code == 404, (key, r.status_code, r.text[:200])
+    detail = r.json()["detail"]
+    assert detail.endswith(".") and ". " not in detail and "sst" in detail, detail
+
+
+def test_zarr_good_chunk_keys_still_answer(base: str) -> None:
+    for key in ("sst/c/719/0/0", "lat/c/0", "time/c/0"):
+        r = requests.get(f"{base}/datasets/cobe_sst2/zarr/{key}", timeout=30)
+        assert r.status_code == 200 and r.content, key
+
+
 # --- ERDDAP ----------------------------------------------------------------------------
 
 def test_erddapy_griddap(base: str, cobe: xr.Dataset) -> None:
@@ -266,6 +283,15 @@ def test_edr_bad_input_is_a_4xx(base: str, query: str) -> None:
     r = requests.get(f"{base}/datasets/cobe_sst2/edr/position?{query}", timeout=30)
     assert 400 <= r.status_code < 500, (query, r.status_code)
     assert r.json()["detail"]
+
+
+@pytest.mark.parametrize("crs", ["EPSG:99999", "nonsense"])
+def test_edr_unknown_crs_is_a_400_sentence(base: str, crs: str) -> None:
+    r = requests.get(f"{base}/datasets/cobe_sst2/edr/position", timeout=30,
+                     params={"coords": "POINT(1 1)", "crs": crs})
+    assert r.status_code == 400, (crs, r.status_code, r.text[:200])
+    detail = r.json()["detail"]
+    assert detail.endswith(".") and ". " not in detail and crs in detail, detail
 
 
 # --- access ----------------------------------------------------------------------------

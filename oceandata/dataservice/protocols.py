@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -60,6 +61,7 @@ from xpublish_edr import CfEdrPlugin
 from xpublish_erddap import ErddapPlugin
 from xpublish_opendap import OpenDapPlugin, dap_xarray
 from xpublish_zarr import ZarrPlugin
+from xpublish_zarr.utils import ARRAY_METADATA_SUFFIX, get_bytes, get_store
 
 from ..catalog.core import Catalog, Entry
 from ..errors import VersionNotFound
@@ -490,11 +492,19 @@ def _fixing_covjson(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _edr_guarded(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-    """*endpoint* answering a 400 sentence where ``xpublish-edr`` fails on the data."""
+    """*endpoint* answering a 400 sentence where ``xpublish-edr`` fails on the data or
+    on the query's ``crs`` (one pyproj does not know)."""
+    from pyproj.exceptions import CRSError
+
     @functools.wraps(endpoint)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return endpoint(*args, **kwargs)
+        except CRSError:
+            crs = str(getattr(kwargs.get("query"), "crs", ""))[:100]
+            raise HTTPException(400, f"The coordinate reference system crs={crs!r} is not "
+                                     "known: give an EPSG code such as EPSG:4326 (the "
+                                     "default).") from None
         except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
             if isinstance(exc, HTTPException):
                 raise
@@ -566,6 +576,65 @@ class NaiveTimeEdrPlugin(CfEdrPlugin):
         return outer
 
 
+#: one index of a Zarr chunk key (digits: ``int()`` would also take ``+1``, `` 1``, ``1_0``)
+_CHUNK_INDEX = re.compile(r"[0-9]{1,18}")
+
+
+def _zarr_chunk_counts(dataset: xr.Dataset, cache: Any, var: str) -> list[int] | None:
+    """The number of chunks along each dimension of *var* as Zarr serves it, or None
+    when it is not an array of the store (read from the array's ``zarr.json``)."""
+    payload = get_bytes(get_store(dataset, cache), f"{var}{ARRAY_METADATA_SUFFIX}")
+    if payload is None:
+        return None
+    meta = json.loads(payload)
+    chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    return [-(-size // chunk) for size, chunk in zip(meta["shape"], chunks, strict=True)]
+
+
+def _zarr_chunk_checked(deps: Dependencies) -> Callable[..., None]:
+    """The dependency of the Zarr chunk routes: 404 with one sentence for a chunk key
+    that names no chunk, before ``xpublish-zarr`` runs (it failed with a 500 on an empty
+    key, a key of the wrong rank and negative indices)."""
+    def check(request: Request, var: str, dataset: xr.Dataset = Depends(deps.dataset),
+              cache: Any = Depends(deps.cache)) -> None:
+        chunk = request.path_params.get("chunk")  # None on the route of 0-d arrays
+        counts = _zarr_chunk_counts(dataset, cache, var)
+        if counts is None:
+            raise HTTPException(404, f"Dataset {request.path_params.get('dataset_id')!r} "
+                                     f"has no array {var!r} in Zarr.")
+        parts = chunk.split("/") if chunk else []
+        if len(parts) == len(counts) and all(
+                _CHUNK_INDEX.fullmatch(p) and int(p) < n
+                for p, n in zip(parts, counts, strict=True)):
+            return
+        key = ("c" if chunk is None else f"c/{chunk}")[:100]
+        if not counts:
+            form = "its one chunk is c"
+        else:
+            form = "its chunk keys are c/" + "/".join(f"i{k}" for k in range(len(counts))) \
+                + " with " + ", ".join(f"0 <= i{k} < {n}" for k, n in enumerate(counts))
+        raise HTTPException(404, f"Array {var!r} has no chunk {key!r}: {form}.")
+
+    return check
+
+
+class CheckedZarrPlugin(ZarrPlugin):
+    """``xpublish-zarr`` whose chunk routes answer 404 with one sentence to a key that
+    names no chunk of the array (:func:`_zarr_chunk_checked`)."""
+
+    @hookimpl
+    def dataset_router(self, deps: Dependencies) -> APIRouter:
+        """The plugin's Zarr router, its chunk routes checking the key first."""
+        router = super().dataset_router(deps)
+        checked = Depends(_zarr_chunk_checked(deps))
+        for route in router.routes:
+            if isinstance(route, APIRoute) and (route.path.endswith("/{var}/c") or
+                                                "/{var}/c/{chunk" in route.path):
+                # include_router builds the served routes with these dependencies
+                route.dependencies.append(checked)
+        return router
+
+
 class PublicErddapPlugin(ErddapPlugin):
     """``xpublish-erddap`` whose server-wide catalogue holds open datasets only."""
 
@@ -593,7 +662,7 @@ def plugins(catalog: Catalog, cache: DatasetCache) -> dict[str, Plugin]:
     return {
         "oceandata-catalog": CatalogProvider(catalog=catalog, cache=cache),
         "opendap": DapPlugin(),
-        "zarr": ZarrPlugin(),
+        "zarr": CheckedZarrPlugin(),
         "cf_edr": NaiveTimeEdrPlugin(),
         "erddap": PublicErddapPlugin(catalog=catalog),
     }
