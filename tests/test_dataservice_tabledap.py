@@ -234,12 +234,15 @@ def test_catastrophic_regex_is_linear(service: Any) -> None:
     assert all(line.lower().endswith("anchovy") for line in r.text.splitlines()[2:])
 
 
-@pytest.mark.parametrize(("constraint", "status"), [("a" + " " * 15000 + "b", 400),
-                                                    ("a<" + " " * 15000 + ">b", 400),
-                                                    (" " * 15000 + "time>0", 200)])
+@pytest.mark.parametrize(("constraint", "status"), [("a" + "+" * 16000 + "b", 400),
+                                                    ("a<" + "+" * 16000 + ">b", 400),
+                                                    ("+" * 16000 + "time>0", 200)])
 def test_long_whitespace_constraint_is_linear(service: Any, constraint: str,
                                               status: int) -> None:
-    """A run of whitespace in a constraint is parsed in linear time (it was quadratic)."""
+    """A run of whitespace in a constraint is parsed in linear time (it was quadratic).
+
+    Each ``+`` is a space once decoded: the query stays under the 16384 bytes served.
+    """
     _, baseline = _timed(service.base, "time")
     r, took = _timed(service.base, "time&" + constraint)
     assert r.status_code == status
