@@ -809,7 +809,14 @@ def _cost(request: Request, kind: RequestKind, local: str) -> Cost:
     if kind.protocol == "zarr":
         return _zarr_cost(request, entry, dataset_id, version)
     if kind.protocol == "edr":
-        return _edr_cost(request, entry, version, local)
+        from pyproj.exceptions import CRSError
+
+        try:
+            return _edr_cost(request, entry, version, local)
+        except CRSError:  # bad input, not a failure of the estimate: the route says why
+            raise _Unparsed(400, f"crs {request.query_params.get('crs', '')!r} is not a "
+                                 "coordinate reference system; give an EPSG code such as "
+                                 "EPSG:4326.") from None
     raise _Unparsed(400, f"The {kind.protocol} protocol is not costed.")
 
 
