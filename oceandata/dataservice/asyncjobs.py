@@ -562,10 +562,10 @@ def _check_quota(request: Request, owner: str, lang: str) -> None:
     served = 0 if ledger is None else ledger.served_today(f"user:{owner}")
     if served >= quota:
         retry = seconds_to_midnight()
-        # the traffic layer's sentence (and its translation): the quota is the owner's
         raise HTTPException(429, gettext(
-            lang, "This client has downloaded %(served)s today, its daily quota of "
-                  "%(quota)s: the quota renews at 00:00 UTC, in %(seconds)s seconds.",
+            lang, "The owner of this job has downloaded %(served)s today, their daily "
+                  "quota of %(quota)s: the link works again after 00:00 UTC, in "
+                  "%(seconds)s seconds.",
             served=format_bytes(served), quota=format_bytes(quota), seconds=retry),
             headers={"Retry-After": str(retry)})
 

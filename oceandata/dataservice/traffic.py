@@ -379,12 +379,13 @@ class TrafficLayer:
         """Answer 414 with one sentence to a query string over :data:`MAX_QUERY` bytes.
 
         The query is not read, no limit is applied or spent, nothing is counted in the
-        ledger. The sentence is English only (it is not in the translated messages).
+        ledger.
         """
         request = Request({**scope, "app": self.app, "query_string": b""}, receive)
-        response = self._refusal(request, f"This query string is longer than the "
-                                          f"{MAX_QUERY} bytes accepted: ask for less in one "
-                                          "request.", None, 414)
+        response = self._refusal(request, gettext(
+            request_lang(request), "This query string is longer than the %(limit)s bytes "
+                                   "accepted: ask for less in one request.",
+            limit=MAX_QUERY), None, 414)
         await response(scope, receive, send)
 
     async def _admit(self, request: Request, kind: policy.RequestKind, key: str,
