@@ -235,6 +235,25 @@ def test_a_user_without_allocation_gets_403_and_no_job(local: Service) -> None:
                               .where(Job.owner == "bob")) == 0
 
 
+def test_the_login_cookie_cannot_start_a_job(local: Service) -> None:
+    """``async=1`` is a GET that queues a job charged to an allocation; the login cookie
+    rides along with another site's top-level navigation (SameSite=Lax), so only a token
+    in the Authorization header may start one (CSRF)."""
+    from oceandata.dataservice.access import COOKIE
+
+    def jobs() -> int:
+        with db.session_scope(local.db_url) as session:
+            return session.scalar(select(func.count()).select_from(Job)
+                                  .where(Job.owner == "alice"))
+
+    before = jobs()
+    r = requests.get(f"{local.base}/datasets/cobe_sst2/subset",
+                     params={**REQUEST, "async": "1"}, cookies={COOKIE: ALICE}, timeout=60)
+    assert r.status_code == 403, r.text
+    assert "Authorization header" in r.json()["detail"] and r.json()["detail"].count(". ") == 0
+    assert jobs() == before
+
+
 def test_the_job_program_says_why_it_failed(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     catalog = make_catalog(tmp_path / "catalog")

@@ -12,7 +12,9 @@ decides each entry.
 Browsers of hub users may log in (``login``: the hub's OAuth, as the allocations
 service does); the login cookie then identifies them like a token (HttpOnly,
 SameSite=Lax). Every route of the service only reads, so a cookie-authenticated request
-changes nothing and needs no CSRF token.
+changes nothing and needs no CSRF token; the one GET that changes something, ``async=1``
+(a job charged to an allocation, :func:`.asyncjobs.start`), refuses the cookie and takes
+only a token in the ``Authorization`` header.
 
 A restricted entry the caller is not granted does not exist for them: it is absent from
 every list, search and STAC answer, and every path naming it (pages, downloads, DAP,

@@ -334,6 +334,13 @@ async def start(request: Request, est: dict[str, Any]) -> Response:
         raise HTTPException(401, gettext(lang, "Asynchronous jobs are for signed-in users: "
                                                "send your JupyterHub token."),
                             headers={"WWW-Authenticate": 'Bearer realm="oceandata"'})
+    if request.headers.get("Authorization") is None:
+        # the login cookie rides along with any top-level navigation (SameSite=Lax): a
+        # GET that queues a job charged to an allocation must carry the token itself
+        raise HTTPException(403, gettext(lang, "Asynchronous jobs are started with a "
+                                               "JupyterHub token in the Authorization "
+                                               "header, not with the login cookie, so that "
+                                               "no other site can start one for you."))
     sub = est.get("subset")
     if sub is None:
         raise HTTPException(400, gettext(lang, "There is no asynchronous job for this kind "
