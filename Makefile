@@ -42,16 +42,16 @@ lint: $(STAMP)
 REACH = [ "$$(id -u)" != 0 ] || $(BIN)/python -c 'from oceandata.hub import accounts as a; \
 	  [print(f"o+x on {p}: the users\x27 Unix accounts run this venv\x27s Python") \
 	   for p in a.grant_search(a.interpreter_paths())]'
-SYSPKGS := cdo netcdf-bin chromium fonts-wqy-microhei postgresql sudo redis-server
+SYSPKGS := cdo netcdf-bin chromium fonts-wqy-microhei postgresql sudo redis-server restic
 sysdeps:
 	@{ command -v cdo >/dev/null && command -v nccopy >/dev/null && test -x /usr/bin/chromium && \
 	   ls /usr/share/fonts/truetype/wqy/wqy-microhei.ttc >/dev/null 2>&1 && \
 	   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v sudo >/dev/null && \
-	   command -v redis-server >/dev/null; } || \
+	   command -v redis-server >/dev/null && command -v restic >/dev/null; } || \
 	 { [ "$$(id -u)" = 0 ] && \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null 2>&1 || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null)); } || \
-	  echo "cdo/nccopy/chromium/postgresql/redis missing (apt-get install $(SYSPKGS)): the tests needing them are skipped"
+	  echo "cdo/nccopy/chromium/postgresql/redis/restic missing (apt-get install $(SYSPKGS)): the tests needing them are skipped"
 	@bash scripts/install-slurm.sh
 	@$(REACH)
 

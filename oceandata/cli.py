@@ -450,6 +450,10 @@ def _install_subcommands() -> None:
 
     install_alloc(app)
     install_jobs(app)
+    from .governance import audit_cli, backup_cli, publish_cli, rules_cli
+
+    for module in (audit_cli, backup_cli, publish_cli, rules_cli):
+        module.install(app)
 
 
 _install_subcommands()

@@ -132,6 +132,25 @@ class TrafficSettings(BaseModel):
         return getattr(self, name)
 
 
+class GovernanceSettings(BaseModel):
+    """Where the governance layer keeps its state (see docs/governance.md)."""
+
+    audit_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the audit trail; default "
+                                  "sqlite:///<data_dir>/audit.sqlite (PostgreSQL in production).")
+    audit_retention_days: int = Field(
+        default=180, ge=1, description="Days audit records are kept before `oceandata audit "
+                                       "prune` may remove them (180: the legal minimum for "
+                                       "network logs).")
+    negative_list: Path | None = Field(
+        default=None, description="The site's negative list (YAML of entry-name patterns kept "
+                                  "from open release); default negative-list.yaml beside the "
+                                  "root catalog, if present.")
+    backup_repository: str | None = Field(
+        default=None, description="The restic repository of `oceandata admin backup`; default "
+                                  "<data_dir>/backup/restic.")
+
+
 class Settings(BaseSettings):
     """oceandata settings (environment variables ``OCEANDATA_*``)."""
 
@@ -187,6 +206,13 @@ class Settings(BaseSettings):
         description=("The open-data service's limits per access class (anonymous, "
                      "registered, partner): OCEANDATA_DATA__<CLASS>__<FIELD>, e.g. "
                      "OCEANDATA_DATA__ANONYMOUS__RATE=120/minute; see docs/dataservice.md."),
+    )
+
+    governance: GovernanceSettings = Field(
+        default_factory=GovernanceSettings,
+        description=("Audit trail, negative list and backups: OCEANDATA_GOVERNANCE__<FIELD>, "
+                     "e.g. OCEANDATA_GOVERNANCE__AUDIT_URL=postgresql://...; see "
+                     "docs/governance.md."),
     )
 
     def max_output_bytes(self) -> int:

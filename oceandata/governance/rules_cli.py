@@ -1,0 +1,9 @@
+"""Command line of oceandata.governance.rules (STUB: being written)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def install(app: Any) -> None:
+    """Add this module's commands to the `oceandata` typer *app*."""
