@@ -52,7 +52,8 @@ def _summary(entry: Any) -> dict[str, Any]:
         "variables": md.variable_names,
         "bbox": md.bbox.as_tuple() if md.bbox else None,
         "time_range": md.time_range.model_dump() if md.time_range else None,
-        "access": md.access.level,
+        "grade": md.classification.grade,
+        "release": entry.release(),
     }
 
 
@@ -117,7 +118,8 @@ def catalog_show(name: str, catalog: CatalogOpt = None, as_json: JsonOpt = False
     md = info["metadata"]
     out.print(f"[bold]{entry.name}[/bold]: {md['title']}")
     for key in ("description", "provider", "license", "citation", "doi", "grid",
-                "feature_type", "bbox", "time_range", "depth_range", "access", "tags"):
+                "feature_type", "bbox", "time_range", "depth_range", "classification", "access",
+                "tags"):
         if md.get(key) not in (None, [], {}):
             out.print(f"  {key}: {md[key]}", markup=False)
     out.print("  variables:")

@@ -48,7 +48,8 @@ sources:
       provider: test
       license: CC0
       tags: [sst, restricted]
-      access: {{level: restricted, groups: [{group}]}}
+      classification: {{category: observation, grade: important, rationale: test data, owner: test, release: restricted}}
+      access: {{groups: [{group}]}}
 """
 
 

@@ -24,6 +24,7 @@ ENTRY = """\
       grid: regular
       provider: test
       license: CC0
+      classification: {{category: scientific, grade: general, rationale: test data, owner: test, release: open}}
       tags: [{tags}]
 """
 
@@ -87,7 +88,7 @@ def test_invalid_metadata_names_entry_field_and_line(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as info:
         open_catalog(bad)
     message = str(info.value)
-    assert f"{bad}:16" in message and "'broken'" in message and "bbox" in message
+    assert f"{bad}:17" in message and "'broken'" in message and "bbox" in message
     assert "south (40.0) is greater than north (10.0)" in message
 
 
@@ -181,7 +182,7 @@ def test_impossible_date_in_a_catalog_names_file_line_and_field(tmp_path: Path) 
     with pytest.raises(CatalogError) as info:
         open_catalog(bad)
     message = str(info.value)
-    assert f"{bad}:16" in message and "time_range.end" in message and "month 13" in message
+    assert f"{bad}:17" in message and "time_range.end" in message and "month 13" in message
 
 
 def test_search_rejects_bad_bbox(tree: Path) -> None:
@@ -191,7 +192,7 @@ def test_search_rejects_bad_bbox(tree: Path) -> None:
 
 def test_restricted_entry_needs_a_granted_group(tmp_path: Path, monkeypatch) -> None:
     text = "sources:\n" + entry("secret").replace(
-        "      tags: [sst]", "      tags: [sst]\n      access: {level: restricted, groups: [argo-dm]}")
+        "      tags: [sst]", "      tags: [sst]\n      access: {groups: [argo-dm]}").replace("release: open", "release: restricted")
     cat = open_catalog(write(tmp_path / "r.yaml", text))
     monkeypatch.setenv("OCEANDATA_GROUPS", "public-users")
     with pytest.raises(NotAuthorized, match="restricted to groups argo-dm"):
@@ -202,6 +203,6 @@ def test_restricted_entry_needs_a_granted_group(tmp_path: Path, monkeypatch) -> 
 
 def test_restricted_without_groups_is_a_schema_error(tmp_path: Path) -> None:
     text = "sources:\n" + entry("s").replace(
-        "      tags: [sst]", "      tags: [sst]\n      access: {level: restricted}")
+        "      tags: [sst]", "      tags: [sst]\n      access: {groups: []}").replace("release: open", "release: restricted")
     with pytest.raises(CatalogError, match="must name the groups"):
         open_catalog(write(tmp_path / "r.yaml", text))

@@ -44,7 +44,8 @@ sources:
       provider: test
       license: CC0
       tags: [sst]
-      access: {{level: restricted, groups: [partners, argo-dm]}}
+      classification: {{category: observation, grade: important, rationale: test data, owner: test, release: restricted}}
+      access: {{groups: [partners, argo-dm]}}
 """
 
 

@@ -62,7 +62,7 @@ def test_catalog_show_json_has_the_schema_fields() -> None:
     proc = run("catalog", "show", "cobe_sst2", "--json")
     assert proc.returncode == 0, proc.stderr
     md = json.loads(proc.stdout)["metadata"]
-    assert md["grid"] == "regular" and md["access"]["level"] == "public"
+    assert md["grid"] == "regular" and md["classification"]["release"] == "open"
     assert {"sst"} <= {v["name"] for v in md["variables"]}
     assert md["time_range"]["start"].startswith("1950-01")
     assert "Hirahara" in md["citation"]

@@ -43,6 +43,7 @@ TYPES_ENTRY = """\
       feature_type: timeSeries
       provider: test
       license: CC0
+      classification: {{category: scientific, grade: general, rationale: test data, owner: test, release: open}}
       tags: [test]
 """
 STAMPS = np.array(["2000-01-01", "2000-01-02", "2000-01-03", "2000-01-04"], "datetime64[ns]")

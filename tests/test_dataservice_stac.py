@@ -168,7 +168,7 @@ def _ids(items: Any) -> set[str]:
 def _public(catalog: Catalog, **criteria: Any) -> set[str]:
     """Names the anonymous caller should find: the catalog's own search, open entries."""
     return {name for name, entry in catalog.search(**criteria).entries.items()
-            if entry.metadata.access.level == "public"}
+            if entry.metadata.classification.release == "open"}
 
 
 def test_validator_refuses_a_broken_collection(base: str,

@@ -18,6 +18,9 @@ from oceandata.catalog import open_catalog
 from oceandata.dataservice import create_app
 from oceandata.ingest import ingest, tag
 from oceandata.ingest.register import register_store
+
+OPEN = {"category": "scientific", "grade": "general", "rationale": "test data",
+        "owner": "test", "release": "open"}
 from tests.dataservice_helpers import serving
 
 
@@ -30,7 +33,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, sample) -> Iterator[tuple[s
     tag(store, "v1950")
     ingest(years[1:], store, append=True, check=False)
     register_store(folder / "catalog.yaml", "cobe", store,
-                   defaults={"provider": "test", "license": "CC0"})
+                   defaults={"provider": "test", "license": "CC0",
+                             "classification": OPEN})
     with serving(create_app(open_catalog(folder / "catalog.yaml"))) as base:
         yield base, years
 

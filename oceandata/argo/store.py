@@ -35,6 +35,11 @@ ARGO_DEFAULTS = {
                 "(Argo GDAC). SEANOE.",
     "doi": "10.17882/42182",
     "tags": ["argo", "profiles", "temperature", "salinity", "in-situ"],
+    "classification": {
+        "category": "observation", "grade": "general", "release": "open",
+        "rationale": "Argo data are freely available without restriction (Argo data policy); "
+                     "no personal or security content",
+        "owner": "Argo data management (GDAC) via the centre's data services unit"},
 }
 
 

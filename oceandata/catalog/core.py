@@ -107,6 +107,45 @@ def allocation_service_url() -> str | None:
     return f"{api[: -len('/hub/api')]}/services/allocations"
 
 
+def current_user() -> str:
+    """The user of this process: ``JUPYTERHUB_USER`` in the hub, else the Unix account."""
+    import getpass
+
+    return os.environ.get("JUPYTERHUB_USER", "").strip() or getpass.getuser()
+
+
+def report_access(name: str, version: str | None = None) -> None:
+    """Tell the audit trail that this process's user opened entry *name*.
+
+    In the hub, the allocations service records it (``POST api/access-log`` with the
+    user's JupyterHub token, so the record names the token's owner, not a claim of this
+    process); elsewhere (an operator's shell) the record is written directly. Never
+    raises: an unreachable service costs the user nothing but a log line.
+    """
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip()
+    url = allocation_service_url()
+    if token and url:
+        import logging
+
+        import requests
+
+        try:
+            requests.post(f"{url}/api/access-log", json={"dataset": name, "version": version},
+                          headers={"Authorization": f"token {token}"},
+                          timeout=ALLOC_TIMEOUT, allow_redirects=False)
+        except requests.RequestException as exc:
+            logging.getLogger(__name__).warning("access to %s not recorded: %s", name,
+                                                type(exc).__name__)
+        return
+    import socket
+
+    from ..governance import audit
+
+    audit.record("data.access", actor=current_user(), target=f"dataset:{name}",
+                 source=f"cli@{socket.gethostname()}",
+                 detail={"version": version} if version else None)
+
+
 #: seconds the allocations service may take to answer an access check
 ALLOC_TIMEOUT = 10.0
 
@@ -194,40 +233,55 @@ class Entry:
                 out.append(url)
         return out
 
-    def check_access(self, groups: set[str] | None = None) -> None:
+    def check_access(self, groups: set[str] | None = None, *, user: str | None = None) -> None:
         """Raise :class:`NotAuthorized` unless the caller may open this entry.
 
-        A restricted entry opens for a member of one of its ``access.groups``
-        (``OCEANDATA_GROUPS``, or *groups*) and, when *groups* is not given, for a user
-        whose approved allocation in force today names the dataset
+        The rule is :func:`oceandata.governance.rules.decide`. Code using the library is
+        a signed-in user: *user* (default ``JUPYTERHUB_USER``, else the Unix account);
+        their grants are *groups* (default ``OCEANDATA_GROUPS``) and, when *groups* is not
+        given, the datasets of their approved allocation in force today
         (:func:`allocation_datasets`: asked of the allocations service with the user's
-        JupyterHub token).
+        JupyterHub token). Opening an entry that is not open to everyone is recorded in
+        the audit trail (through the allocations service, which knows the token's owner).
         """
+        from ..governance.rules import Subject, decide
+
         explicit = groups is not None
         groups = current_groups() if groups is None else groups
-        if self.granted(groups):
+        user = user or current_user()
+        decision = decide(self, Subject.of(user, groups))
+        if not decision.allowed and not explicit:
+            decision = decide(self, Subject.of(user, groups, allocation_datasets()))
+        if decision.allowed:
+            if decision.release != "open" and not explicit:
+                report_access(self.name)
             return
-        if not explicit and self.granted(groups, allocation_datasets()):
-            return
-        access = self.metadata.access
+        grantees = ", ".join(self.metadata.access.groups) or "none"
         raise NotAuthorized(
-            f"dataset {self.name!r} is restricted to groups {', '.join(access.groups)}; "
+            f"dataset {self.name!r} is restricted to groups {grantees} ({decision.reason}); "
             "an approved allocation naming the dataset also grants access: request one "
             f"with `oceandata alloc request ... --dataset {self.name}`"
         )
 
-    def granted(self, groups: Iterable[str] = (), datasets: Iterable[str] = ()) -> bool:
+    def granted(self, groups: Iterable[str] = (), datasets: Iterable[str] = (), *,
+                user: str | None = None) -> bool:
         """The platform's one access rule: may a caller with these grants open this entry?
 
-        A public entry opens for everyone; a restricted one for a member of one of its
-        ``access.groups`` or a caller whose approved allocation in force names the
-        dataset (*datasets*). The notebooks (:meth:`check_access`) and the open-data
-        service (:mod:`oceandata.dataservice.access`) both decide with it.
+        *user* is the caller's name (None for an anonymous caller of the open-data
+        service). The decision is :func:`oceandata.governance.rules.decide`'s: the
+        notebooks (:meth:`check_access`), the open-data service
+        (:mod:`oceandata.dataservice.access`), STAC and the portal all ask it.
         """
-        access = self.metadata.access
-        if access.level == "public":
-            return True
-        return bool(set(groups).intersection(access.groups)) or self.name in set(datasets)
+        from ..governance.rules import Subject, decide
+
+        return decide(self, Subject.of(user, groups, datasets)).allowed
+
+    def release(self) -> str:
+        """The entry's effective release today: ``open``, ``registered`` or ``restricted``
+        (:func:`oceandata.governance.rules.effective_release`)."""
+        from ..governance.rules import effective_release
+
+        return effective_release(self)[0]
 
     def to_dask(self, *, chunks: Any = None, version: str | None = None,
                 layout: str | None = None) -> xr.Dataset:

@@ -131,19 +131,59 @@ class DepthRange(_Strict):
         return self
 
 
-class Access(_Strict):
-    """Who may open an entry."""
+#: categories of data (GB/T 43697-2024 classifies by sector first; within the ocean sector
+#: the centre's catalogue divides data by how they were made)
+Category = Literal["observation", "survey", "model", "reanalysis", "scientific", "derived"]
+#: grades of GB/T 43697-2024, from the least to the most sensitive
+Grade = Literal["general", "important", "core"]
+#: who an entry is released to: everyone, every registered (logged-in) user, or only grantees
+Release = Literal["open", "registered", "restricted"]
+GRADES: tuple[str, ...] = ("general", "important", "core")
+RELEASES: tuple[str, ...] = ("open", "registered", "restricted")
 
-    level: Literal["public", "restricted"] = "public"
-    groups: list[str] = Field(
-        default_factory=list, description="Groups granted a restricted entry."
-    )
+
+class DerivedFrom(_Strict):
+    """Where a desensitised copy comes from (``oceandata publish``)."""
+
+    entry: str = Field(description="The source entry.")
+    version: str = Field(description="The source's version: snapshot id or content digest.")
+    profile: str = Field(description="The desensitisation profile applied.")
+
+
+class Classification(_Strict):
+    """Classification and grading of an entry (docs/governance.md).
+
+    ``important`` and ``core`` data are never released openly; ``embargo_until`` keeps an
+    entry closed to everyone but its grantees until that day (UTC), after which its
+    ``release`` applies by itself.
+    """
+
+    category: Category
+    grade: Grade
+    rationale: str = Field(min_length=1, description="Why this grade.")
+    owner: str = Field(min_length=1, description="The person or unit answerable for the data.")
+    release: Release
+    embargo_until: dt.date | None = Field(
+        default=None, description="Closed to all but grantees until this day (UTC).")
+    profile: str | None = Field(
+        default=None, description="Desensitisation profile of the entry's public copy.")
+    derived_from: DerivedFrom | None = None
 
     @model_validator(mode="after")
-    def _groups_for_restricted(self) -> Access:
-        if self.level == "restricted" and not self.groups:
-            raise ValueError("a restricted entry must name the groups granted it")
+    def _never_open_above_general(self) -> Classification:
+        if self.grade != "general" and self.release == "open":
+            raise ValueError(f"a {self.grade!r} entry can never be released 'open': give "
+                             "release 'registered' or 'restricted', or publish a desensitised "
+                             "copy (oceandata publish)")
         return self
+
+
+class Access(_Strict):
+    """Who is granted an entry that is not open to all (see :class:`Classification`)."""
+
+    groups: list[str] = Field(
+        default_factory=list, description="Hub groups granted the entry when it is not open."
+    )
 
 
 class EntryMetadata(_Strict):
@@ -163,6 +203,9 @@ class EntryMetadata(_Strict):
     license: str
     citation: str | None = None
     doi: str | None = None
+    classification: Classification = Field(
+        description="Category, grade, owner and release (required: data are graded before "
+                    "they are opened).")
     access: Access = Field(default_factory=Access)
     tags: list[str] = Field(default_factory=list)
     sample: list[str] | None = Field(
@@ -192,6 +235,13 @@ class EntryMetadata(_Strict):
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _restricted_has_grantees(self) -> EntryMetadata:
+        if self.classification.release == "restricted" and not self.access.groups:
+            raise ValueError("a restricted entry must name the groups granted it "
+                             "(access.groups); allocations may grant it too")
+        return self
 
     @model_validator(mode="after")
     def _dsg_has_feature_type(self) -> EntryMetadata:

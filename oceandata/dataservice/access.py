@@ -92,7 +92,7 @@ class Caller:
 
     def may_see(self, entry: Entry) -> bool:
         """Whether *entry* exists for this caller (the platform's access rule)."""
-        return entry.granted(self.groups, self.datasets)
+        return entry.granted(self.groups, self.datasets, user=self.name)
 
 
 ANONYMOUS = Caller()
@@ -271,7 +271,41 @@ async def guard(request: Request) -> Caller:
                                  request_lang(request))
         request.state.entry = entry
         request.state.version = version
+        if caller.name is not None:
+            _record_access(request, caller, entry, version)
     return caller
+
+
+#: seconds during which further requests of one user for one dataset and protocol are not
+#: recorded again (a Zarr or DAP client reading one dataset sends hundreds of requests)
+AUDIT_WINDOW = 600.0
+_AUDITED: dict[tuple[str, str, str], float] = {}
+_AUDITED_LOCK = threading.Lock()
+
+
+def _record_access(request: Request, caller: Caller, entry: Entry,
+                   version: str | None) -> None:
+    """Record in the audit trail that *caller* was served an entry not open to all."""
+    if entry.release() == "open":
+        return
+    from ..governance import audit
+    from .policy import client_address
+
+    local = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    protocol = local.strip("/").split("/", 1)[0] or "portal"
+    key = (caller.name or "", entry.name, protocol)
+    now = time.monotonic()
+    with _AUDITED_LOCK:
+        if now - _AUDITED.get(key, -AUDIT_WINDOW) < AUDIT_WINDOW:
+            return
+        _AUDITED[key] = now
+        if len(_AUDITED) > 10_000:  # bounded: forget the oldest half
+            for old in sorted(_AUDITED, key=_AUDITED.__getitem__)[:5_000]:
+                del _AUDITED[old]
+    audit.record("data.access", actor=caller.name, target=f"dataset:{entry.name}",
+                 source=client_address(request), detail={"protocol": protocol,
+                                                         "version": version,
+                                                         "service": "data"})
 
 
 class AuthPrefix:

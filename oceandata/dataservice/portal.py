@@ -135,13 +135,22 @@ def _short(text: str, size: int = SHORT_ABSTRACT) -> str:
 def _summary(entry: Entry) -> dict[str, Any]:
     md = entry.metadata
     return {"name": entry.name, "title": md.title, "abstract": _short(_abstract(entry)),
-            "access": md.access.level, "grid": md.grid, "provider": md.provider,
+            "access": _access(entry), "grid": md.grid, "provider": md.provider,
             "variables": [v.name for v in md.variables]}
+
+
+def _access(entry: Entry) -> str:
+    """``public``, ``registered`` or ``restricted``: the entry's effective release today
+    (:func:`oceandata.governance.rules.effective_release`), as the pages label it."""
+    release = entry.release()
+    return "public" if release == "open" else release
 
 
 def _access_label(lang: str, level: str) -> str:
     if level == "restricted":
         return gettext(lang, "restricted")
+    if level == "registered":
+        return gettext(lang, "registered users")
     return gettext(lang, "public")
 
 
@@ -332,7 +341,8 @@ def dataset_page(request: Request, dataset_id: str) -> HTMLResponse:
     access = _snippets(request, entry, dataset_id)
     return _render(
         request, "dataset.html", entry=entry, md=md, dataset_id=dataset_id,
-        abstract=_abstract(entry), access_label=_access_label(lang, md.access.level),
+        abstract=_abstract(entry), access_label=_access_label(lang, _access(entry)),
+        release=_access(entry),
         versions=_versions(entry, version), downloads=_downloads_available(),
         **access)
 
@@ -352,7 +362,7 @@ def datasets_json(request: Request) -> JSONResponse:
         md = entry.metadata
         url = f"{root}datasets/{name}"
         rows.append({
-            "name": name, "title": md.title, "access": md.access.level,
+            "name": name, "title": md.title, "access": _access(entry),
             "description": _short(_abstract(entry)),
             "variables": [v.model_dump(exclude_none=True) for v in md.variables],
             "links": {"page": url, "opendap": f"{url}/opendap", "zarr": f"{url}/zarr",
@@ -530,7 +540,7 @@ def preview(request: Request, dataset_id: str) -> Response:
         log.warning("preview of %s: %s", dataset_id, exc)
         raise HTTPException(404, gettext(lang, "There is no preview of this dataset: its "
                                                "first variable cannot be drawn.")) from None
-    private = entry.metadata.access.level != "public"
+    private = entry.release() != "open"
     return FileResponse(path, media_type="image/png", headers={
         "Cache-Control": f"{'private' if private else 'public'}, max-age=86400"})
 

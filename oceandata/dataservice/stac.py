@@ -318,7 +318,7 @@ def _collection_links(entry: Entry, spdx: str | None) -> list[dict[str, Any]]:
     if entry.metadata.doi:
         links.append({"rel": "cite-as", "href": f"https://doi.org/{entry.metadata.doi}",
                       "title": "DOI"})
-    if entry.metadata.access.level == "public" and entry.metadata.grid in ("regular",
+    if entry.release() == "open" and entry.metadata.grid in ("regular",
                                                                            "curvilinear"):
         links.append({"rel": "alternate", "href": f"erddap/griddap/{name}.html",
                       "type": "text/html", "title": "ERDDAP griddap data access form"})

@@ -184,7 +184,9 @@ def write_subset(options: argparse.Namespace) -> Path:
     if fmt is None:
         raise UsageError(f"format {options.format!r} is not one of {', '.join(FORMATS)}")
     entry = open_catalog(options.catalog).entry(options.dataset)
-    if not entry.granted(options.group, options.granted):
+    from ..catalog.core import current_user
+
+    if not entry.granted(options.group, options.granted, user=current_user()):
         raise NotAuthorized(f"dataset {entry.name!r} is not granted to the job's owner")
     parsed = parse_request(options.bbox, options.time, options.depth, options.var)
     # opened as the service opens it (stored chunks of stores); the grant is checked above

@@ -81,6 +81,17 @@ def _depth_range(ds: xr.Dataset, axes: _Axes) -> dict[str, float] | None:
     return {"min": float(depth.min()), "max": float(depth.max())} if depth.size else None
 
 
+def default_classification() -> dict[str, Any]:
+    """The classification of a store registered without one: graded ``general`` and released
+    to ``registered`` users only, until an operator reviews it (docs/governance.md)."""
+    from ..catalog.core import current_user
+
+    return {"category": "scientific", "grade": "general",
+            "rationale": "not reviewed yet: graded general and released to registered users "
+                         "by default at registration (oceandata ingest)",
+            "owner": current_user(), "release": "registered"}
+
+
 def derive_metadata(ds: xr.Dataset, *, name: str,
                     defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Catalog metadata (the :class:`~oceandata.catalog.schema.EntryMetadata` fields)
@@ -117,6 +128,7 @@ def derive_metadata(ds: xr.Dataset, *, name: str,
         **({"feature_type": feature} if feature else {}),
         "tags": sorted({*(defaults or {}).get("tags", []), "ingested", "versioned"}),
     }
+    md.setdefault("classification", default_classification())
     for key, value in (("bbox", _bbox(ds, axes)), ("time_range", _time_range(ds, axes)),
                        ("depth_range", _depth_range(ds, axes))):
         if value is not None:

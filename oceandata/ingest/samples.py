@@ -26,7 +26,7 @@ __all__ = ["build_sample_stores"]
 
 #: Metadata that the sample entry knows and the data do not say.
 _CARRIED = ("title", "description", "provider", "license", "citation", "doi", "tags",
-            "access")
+            "classification", "access")
 
 
 def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
