@@ -140,9 +140,11 @@ def catalog_validate(
 ) -> None:
     """Check the schema, and that every local entry opens and matches its metadata."""
     from .catalog import open_catalog
+    from .governance.rules import load_negative_list
     from .io.validate import validate_catalog
 
     cat = open_catalog(path)
+    load_negative_list()  # a malformed negative list is a catalog error too
     problems = [] if schema_only else validate_catalog(cat, remote=remote)
     if as_json:
         _print_json({"catalog": str(cat.path), "entries": len(cat),

@@ -212,3 +212,19 @@ def test_the_whole_sample_catalog_is_graded_and_open() -> None:
         assert c.grade in ("general", "important", "core") and c.owner and c.rationale, name
         assert not (c.grade != "general" and c.release == "open"), name
         assert decide(entry, Subject()).allowed == (c.release == "open"), name
+
+
+def test_catalog_grades_lists_the_release_today(governed: Catalog) -> None:
+    import json
+    import os
+
+    env = {**os.environ, "OCEANDATA_GOVERNANCE__NEGATIVE_LIST":
+           os.environ["OCEANDATA_GOVERNANCE__NEGATIVE_LIST"]}
+    proc = subprocess.run([str(Path(sys.executable).with_name("oceandata")), "catalog",
+                           "grades", str(governed.path), "--json"], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["entries"]}
+    assert rows["neg_open"]["declared"] == "open" and rows["neg_open"]["release"] == "restricted"
+    assert rows["embargo_future"]["release"] == "restricted"
+    assert rows["cobe_sst2"]["release"] == "open" and rows["cobe_sst2"]["grade"] == "general"
