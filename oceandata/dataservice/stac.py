@@ -298,6 +298,10 @@ def build_collection(entry: Entry) -> dict[str, Any]:
     out = collection.to_dict(include_self_link=False, transform_hrefs=False)
     if spdx is None:
         out["oceandata:license"] = md.license
+    c = md.classification  # docs/governance.md; who may see it is decided per request
+    out["oceandata:classification"] = {
+        "category": c.category, "grade": c.grade, "owner": c.owner,
+        **({"derived_from": c.derived_from.model_dump()} if c.derived_from else {})}
     out["links"] = _collection_links(entry, spdx)
     return out
 
