@@ -19,6 +19,9 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 StoreArg = Annotated[Path, typer.Argument(help="Store made by `oceandata ingest`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 VersionOpt = Annotated[str | None, typer.Option(help="Tag or snapshot id (default newest).")]
+WaitOpt = Annotated[float, typer.Option(
+    "--wait", metavar="SECONDS", min=0,
+    help="Wait this long for another writer of the store to finish (default: refuse at once).")]
 
 
 def _command() -> str:
@@ -39,15 +42,16 @@ def ingest_command(
     fmt: Annotated[str, typer.Option("--format", help="icechunk (versioned) or zarr.")]
     = "icechunk",
     check: Annotated[bool, typer.Option(help="Run the CF/ACDD compliance checks.")] = True,
+    wait: WaitOpt = 0.0,
 ) -> None:
-    """Ingest NetCDF files into a versioned store, in one transaction."""
+    """Ingest NetCDF files into a versioned store, in one transaction (one writer at a time)."""
     from .chunks import parse_chunks_option
     from .pipeline import ingest
 
     layout = parse_chunks_option(chunks)
     result = ingest(sources, store, name=name, chunks=layout, append=append, fmt=fmt,
                     strict=strict, check=check, progress=sys.stderr.isatty(),
-                    command=_command())
+                    command=_command(), wait=wait)
     if result.report is not None:
         out.print(f"compliance report: {result.report}", markup=False)
     out.print(result.message + (f" (snapshot {result.snapshot})" if result.snapshot else ""),
@@ -81,11 +85,11 @@ def store_log(store: StoreArg, as_json: JsonOpt = False) -> None:
 
 @store_app.command("tag")
 def store_tag(store: StoreArg, tag_name: Annotated[str, typer.Argument(metavar="TAG")],
-              version: VersionOpt = None) -> None:
+              version: VersionOpt = None, wait: WaitOpt = 0.0) -> None:
     """Name a version (the newest by default) so it can be read back exactly."""
     from .store import tag
 
-    snapshot = tag(store, tag_name, version=version)
+    snapshot = tag(store, tag_name, version=version, command=_command(), wait=wait)
     out.print(f"tagged {snapshot} as {tag_name}", markup=False)
 
 
@@ -114,13 +118,14 @@ def store_rechunk(
     chunks: Annotated[str, typer.Option(help="auto, map, timeseries or DIM=N,...")]
     = "timeseries",
     version: VersionOpt = None,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Write a second chunk layout of a store (checksums must agree)."""
     from .chunks import parse_chunks_option
     from .pipeline import rechunk
 
     result = rechunk(store, to, chunks=parse_chunks_option(chunks), version=version,
-                     progress=sys.stderr.isatty(), command=_command())
+                     progress=sys.stderr.isatty(), command=_command(), wait=wait)
     out.print(f"{result.message} (snapshot {result.snapshot})", markup=False)
 
 

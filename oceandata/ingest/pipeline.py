@@ -40,10 +40,21 @@ import xarray as xr
 
 from ..catalog.drivers import open_source
 from ..errors import DataError, UsageError
+from ..governance.locks import store_lock
 from ..io.subset import _Axes
 from .checksums import dataset_digests, file_sha256, open_raw
 from .chunks import plan_dataset
-from .store import BRANCH, is_icechunk, is_zarr, log, open_repository, open_store, version_metadata
+from .store import (
+    BRANCH,
+    commit,
+    default_command,
+    is_icechunk,
+    is_zarr,
+    log,
+    open_repository,
+    open_store,
+    version_metadata,
+)
 
 __all__ = ["IngestResult", "Source", "ingest", "rechunk"]
 
@@ -291,8 +302,9 @@ def ingest(sources: Sequence[str | os.PathLike[str]], store: str | os.PathLike[s
            append: bool = False, fmt: str = "icechunk", strict: bool = False,
            check: bool = True, progress: bool = False, target_bytes: int = 16 * 2**20,
            command: str | None = None, source_args: dict[str, Any] | None = None,
-           fix_attrs: dict[str, dict[str, Any]] | None = None) -> IngestResult:
-    """Ingest NetCDF *sources* into *store* in one transaction.
+           fix_attrs: dict[str, dict[str, Any]] | None = None,
+           wait: float = 0.0) -> IngestResult:
+    """Ingest NetCDF *sources* into *store* in one transaction, holding the store's lock.
 
     Parameters
     ----------
@@ -322,6 +334,9 @@ def ingest(sources: Sequence[str | os.PathLike[str]], store: str | os.PathLike[s
         What to record as the command (default ``oceandata`` + the arguments).
     source_args, fix_attrs
         How to open the sources (see :func:`open_sources`); a catalog entry's own.
+    wait
+        Seconds to wait for another writer of the store to finish
+        (:func:`oceandata.governance.locks.store_lock`); 0 refuses at once.
 
     Returns
     -------
@@ -332,6 +347,8 @@ def ingest(sources: Sequence[str | os.PathLike[str]], store: str | os.PathLike[s
     ------
     UsageError
         Bad options, or an existing store without ``append``.
+    StoreLocked
+        Another process is writing the store (a :class:`UsageError`).
     DataError
         Unreadable or incompatible sources, overlapping times, an unwritable store.
     """
@@ -342,7 +359,25 @@ def ingest(sources: Sequence[str | os.PathLike[str]], store: str | os.PathLike[s
         raise UsageError("--append needs an Icechunk store (plain Zarr has no transactions); "
                          "drop --format zarr")
     paths = expand_sources(sources)
-    name = name or target.stem
+    if not target.parent.exists():
+        raise UsageError(f"folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise DataError(f"cannot write to {target.parent}: permission denied")
+    command = command or default_command()
+    # Everything from reading the store's state to the commit is one writer's turn: two
+    # appends of one file must not both find it new.
+    with store_lock(target, command=command, wait=wait):
+        return _ingest_locked(paths, target, name=name or target.stem, chunks=chunks,
+                              append=append, fmt=fmt, strict=strict, check=check,
+                              progress=progress, target_bytes=target_bytes, command=command,
+                              source_args=source_args, fix_attrs=fix_attrs)
+
+
+def _ingest_locked(paths: list[Path], target: Path, *, name: str,
+                   chunks: str | dict[str, int], append: bool, fmt: str, strict: bool,
+                   check: bool, progress: bool, target_bytes: int, command: str,
+                   source_args: dict[str, Any] | None,
+                   fix_attrs: dict[str, dict[str, Any]] | None) -> IngestResult:
     existing = is_icechunk(target) and any(v.metadata.get("sources") for v in log(target))
     if target.exists() and not existing and not is_icechunk(target):
         raise UsageError(f"{target} exists and is not an Icechunk store made by oceandata; "
@@ -358,10 +393,6 @@ def ingest(sources: Sequence[str | os.PathLike[str]], store: str | os.PathLike[s
     if append and not existing:
         raise UsageError(f"--append: {target} is not an existing oceandata store; ingest "
                          "without --append first")
-    if not target.parent.exists():
-        raise UsageError(f"folder {target.parent} does not exist")
-    if not os.access(target.parent, os.W_OK):
-        raise DataError(f"cannot write to {target.parent}: permission denied")
 
     described = _describe(paths, progress)
     skipped: list[Source] = []
@@ -426,7 +457,7 @@ def _create(target: Path, ds: xr.Dataset, sources: list[Source], *, name: str,
     digests = dataset_digests(open_raw(session.store))
     meta = _provenance(sources, command=command, layout=chunks, plan=plan, digests=digests,
                        report=report, base=None)
-    snapshot = session.commit(message, metadata=meta)
+    snapshot = commit(session, target, message, metadata=meta, command=command)
     return IngestResult(target, snapshot, True, message, sources, [], report_path)
 
 
@@ -471,25 +502,68 @@ def _append(target: Path, ds: xr.Dataset, time: str | None, sources: list[Source
                        base=None)
     message = (f"append {name}: {len(sources)} files, {ds.sizes[time]} time steps from "
                f"{_fmt_time(first_new)}")
-    snapshot = session.commit(message, metadata=meta)
+    snapshot = commit(session, target, message, metadata=meta, command=command)
     return IngestResult(target, snapshot, True, message, sources, skipped, report_path)
 
 
 def rechunk(store: str | os.PathLike[str], to: str | os.PathLike[str], *,
             chunks: str | dict[str, int] = "timeseries", version: str | None = None,
             target_bytes: int = 16 * 2**20, progress: bool = False,
-            command: str | None = None) -> IngestResult:
+            command: str | None = None, wait: float = 0.0) -> IngestResult:
     """Write a second layout of *store* (default: time series chunks) as a new store.
 
     dask's rechunk algorithm keeps each intermediate piece near the configured
     ``array.chunk-size``, so memory stays bounded by a few chunks per thread.
+
+    The new store's lock is held from the check that *to* is new to the commit. The
+    source is read at one snapshot (Icechunk readers are isolated from later commits), so
+    its writers are not stopped.
+
+    Parameters
+    ----------
+    store
+        Source store (Icechunk or plain Zarr).
+    to
+        New Icechunk store.
+    chunks
+        ``auto``, ``map``, ``timeseries`` or sizes by dimension.
+    version
+        Tag or snapshot id of the source (default its newest commit).
+    target_bytes
+        Uncompressed bytes per chunk the planner aims at.
+    progress
+        Progress bar over the written chunks.
+    command
+        What to record as the command (default ``oceandata`` + the arguments).
+    wait
+        Seconds to wait for another writer of *to*.
+
+    Raises
+    ------
+    UsageError
+        *to* exists.
+    StoreLocked
+        Another process is writing *to*.
+    DataError
+        *store* is not a store, or the rechunked digests differ from the source's.
     """
     source = Path(store)
     target = Path(to)
-    if target.exists():
-        raise UsageError(f"{target} exists; give a new --to path")
     if not (is_icechunk(source) or is_zarr(source)):
         raise DataError(f"{source} is not a store")
+    if target.exists():
+        raise UsageError(f"{target} exists; give a new --to path")
+    command = command or default_command()
+    with store_lock(target, command=command, wait=wait):
+        if target.exists():  # made by a writer that held the lock before us
+            raise UsageError(f"{target} exists; give a new --to path")
+        return _rechunk_locked(source, target, chunks=chunks, version=version,
+                               target_bytes=target_bytes, progress=progress, command=command)
+
+
+def _rechunk_locked(source: Path, target: Path, *, chunks: str | dict[str, int],
+                    version: str | None, target_bytes: int, progress: bool,
+                    command: str) -> IngestResult:
     snapshot, meta = version_metadata(source, version)
     ds = open_store(source, version=version)  # decoded; its encoding re-encodes it exactly
     plan = plan_dataset(ds, chunks, target_bytes=target_bytes)
@@ -506,15 +580,14 @@ def rechunk(store: str | os.PathLike[str], to: str | os.PathLike[str], *,
         if mismatched:
             raise DataError(f"rechunked data differ from {source} in {mismatched}; nothing "
                             "was committed")
-        prov = {**meta, "command": command or " ".join(["oceandata", *sys.argv[1:]]),
+        prov = {**meta, "command": command,
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "layout": chunks if isinstance(chunks, str) else dict(chunks),
                 "chunks": plan, "checksums": digests,
                 "derived_from": {"store": str(source.absolute()), "snapshot": snapshot}}
         message = f"rechunk {source.name}@{snapshot} to {prov['layout']}"
-        new_snapshot = session.commit(message, metadata=prov)
+        new_snapshot = commit(session, target, message, metadata=prov, command=command)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
     return IngestResult(target, new_snapshot, True, message)
-

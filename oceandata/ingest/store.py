@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ import xarray as xr
 
 from ..errors import DataError, UsageError, VersionNotFound
 
-__all__ = ["StoreVersion", "is_icechunk", "is_zarr", "log", "open_repository", "open_store",
-           "tag", "verify", "version_metadata"]
+__all__ = ["StoreVersion", "commit", "default_command", "is_icechunk", "is_zarr", "log",
+           "open_repository", "open_store", "tag", "verify", "version_metadata"]
 
 #: Icechunk snapshot ids: 20 characters of Crockford base32.
 _SNAPSHOT_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{20}")
@@ -170,28 +172,95 @@ def version_metadata(path: str | os.PathLike[str], version: str | None = None
     raise DataError(f"store {path}: snapshot {snapshot} not found")  # pragma: no cover
 
 
-def tag(path: str | os.PathLike[str], name: str, *, version: str | None = None) -> str:
+def default_command() -> str:
+    """The command line of this process as ``oceandata ARGS`` (recorded and shown)."""
+    return " ".join(["oceandata", *sys.argv[1:]])
+
+
+def _audit(action: str, path: str | os.PathLike[str], **detail: Any) -> None:
+    """One audit record of a store change, by the Unix user of this process."""
+    from ..governance import audit
+    from ..governance.locks import unix_user
+
+    audit.record(action, actor=unix_user(), target=f"store:{os.path.abspath(path)}",
+                 source=f"cli@{socket.gethostname()}", detail=detail)
+
+
+def commit(session: Any, path: str | os.PathLike[str], message: str, *,
+           metadata: dict[str, Any], command: str | None = None) -> str:
+    """Commit a writable *session* of the store at *path* and audit it; return the snapshot.
+
+    Call it while holding the store's lock (:func:`oceandata.governance.locks.store_lock`).
+
+    Raises
+    ------
+    DataError
+        The branch moved since the session began (someone wrote the store without
+        oceandata's lock), or Icechunk refused the commit. Nothing was committed.
+    """
+    import icechunk
+
+    try:
+        snapshot = session.commit(message, metadata=metadata)
+    except icechunk.ConflictError as exc:
+        raise DataError(f"store {path} was changed by another writer while this one was "
+                        f"writing (its branch moved from {exc.expected_parent} to "
+                        f"{exc.actual_parent}; that writer did not take oceandata's store "
+                        f"lock); nothing was committed: see `oceandata store log {path}`, then "
+                        "run the command again") from exc
+    except icechunk.IcechunkError as exc:
+        raise DataError(f"cannot commit to {path}: {_first_line(exc)}; nothing was "
+                        "committed") from exc
+    _audit("store.commit", path, snapshot=snapshot, message=message,
+           command=command or default_command())
+    return snapshot
+
+
+def tag(path: str | os.PathLike[str], name: str, *, version: str | None = None,
+        command: str | None = None, wait: float = 0.0) -> str:
     """Tag a version (newest by default) of an Icechunk store; return its snapshot id.
+
+    Holds the store's lock (:func:`oceandata.governance.locks.store_lock`) while it tags.
+
+    Parameters
+    ----------
+    path
+        Icechunk store.
+    name
+        The tag: letters, digits, ``.``, ``_`` and ``-``.
+    version
+        Tag or snapshot id to name (default the newest commit).
+    command
+        What to show a second writer and record in the audit trail.
+    wait
+        Seconds to wait for another writer's lock.
 
     Raises
     ------
     UsageError
         The tag exists already (tags never move) or is not a valid name.
+    StoreLocked
+        Another process is writing the store.
     """
     import icechunk
+
+    from ..governance.locks import store_lock
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise UsageError(f"tag {name!r} is not valid: use letters, digits, '.', '_' and '-', "
                          "starting with a letter or digit")
     repo = open_repository(path)
-    if name in repo.list_tags():
-        raise UsageError(f"store {path} already has tag {name!r} (at "
-                         f"{repo.lookup_tag(name)}); tags never move, choose another name")
-    snapshot = _session(repo, path, version).snapshot_id
-    try:
-        repo.create_tag(name, snapshot_id=snapshot)
-    except icechunk.IcechunkError as exc:
-        raise DataError(f"cannot tag {path}: {_first_line(exc)}") from exc
+    command = command or default_command()
+    with store_lock(path, command=command, wait=wait):
+        if name in repo.list_tags():
+            raise UsageError(f"store {path} already has tag {name!r} (at "
+                             f"{repo.lookup_tag(name)}); tags never move, choose another name")
+        snapshot = _session(repo, path, version).snapshot_id
+        try:
+            repo.create_tag(name, snapshot_id=snapshot)
+        except icechunk.IcechunkError as exc:
+            raise DataError(f"cannot tag {path}: {_first_line(exc)}") from exc
+        _audit("store.tag", path, snapshot=snapshot, tag=name, command=command)
     return snapshot
 
 
