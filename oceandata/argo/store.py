@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,14 @@ import xarray as xr
 
 from ..errors import UsageError
 from ..ingest.checksums import dataset_digests, open_raw
-from ..ingest.store import BRANCH, is_icechunk, open_repository, open_store
+from ..ingest.store import (
+    BRANCH,
+    commit,
+    default_command,
+    is_icechunk,
+    open_repository,
+    open_store,
+)
 from .reader import load
 
 __all__ = ["ARGO_DEFAULTS", "ingest_floats"]
@@ -70,14 +76,28 @@ def ingest_floats(wmo: Sequence[int], store: str | os.PathLike[str], *,
                   command: str | None = None) -> tuple[int, str | None]:
     """Add the floats' profiles that the store does not hold yet, in one commit.
 
+    Holds the store's lock (:func:`oceandata.governance.locks.store_lock`) from reading
+    which profiles it holds to the commit.
+
     Returns
     -------
     (int, str or None)
         Profiles added and the new snapshot id (None when nothing was new).
     """
+    from ..governance.locks import store_lock
+
+    command = command or default_command()
+    Path(store).parent.mkdir(parents=True, exist_ok=True)  # the lock file goes beside it
+    with store_lock(store, command=command):
+        return _ingest_floats_locked(wmo, Path(store), mode=mode, mirror=mirror,
+                                     command=command)
+
+
+def _ingest_floats_locked(wmo: Sequence[int], target: Path, *, mode: str,
+                          mirror: str | os.PathLike[str] | None,
+                          command: str) -> tuple[int, str | None]:
     from .. import __version__
 
-    target = Path(store)
     ds = load(list(wmo), mode=mode, mirror=mirror)
     exists = is_icechunk(target) and (target / "refs").is_dir() and _has_data(target)
     if exists:
@@ -108,13 +128,13 @@ def ingest_floats(wmo: Sequence[int], store: str | os.PathLike[str], *,
     digests = dataset_digests(open_raw(session.store))
     added = ds.sizes["profile"]
     meta = {"oceandata": __version__,
-            "command": command or " ".join(["oceandata", *sys.argv[1:]]),
+            "command": command,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "sources": [{"name": s, "argo_user_mode": mode}
                         for s in ds.attrs.get("argo_sources", "").split()],
             "profiles_added": int(added), "checksums": digests}
-    snapshot = session.commit(f"argo: {added} profiles of {', '.join(map(str, wmo))}",
-                              metadata=meta)
+    snapshot = commit(session, target, f"argo: {added} profiles of {', '.join(map(str, wmo))}",
+                      metadata=meta, command=command)
     return int(added), snapshot
 
 
