@@ -30,8 +30,9 @@ c.Proxy.tcp_address = f"127.0.0.1:{PORTS['gateway_tcp']}"
 c.Proxy.prefix = "/services/dask-gateway"
 c.Proxy.api_token = os.environ["OCEANDATA_GATEWAY_PROXY_TOKEN"]
 
-# --- authentication: JupyterHub tokens with access to this service
-c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
+# --- authentication: JupyterHub tokens with access to this service; the caller and the
+# client's address are handed to the backend for the audit trail (oceandata/hub/gateway.py)
+c.DaskGateway.authenticator_class = "oceandata.hub.gateway.AuditedJupyterHubAuthenticator"
 c.JupyterHubAuthenticator.jupyterhub_service_name = "dask-gateway"
 
 # --- backend: local processes with per-user limits (PRODUCTION: LimitedSlurmBackend);

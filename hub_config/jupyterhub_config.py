@@ -32,6 +32,10 @@ PER_USER = per_user()
 # allocations, usage and jobs (the allocations service and the gateway's accounting)
 ALLOC_DB_URL = os.environ.get("OCEANDATA_ALLOC_DB_URL",
                               f"sqlite:///{DATA / 'alloc' / 'alloc.sqlite'}")
+# governance settings, the audit trail's URL among them (set by the launcher): the hub and
+# every service of ours write to the one chain (docs/audit.md); users' servers get none
+GOVERNANCE_ENV = {k: v for k, v in os.environ.items()
+                  if k.startswith("OCEANDATA_GOVERNANCE__") and v}
 
 # --- network: everything on loopback (PRODUCTION: the proxy behind TLS, see operations.md)
 c.JupyterHub.bind_url = f"{PUBLIC_URL}/"
@@ -110,6 +114,7 @@ c.JupyterHub.services = [
             "OCEANDATA_HUB_PUBLIC_URL": PUBLIC_URL,
             "OCEANDATA_GATEWAY_PROXY_TOKEN": os.environ["OCEANDATA_GATEWAY_PROXY_TOKEN"],
             "PATH": os.environ["PATH"],
+            **GOVERNANCE_ENV,  # gateway.cluster_start/stop
             # clusters as the users' Unix accounts, or all as the gateway's (accounts.py)
             ACCOUNTS_ENV: os.environ.get(ACCOUNTS_ENV) or ("create" if PER_USER else "single"),
             # allocations: enforced when clusters start, charged while they run
@@ -134,6 +139,7 @@ c.JupyterHub.services = [
             "OCEANDATA_HUB_PUBLIC_URL": PUBLIC_URL,
             "OCEANDATA_DATA_DIR": str(DATA),
             "PATH": os.environ["PATH"],
+            **GOVERNANCE_ENV,  # alloc.* and job.* records
             # jobs as the users' Unix accounts, or all as the service's (accounts.py)
             ACCOUNTS_ENV: os.environ.get(ACCOUNTS_ENV) or ("create" if PER_USER else "single"),
             # batch jobs: the Slurm cluster (SLURM_CONF), the jobs' limits and routing, and
@@ -157,6 +163,7 @@ c.JupyterHub.services = [
         "environment": {
             "OCEANDATA_DATA_DIR": str(DATA),
             "PATH": os.environ["PATH"],
+            **GOVERNANCE_ENV,  # data.access records, the negative list
             # grants: hub groups (from the token) and approved allocations (read here)
             "OCEANDATA_ALLOC_DB_URL": ALLOC_DB_URL,
             # asynchronous downloads: batch jobs submitted to the allocations service (the
@@ -241,6 +248,14 @@ def _prepare_user(spawner):
 
 
 c.Spawner.pre_spawn_hook = _prepare_user
+
+# --- audit trail (oceandata/hub/auditing.py): server start/stop from JupyterHub's event
+# logging and a post-stop hook; admin, group and token changes from the hub's database
+# session, whatever path made them; the actor of each from the request being served.
+# Sign-in, sign-up and approval records are written by our handlers (authenticator.py).
+from oceandata.hub import auditing  # noqa: E402
+
+auditing.install(c)
 
 # --- housekeeping
 c.JupyterHub.cleanup_servers = True

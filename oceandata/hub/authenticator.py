@@ -20,6 +20,12 @@ an outside probe broke:
 
 :func:`hub_security_settings` gives the ``tornado_settings`` of the hub's cookies and
 security headers. docs/security.md ("Sign-up, approval and sign-in") has the decisions.
+
+Every sign-in (``hub.login``, ``hub.login_failed``: the claimed name and why, never the
+password), sign-up (``hub.signup``, refused ones too) and approval decision
+(``hub.approve_user``: approve, withdraw, discard) is written to the audit trail
+(:mod:`oceandata.governance.audit`) with the client's address behind the proxy;
+:mod:`oceandata.hub.auditing` has the hub's other records.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ from nativeauthenticator.orm import UserInfo
 from tornado import web
 from traitlets import Integer, List, Unicode, default
 
-from .throttle import FailedLogins, SlidingWindow, client_address
+from ..governance import audit
+from .throttle import FailedLogins, SlidingWindow, request_client
 from .usernames import MAX_LENGTH, VALID_NAMES, check_username, is_valid_username
 
 #: oceandata's page templates (``oceandata-*.html``), looked up before JupyterHub's.
@@ -108,12 +115,8 @@ class _Page(BaseHandler):
         return self.authenticator  # type: ignore[return-value]
 
     def client(self) -> str:
-        """The client's address behind the proxy (:func:`~.throttle.client_address`)."""
-        auth = self.oceandata_auth
-        peer = self.request.connection.context.address  # type: ignore[union-attr]
-        peer_ip = peer[0] if isinstance(peer, tuple) else str(peer)
-        return client_address(peer_ip, self.request.headers.get("X-Forwarded-For"),
-                              auth.trusted_proxy_networks, auth.forwarded_hops)
+        """The client's address behind the proxy (:func:`~.throttle.request_client`)."""
+        return request_client(self)
 
     def require_admin(self) -> None:
         """403 unless the signed-in user holds ``admin:users``."""
@@ -147,6 +150,11 @@ class SignUpHandler(_Page):
         if wait:
             self.log.warning("sign-up refused: client %s made %d sign-up attempts in %d s",
                              client, auth.signup_limit, auth.signup_window_seconds)
+            claimed = self.get_body_argument("username", "", strip=False)
+            audit.record("hub.signup", actor=None, target=user_target(claimed),
+                         outcome="denied", source=client,
+                         detail={"claimed": claimed_name(claimed),
+                                 "reason": "too many sign-ups from this address"})
             self.set_header("Retry-After", str(math.ceil(wait)))
             await self._form(429, f"Too many sign-ups from your address: try again in "
                                   f"{_duration(wait)}.")
@@ -162,14 +170,23 @@ class SignUpHandler(_Page):
                       "characters and must not be a common password.")
         if reason is not None:
             self.log.info("sign-up refused (client %s): %s", client, reason)
+            audit.record("hub.signup", actor=None, target=user_target(name),
+                         outcome="denied", source=client,
+                         detail={"claimed": claimed_name(name), "reason": reason})
             await self._form(400, reason, username=name)
             return
         info = auth.create_user(name, password)
         if info is None:  # e.g. taken between the check and now
+            audit.record("hub.signup", actor=None, target=user_target(name),
+                         outcome="failed", source=client,
+                         detail={"claimed": claimed_name(name),
+                                 "reason": "not registered (taken meanwhile?)"})
             await self._form(400, f"User name '{name}' could not be registered; "
                                   "choose another.", username=name)
             return
         self.log.info("new sign-up %s from %s (waits for approval)", name, client)
+        audit.record("hub.signup", actor=name, target=f"user:{name}", source=client,
+                     detail={"approved": bool(info.is_authorized)})
         done = ("Your sign-up was received: you can sign in once an administrator has "
                 "approved it." if not info.is_authorized else
                 "Your sign-up was received: you can sign in now.")
@@ -186,12 +203,32 @@ class LoginHandler(NativeLoginHandler, _Page):
         if wait:
             self.log.warning("sign-in as %r refused: locked for %.0f s more (client %s)",
                              name, wait, self.client())
+            audit.record("hub.login_failed", actor=None, target=user_target(name),
+                         outcome="denied", source=self.client(),
+                         detail={"claimed": claimed_name(name),
+                                 "reason": "locked after failed sign-ins"})
             self.set_status(429)
             self.set_header("Retry-After", str(math.ceil(wait)))
             html = await self._render(login_error=auth.lockout_message(wait), username=name)
             self.finish(html)
             return
         await super().post()
+
+    async def login_user(self, data: dict[str, Any] | None = None) -> Any:
+        """JupyterHub's sign-in, with its outcome written to the audit trail."""
+        self.login_refusal = "refused"
+        user = await super().login_user(data)
+        if user is not None:
+            audit.record("hub.login", actor=user.name, target=f"user:{user.name}",
+                         source=self.client(), detail={"authenticator": "native"})
+        else:
+            claimed = (data or {}).get("username", "")
+            audit.record("hub.login_failed", actor=None,
+                         target=user_target(self.oceandata_auth.normalize_username(claimed)),
+                         outcome="failed", source=self.client(),
+                         detail={"claimed": claimed_name(claimed),
+                                 "reason": self.login_refusal})
+        return user
 
 
 class AuthorizeAreaHandler(_Page):
@@ -240,6 +277,9 @@ class AuthorizeHandler(_ActionHandler):
         self.db.commit()
         self.log.info("%s: %s the sign-up of %s", self.current_user.name,
                       "approved" if info.is_authorized else "withdrew", user_name)
+        audit.record("hub.approve_user", actor=self.current_user.name,
+                     target=f"user:{user_name}", source=self.client(),
+                     detail={"decision": action, "via": "page"})
         self._back()
 
 
@@ -258,6 +298,9 @@ class DiscardHandler(_ActionHandler):
         if self.users.get(user_name) is not None:
             self.users.delete(user_name)
         self.log.info("%s: discarded the sign-up of %s", self.current_user.name, user_name)
+        audit.record("hub.approve_user", actor=self.current_user.name,
+                     target=f"user:{user_name}", source=self.client(),
+                     detail={"decision": "discard", "via": "page"})
         self._back()
 
 
@@ -268,11 +311,39 @@ def _method_not_allowed() -> web.HTTPError:
     return error
 
 
+def user_target(name: str) -> str:
+    """The audit target of a claimed user name: ``user:<name>``, or ``user:(invalid)``.
+
+    Examples
+    --------
+    >>> user_target("alice"), user_target("Robert'); --")
+    ('user:alice', 'user:(invalid)')
+    """
+    return f"user:{name}" if is_valid_username(name) else "user:(invalid)"
+
+
+def claimed_name(name: str) -> str:
+    """A name typed into a form, as the audit trail keeps it (at most 64 characters).
+
+    Examples
+    --------
+    >>> claimed_name("x" * 100)
+    'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (100 characters)'
+    """
+    return name if len(name) <= 64 else f"{name[:64]}... ({len(name)} characters)"
+
+
 def _duration(seconds: float) -> str:
     seconds = math.ceil(seconds)
     if seconds < 120:
         return f"{seconds} s"
     return f"{math.ceil(seconds / 60)} min"
+
+
+def _refusal(handler: Any, why: str) -> None:
+    """Tell the sign-in handler why :meth:`OceandataAuthenticator.authenticate` refused."""
+    if handler is not None:
+        handler.login_refusal = why
 
 
 class OceandataAuthenticator(NativeAuthenticator):
@@ -357,16 +428,24 @@ class OceandataAuthenticator(NativeAuthenticator):
         """Check the password; count failures; refuse without checking while locked."""
         name = self.normalize_username(data.get("username", ""))
         if not is_valid_username(name):
+            _refusal(handler, "not a valid user name")
             return None
         if self.failed_logins.wait(name):
+            _refusal(handler, "locked after failed sign-ins")
             return None
         user = self.get_user(name)
-        ok = (user is not None and user.is_authorized
-              and user.is_valid_password(data.get("password", ""))
-              and (not user.has_2fa or user.is_valid_token(data.get("2fa"))))
-        if ok:
+        if user is None:
+            why = "no such user"
+        elif not user.is_valid_password(data.get("password", "")):
+            why = "wrong password"
+        elif user.has_2fa and not user.is_valid_token(data.get("2fa")):
+            why = "wrong two-factor code"
+        elif not user.is_authorized:
+            why = "not approved yet"
+        else:
             self.failed_logins.succeeded(name)
             return name
+        _refusal(handler, why)
         wait = self.failed_logins.failed(name)
         if wait:
             self.log.warning("sign-in as %r locked for %.0f s after %d failed attempts",

@@ -16,25 +16,40 @@ them back in ``start_cluster``, for any database-backed backend:
 Limits come from the user's JupyterHub groups (the most generous group wins; a user in
 no group gets the ``scientists`` limits). When the allocations service exists, it narrows
 these limits further (see docs/operations.md).
+
+dask-gateway has no audit events: the mixin writes ``gateway.cluster_start`` (a cluster
+created, or a request refused: ``outcome`` denied, with the reason) and
+``gateway.cluster_stop`` (when a cluster has stopped, with why: asked by its user, idle,
+past ``max_lifetime``, its allocation exhausted, the gateway shutting down, or failed)
+to the audit trail (:mod:`oceandata.governance.audit`), with the user, the cluster's
+name, its allocation (if any) and its caps. :class:`AuditedJupyterHubAuthenticator`
+tells the backend who is calling and from which address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import JobStatus
 from dask_gateway_server.backends.local import LocalBackend, UnsafeLocalBackend
 from dask_gateway_server.options import Float as FloatOption
 from dask_gateway_server.options import Integer, Options
 from traitlets import Float, HasTraits
+from traitlets import Integer as IntegerTrait
+from traitlets import List as ListTrait
+from traitlets import Unicode as UnicodeTrait
 
+from ..governance import audit
 from .accounts import chown_tree, ensure_account, unix_name, user_home
+from .throttle import LOOPBACK, client_address
 
 GIB = 2**30
 DEFAULT_GROUP = "scientists"
@@ -119,6 +134,64 @@ def allocation_for(user_name: str) -> AllocationView | None:
 #: groups whose members need an approved allocation for any cluster
 ALLOCATION_GROUPS = frozenset({"partners"})
 
+#: key of a cluster's configuration holding the allocation it started under (or None)
+ALLOCATION_KEY = "oceandata_allocation"
+
+
+@dataclass(frozen=True)
+class GatewayCaller:
+    """The user of the gateway API request being served, and the client's address."""
+
+    name: str
+    source: str | None
+
+
+#: the caller of the API request being served in this task (None: the gateway itself,
+#: or a cluster's scheduler authenticated with the cluster's token)
+_CALLER: contextvars.ContextVar[GatewayCaller | None] = contextvars.ContextVar(
+    "oceandata_gateway_caller", default=None)
+
+
+class AuditedJupyterHubAuthenticator(JupyterHubAuthenticator):
+    """dask-gateway's JupyterHub authenticator that tells the backend who is calling.
+
+    Every user-authenticated API request runs with its :class:`GatewayCaller` in a
+    context variable, read by :class:`UserLimitsMixin` for the audit records. The client
+    address is the one configurable-http-proxy saw: requests come through the hub's
+    proxy (which appends it to ``X-Forwarded-For``), the gate (which appends nothing) and
+    dask-gateway's own HTTP proxy (which appends the gate's address).
+    """
+
+    trusted_proxy_networks = ListTrait(
+        UnicodeTrait(), list(LOOPBACK), config=True,
+        help="Networks (CIDR) of the proxies in front of the gateway's API whose "
+             "X-Forwarded-For entries are believed.")
+    forwarded_hops = IntegerTrait(
+        2, config=True,
+        help="How many of our proxies append to X-Forwarded-For before the gateway's API "
+             "(2: configurable-http-proxy and dask-gateway's proxy; the gate appends "
+             "nothing).")
+
+    def client(self, request: Any) -> str | None:
+        """The client's address of an aiohttp *request* (see the class docstring)."""
+        peer = request.remote
+        if peer is None:
+            return None
+        return client_address(peer, request.headers.get("X-Forwarded-For"),
+                              self.trusted_proxy_networks, self.forwarded_hops)
+
+    async def authenticate_and_handle(self, request: Any, handler: Any) -> Any:
+        async def with_caller(req: Any) -> Any:
+            user = req.get("user")
+            token = _CALLER.set(GatewayCaller(user.name, self.client(req))
+                                if user is not None else None)
+            try:
+                return await handler(req)
+            finally:
+                _CALLER.reset(token)
+
+        return await super().authenticate_and_handle(request, with_caller)
+
 
 def cluster_options(table: dict[str, GroupLimits] | None = None) -> Options:
     """The options users may set (the form in the gateway widget and ``Gateway.cluster_options``).
@@ -194,6 +267,44 @@ class UserLimitsMixin(HasTraits):
                          help="Seconds between two charges of the running clusters' "
                               "core-hours to the allocations database (0: no accounting).")
 
+    def _stop_reasons(self) -> dict[str, tuple[str, GatewayCaller | None]]:
+        """Why each cluster being stopped was stopped, until it has stopped."""
+        reasons = getattr(self, "_reasons", None)
+        if reasons is None:
+            reasons = self._reasons = {}
+        return reasons
+
+    async def stop_for(self, cluster_name: str, reason: str) -> None:
+        """Stop a cluster on the gateway's own decision, saying why in the audit trail."""
+        self._stop_reasons().setdefault(cluster_name, (reason, None))
+        await self.stop_cluster(cluster_name)
+
+    async def stop_cluster(self, cluster_name: str, failed: bool = False) -> None:
+        """dask-gateway's stop, remembering who asked (for ``gateway.cluster_stop``).
+
+        Called by the API (a user's request, or the cluster's own scheduler when it has
+        been idle for its ``idle_timeout``) and by :meth:`stop_for`.
+        """
+        caller = _CALLER.get()
+        why = ("requested by its user", caller) if caller is not None else (
+            "idle (its scheduler asked)", None)
+        self._stop_reasons().setdefault(cluster_name, why)
+        await super().stop_cluster(cluster_name, failed=failed)
+
+    async def _cluster_to_stopped(self, cluster: Any) -> None:
+        """dask-gateway's last step of every cluster (the one place all ends pass)."""
+        await super()._cluster_to_stopped(cluster)
+        reason, caller = self._stop_reasons().pop(
+            cluster.name, ("failed" if cluster.target == JobStatus.FAILED else "stopped",
+                           None))
+        audit.record(
+            "gateway.cluster_stop", actor=caller.name if caller else "gateway",
+            target=f"cluster:{cluster.name}", outcome="failed" if reason == "failed" else "ok",
+            source=caller.source if caller else None,
+            detail={"user": cluster.username, "cluster": cluster.name, "reason": reason,
+                    "allocation": cluster.config.get(ALLOCATION_KEY),
+                    "seconds": round(time.time() - cluster.start_time / 1000, 1)})
+
     async def setup(self, app: Any) -> None:
         await super().setup(app)
         self._tasks = []
@@ -205,6 +316,9 @@ class UserLimitsMixin(HasTraits):
     async def cleanup(self) -> None:
         for task in getattr(self, "_tasks", []):
             task.cancel()
+        if hasattr(self, "db") and getattr(self, "stop_clusters_on_shutdown", False):
+            for cluster in self.db.active_clusters():
+                self._stop_reasons().setdefault(cluster.name, ("the gateway stopped", None))
         await super().cleanup()
 
     def cores_in_use(self, cluster: Any) -> float:
@@ -246,10 +360,10 @@ class UserLimitsMixin(HasTraits):
                     core.used_core_hours(session, alloc.id) >= alloc.core_hours)
             partner = alloc is None and self._needs_allocation(cluster.username)
             if exhausted or partner:
+                why = "allocation exhausted" if exhausted else "no allocation in force"
                 self.log.info("Stopping cluster %s of %s: %s", cluster.name,
-                              cluster.username, "allocation exhausted" if exhausted
-                              else "no allocation in force")
-                await self.stop_cluster(cluster.name)
+                              cluster.username, why)
+                await self.stop_for(cluster.name, why)
 
     def _needs_allocation(self, username: str) -> bool:
         """Whether the cluster's user was a partner when it started (from its options)."""
@@ -263,9 +377,33 @@ class UserLimitsMixin(HasTraits):
                 if now_ms - cluster.start_time > self.max_lifetime * 1000:
                     self.log.info("Stopping cluster %s of %s: older than %g s", cluster.name,
                                   cluster.username, self.max_lifetime)
-                    await self.stop_cluster(cluster.name)
+                    await self.stop_for(cluster.name, f"older than max_lifetime "
+                                                      f"({self.max_lifetime:g} s)")
 
     async def start_cluster(self, user: Any, cluster_options: dict) -> str:
+        """Check the user's limits, create the cluster, record ``gateway.cluster_start``."""
+        caller = _CALLER.get()
+        source = caller.source if caller else None
+        try:
+            name, config = await self._start_cluster(user, cluster_options)
+        except PublicException as exc:
+            audit.record("gateway.cluster_start", actor=user.name, target=f"user:{user.name}",
+                         outcome="denied", source=source,
+                         detail={"user": user.name, "reason": str(exc),
+                                 "options": _json_safe(cluster_options)})
+            raise
+        audit.record("gateway.cluster_start", actor=user.name, target=f"cluster:{name}",
+                     source=source,
+                     detail={"user": user.name, "cluster": name,
+                             "allocation": config.get(ALLOCATION_KEY),
+                             "groups": sorted(user.groups),
+                             "max_cores": config.get("cluster_max_cores"),
+                             "max_memory": config.get("cluster_max_memory"),
+                             "worker_cores": config.get("worker_cores"),
+                             "worker_memory": config.get("worker_memory")})
+        return name
+
+    async def _start_cluster(self, user: Any, cluster_options: dict) -> tuple[str, dict]:
         options, config = await self.process_cluster_options(user, cluster_options)
         if set(user.groups) & ALLOCATION_GROUPS:
             self._partners = getattr(self, "_partners", set()) | {user.name}
@@ -289,11 +427,27 @@ class UserLimitsMixin(HasTraits):
                 f"{_gib(lim.max_memory)}; stop a cluster or ask for smaller workers")
         config.cluster_max_cores = min(config.cluster_max_cores or math.inf, left_cores)
         config.cluster_max_memory = min(config.cluster_max_memory or math.inf, left_mem)
-        cluster = self.db.create_cluster(user.name, options, config.to_dict())
+        alloc = allocation_for(user.name)
+        stored = {**config.to_dict(),
+                  ALLOCATION_KEY: alloc.allocation_id if alloc is not None else None}
+        cluster = self.db.create_cluster(user.name, options, stored)
         self.log.info("Created cluster %s for user %s (max %g cores, %s)", cluster.name,
                       user.name, config.cluster_max_cores, _gib(config.cluster_max_memory))
         self.queue.put(cluster)
-        return cluster.name
+        return cluster.name, stored
+
+
+def _json_safe(value: Any) -> Any:
+    """*value* with anything JSON cannot hold as its ``repr`` (options as a user sent them)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "..."
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _json_safe(repr(value))
 
 
 class LimitedLocalBackend(UserLimitsMixin, UnsafeLocalBackend):

@@ -10,6 +10,8 @@ instead, with a JupyterHub token holding the ``admin:users`` scope:
     Approve *name* (idempotent); 404 if nobody signed up with that name.
 ``DELETE /hub/api/oceandata/signups/<name>``
     Withdraw the approval (the account stays; it can no longer log in).
+
+Each decision is written to the audit trail (``hub.approve_user``, ``via: api``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
 from nativeauthenticator.orm import UserInfo
 from tornado import web
+
+from ..governance import audit
+from .throttle import request_client
 
 
 class SignupListAPIHandler(APIHandler):
@@ -47,6 +52,10 @@ class SignupAPIHandler(APIHandler):
         self.db.commit()
         self.log.info("%s %s the sign-up of %s", self.current_user.name,
                       "approved" if authorized else "withdrew", user_name)
+        audit.record("hub.approve_user", actor=self.current_user.name,
+                     target=f"user:{user_name}", source=request_client(self),
+                     detail={"decision": "approve" if authorized else "withdraw",
+                             "via": "api"})
         self.write(json.dumps({"name": user_name, "authorized": authorized}))
 
     @needs_scope("admin:users")

@@ -12,7 +12,12 @@ foreground. It never writes a secret to the terminal or the logs:
   that name first);
 - ports other than the public one are chosen free at each start and handed to the
   configuration through ``OCEANDATA_HUB_*`` environment variables;
-- a lock file makes a second ``hub up`` on the same data dir say that one is running.
+- a lock file makes a second ``hub up`` on the same data dir say that one is running;
+- the audit trail's URL (``OCEANDATA_GOVERNANCE__AUDIT_URL``, default
+  ``sqlite:///<data dir>/audit.sqlite``) is fixed here and handed to the hub, which hands
+  it to its services (dask-gateway, allocations, data), so every record of the platform
+  lands in one chain (the users' servers do not get it; the SQLite file is 0600, the
+  platform account's).
 
 Ctrl-C (SIGINT) or SIGTERM stops JupyterHub, which stops the proxy, the services and the
 single-user servers it started.
@@ -76,6 +81,12 @@ class HubRuntime:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def audit_url(self) -> str:
+        """The audit trail of this platform: the setting, else SQLite under the data dir."""
+        return (get_settings().governance.audit_url
+                or f"sqlite:///{self.data_dir / 'audit.sqlite'}")
+
     def environment(self) -> dict[str, str]:
         """Environment of the ``jupyterhub`` process (secrets as file paths or values)."""
         env = dict(os.environ)
@@ -89,6 +100,7 @@ class HubRuntime:
             "OCEANDATA_HUB_ADMIN": self.admin,
             accounts.ENV: self.accounts,
             "OCEANDATA_CATALOG": str(settings.catalog),
+            "OCEANDATA_GOVERNANCE__AUDIT_URL": self.audit_url,
             "OCEANDATA_SAMPLE_CACHE": str(settings.sample_cache),
             "CONFIGPROXY_AUTH_TOKEN": secret_file(self.secrets_dir / "proxy-token"),
             "OCEANDATA_GATEWAY_SERVICE_TOKEN": secret_file(self.secrets_dir / "gateway-token"),

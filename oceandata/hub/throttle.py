@@ -13,7 +13,8 @@ Two counters live in the hub's memory (one hub process; a restart forgets them):
     one is refused with the seconds until the oldest one leaves the window.
 
 :func:`client_address` says which address a request comes from, as the hub sees it
-behind configurable-http-proxy (see its docstring for what is trusted and why).
+behind configurable-http-proxy (see its docstring for what is trusted and why);
+:func:`request_client` applies it to a hub request handler.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
+from typing import Any
 
 #: Most keys a counter keeps; past it, the stalest are dropped (bounded memory).
 MAX_KEYS = 10_000
+#: The proxies trusted by default: configurable-http-proxy on loopback.
+LOOPBACK = ("127.0.0.1/32", "::1/128")
 
 
 @dataclass
@@ -174,7 +178,7 @@ class SlidingWindow:
 
 
 def client_address(peer: str, forwarded_for: str | None,
-                   trusted_proxies: Iterable[str] = ("127.0.0.1/32", "::1/128"),
+                   trusted_proxies: Iterable[str] = LOOPBACK,
                    hops: int = 1) -> str:
     """The address of the client behind the hub's proxy.
 
@@ -224,3 +228,29 @@ def client_address(peer: str, forwarded_for: str | None,
         return str(ip_address(candidate))
     except ValueError:
         return peer
+
+
+def request_client(handler: Any) -> str:
+    """The client address of a JupyterHub request handler (:func:`client_address`).
+
+    The trusted proxies and their hops come from the hub's authenticator
+    (``trusted_proxy_networks``, ``forwarded_hops`` of
+    :class:`~oceandata.hub.authenticator.OceandataAuthenticator`); loopback and one hop
+    otherwise.
+
+    Parameters
+    ----------
+    handler : jupyterhub.handlers.BaseHandler
+        The request's handler.
+
+    Returns
+    -------
+    str
+        The client's address.
+    """
+    auth = getattr(handler, "authenticator", None)
+    peer = handler.request.connection.context.address
+    peer_ip = peer[0] if isinstance(peer, tuple) else str(peer)
+    return client_address(peer_ip, handler.request.headers.get("X-Forwarded-For"),
+                          getattr(auth, "trusted_proxy_networks", LOOPBACK),
+                          getattr(auth, "forwarded_hops", 1))
