@@ -89,6 +89,7 @@ def governed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Catalog]:
     (folder / "negative-list.yaml").write_text(NEGATIVE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OCEANDATA_GOVERNANCE__NEGATIVE_LIST", str(folder / "negative-list.yaml"))
+        mp.setenv("OCEANDATA_GOVERNANCE__AUDIT_URL", f"sqlite:///{folder / 'audit.sqlite'}")
         get_settings(reload=True)
         yield open_catalog(_write(folder, SPECIAL))
     get_settings(reload=True)
@@ -228,3 +229,23 @@ def test_catalog_grades_lists_the_release_today(governed: Catalog) -> None:
     assert rows["neg_open"]["declared"] == "open" and rows["neg_open"]["release"] == "restricted"
     assert rows["embargo_future"]["release"] == "restricted"
     assert rows["cobe_sst2"]["release"] == "open" and rows["cobe_sst2"]["grade"] == "general"
+
+
+def test_serving_data_not_open_to_all_is_audited_once_per_window(
+        governed: Catalog, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oceandata.dataservice import access
+    from oceandata.governance import audit
+
+    monkeypatch.setattr(access, "_AUDITED", {})  # earlier tests read it within the window
+
+    since = dt.datetime.now(dt.UTC)
+    headers = {"Authorization": "Bearer grantee-token"}
+    for _ in range(3):  # a client reading one dataset sends many requests: one record
+        assert client.get("/datasets/important_sst/opendap.das",
+                          headers=headers).status_code == 200
+    assert client.get("/datasets/cobe_sst2/opendap.das", headers=headers).status_code == 200
+    assert client.get("/datasets/important_sst/opendap.das").status_code == 404
+    found = [r for r in audit.read(since=since, action="data.access")]
+    assert [(r["actor"], r["target"], r["detail"]["protocol"]) for r in found] == [
+        ("gus", "dataset:important_sst", "opendap")], found
+    assert found[0]["source"] == "testclient"

@@ -292,7 +292,9 @@ def _record_access(request: Request, caller: Caller, entry: Entry,
     from .policy import client_address
 
     local = request.url.path.removeprefix(request.scope.get("root_path", ""))
-    protocol = local.strip("/").split("/", 1)[0] or "portal"
+    parts = local.strip("/").split("/")  # datasets/<id>/<protocol>/..., or <protocol>/...
+    protocol = (parts[2] if parts[0] == "datasets" and len(parts) > 2 else
+                "page" if parts[0] == "datasets" else parts[0]).split(".")[0]
     key = (caller.name or "", entry.name, protocol)
     now = time.monotonic()
     with _AUDITED_LOCK:
