@@ -90,8 +90,16 @@ _AGAIN = object()
 def lock_path(path: str | os.PathLike[str]) -> Path:
     """The lock file of the store at *path*: ``<parent>/.<name>.lock``.
 
-    The store's path is resolved first (symbolic links followed), so two paths to one store
-    share one lock.
+    Parameters
+    ----------
+    path
+        The store. Its path is resolved first (symbolic links followed), so two paths to
+        one store share one lock.
+
+    Returns
+    -------
+    Path
+        The lock file (which exists only while the lock is held, or after a holder died).
     """
     real = Path(os.path.realpath(os.fspath(path)))
     return real.parent / f".{real.name}.lock"

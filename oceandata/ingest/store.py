@@ -192,6 +192,22 @@ def commit(session: Any, path: str | os.PathLike[str], message: str, *,
 
     Call it while holding the store's lock (:func:`oceandata.governance.locks.store_lock`).
 
+    Parameters
+    ----------
+    session
+        A writable Icechunk session of the store's ``main`` branch.
+    path
+        The store (named in messages and in the audit record ``store:/abs/path``).
+    message, metadata
+        The commit's message and provenance.
+    command
+        The command recorded in the audit trail (default this process's command line).
+
+    Returns
+    -------
+    str
+        The new snapshot id.
+
     Raises
     ------
     DataError
