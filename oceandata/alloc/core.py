@@ -125,10 +125,36 @@ def clean_request(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: the fields of a request named in the platform's audit trail (long texts are not)
+AUDITED_TERMS = ("project_title", "core_hours", "max_cores", "memory_per_job_gb",
+                 "storage_gb", "start_date", "end_date", "datasets")
+
+
 def _audit(session: Session, alloc: Allocation, actor: str, action: str,
            before: dict | None) -> None:
+    """Audit a change twice: in ``allocation_audit`` (the allocation's own history, shown
+    by its page) and in the platform's trail as ``alloc.<action>`` once the session
+    commits (:func:`oceandata.governance.audit.record_on_commit`).
+
+    Denying an approved allocation is recorded in the trail as ``alloc.revoke``.
+    """
+    from ..governance import audit
+
+    after = alloc.snapshot()
     session.add(AuditEntry(allocation_id=alloc.id, actor=actor, action=action, before=before,
-                           after=alloc.snapshot(), at=utcnow()))
+                           after=after, at=utcnow()))
+    detail: dict[str, Any] = {"owner": alloc.owner, "status": after["status"]}
+    if before is None:
+        detail.update({k: after[k] for k in AUDITED_TERMS})
+    else:
+        detail["changed"] = {k: [before.get(k), after[k]] for k in (*AUDITED_TERMS, "status")
+                             if before.get(k) != after[k]}
+        if after.get("reason"):
+            detail["reason"] = after["reason"]
+        if action == "deny" and before.get("status") == AllocationStatus.APPROVED.value:
+            action = "revoke"
+    audit.record_on_commit(session, f"alloc.{action}", actor=actor,
+                           target=f"allocation:{alloc.id}", detail=detail)
 
 
 def request_allocation(session: Session, owner: str, fields: dict[str, Any]) -> Allocation:
@@ -183,6 +209,12 @@ def decide(session: Session, alloc_id: int, actor: str, is_admin: bool, *, appro
     decision is audited with the state before and after.
     """
     if not is_admin:
+        from ..governance import audit
+
+        audit.record(f"alloc.{'approve' if approve else 'deny'}", actor=actor,
+                     target=f"allocation:{alloc_id}", outcome="denied",
+                     source=session.info.get(audit.SOURCE_KEY),
+                     detail={"reason": "not an administrator"})
         raise NotAuthorized(f"{actor} is not an administrator: only admins approve or deny")
     alloc = get_visible(session, alloc_id, actor, True)
     if not approve and not (reason or "").strip():

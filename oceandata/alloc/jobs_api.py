@@ -35,6 +35,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import NotAuthorized, UsageError
+from ..governance import audit
 from ..hub.security import MAX_INT64, HubUser, parse_json_object
 from ..jobs import service
 from ..jobs.spec import make_spec
@@ -167,6 +168,8 @@ async def submit_job(request: Request, user: HubUser = Depends(current_user)) ->
         runtime = _runtime(request)
         url = _db_url(request)
         backend = str(fields.get("backend") or "local")
+        source = audit.request_source(request.client.host if request.client else None,
+                                      request.headers.get("x-forwarded-for"))
 
         def work() -> dict[str, Any]:
             engine = runtime.backend(backend)
@@ -181,6 +184,7 @@ async def submit_job(request: Request, user: HubUser = Depends(current_user)) ->
                                  max_walltime_s=runtime.settings.max_walltime_s,
                                  name=fields.get("name") or None)
                 with db.session_scope(url) as session:
+                    audit.set_source(session, source)
                     job = service.submit(session, user.name, spec,
                                          _allocation(fields.get("allocation_id")), backend,
                                          runtime=runtime)
@@ -229,9 +233,12 @@ async def cancel_job(job_id: JobId, request: Request,
                      user: HubUser = Depends(current_user)) -> dict[str, Any]:
     """Cancel a queued or running job."""
     runtime = _runtime(request)
+    source = audit.request_source(request.client.host if request.client else None,
+                                  request.headers.get("x-forwarded-for"))
 
     def work() -> dict[str, Any]:
         with _http_errors(), db.session_scope(_db_url(request)) as session:
+            audit.set_source(session, source)
             return service.job_dict(service.cancel(session, user.name, job_id, user.admin,
                                                    runtime=runtime))
 

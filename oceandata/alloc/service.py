@@ -15,7 +15,10 @@ REST API (JSON; a JupyterHub token in ``Authorization: token ...``):
 - ``GET api/usage`` (``?csv=1`` for CSV; own usage, everybody's for admins): core-hours
   per allocation and source, and bytes downloaded from the open-data service (source
   ``data``, from its ledger);
-- ``GET api/me``: name, admin, active allocation.
+- ``GET api/me``: name, admin, active allocation;
+- ``POST api/access-log`` (``{"dataset": name, "version": optional}``, 204): the caller
+  opened a restricted entry in a notebook; recorded as ``data.access`` in the audit trail
+  with the token's owner as the actor (docs/audit.md).
 
 HTML pages (server-rendered, plain forms, no JavaScript; the hub's OAuth login): ``/``,
 ``request``, ``admin``, ``allocations/{id}``, ``usage``. Form POSTs carry the session's
@@ -38,6 +41,7 @@ import inspect
 import io
 import logging
 import os
+import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -56,6 +60,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import NotAuthorized, UsageError
+from ..governance import audit
 from ..hub.security import (
     CSRF_FIELD,
     MAX_INT64,
@@ -154,6 +159,17 @@ class DenialBody(BaseModel):
     """A denial: the reason is required."""
 
     reason: str
+
+
+class AccessLogBody(BaseModel):
+    """A notebook opened a catalog entry that is not open to all."""
+
+    dataset: str
+    version: str | None = None
+
+
+#: a dataset name or version in an access record: printable, no spaces, at most 200
+ACCESS_NAME = re.compile(r"[\w.:/@+-]{1,200}")
 
 
 def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -420,12 +436,22 @@ async def in_session(request: Request, fn: Callable[..., T], *args: Any, **kw: A
         What *fn* returns.
     """
     url = request.app.state.db_url
+    source = client_address(request)
 
     def work() -> T:
         with db.session_scope(url) as session:
+            audit.set_source(session, source)
             return fn(session, *args, **kw)
 
     return await run_in_threadpool(work)
+
+
+def client_address(request: Request) -> str:
+    """Where a request comes from, for the audit trail
+    (:func:`oceandata.governance.audit.request_source`: the peer, or the address the
+    hub's proxy forwarded)."""
+    return audit.request_source(request.client.host if request.client else None,
+                                request.headers.get("x-forwarded-for"))
 
 
 def _is_api(request: Request) -> bool:
@@ -617,6 +643,28 @@ def _api_router() -> APIRouter:
         return await in_session(request, lambda s: _detail(s, core.decide(
             s, alloc_id, user.name, user.admin, approve=False,
             reason=None if reason is None else str(reason))))
+
+    @router.post("/access-log", status_code=204, response_class=Response,
+                 openapi_extra=json_body_doc(AccessLogBody))
+    async def access_log(request: Request, user: HubUser = Depends(api_user)) -> Response:
+        """Record that the caller opened a restricted entry (``data.access``).
+
+        Called by ``oceandata.open_dataset`` in the caller's notebook with the user's
+        JupyterHub token: the record names the token's owner, never a name the client
+        sends, and the client's address.
+        """
+        body = await _json_body(request, required=True)
+        dataset, version = body.get("dataset"), body.get("version")
+        if not isinstance(dataset, str) or not ACCESS_NAME.fullmatch(dataset):
+            raise UsageError("dataset: give the catalog name of the entry opened")
+        if version is not None and (not isinstance(version, str)
+                                    or not ACCESS_NAME.fullmatch(version)):
+            raise UsageError("version: give the snapshot id or tag opened, or leave it out")
+        await run_in_threadpool(
+            audit.record, "data.access", actor=user.name, target=f"dataset:{dataset}",
+            source=client_address(request),
+            detail={"via": "notebook", "version": version, "service": "allocations"})
+        return Response(status_code=204)
 
     @router.get("/usage", response_model=None, responses={200: {"content": {
         "application/json": {}, "text/csv": {"schema": {"type": "string"}}}}})

@@ -81,8 +81,8 @@ from sqlalchemy.engine import Connection, make_url
 
 from ..errors import DataError, UsageError
 
-__all__ = ["GENESIS", "Verification", "export", "prune", "read", "record",
-           "record_hash", "record_on_commit", "set_source", "verify", "verify_records"]
+__all__ = ["GENESIS", "Verification", "export", "prune", "read", "record", "record_hash",
+           "record_on_commit", "request_source", "set_source", "verify", "verify_records"]
 
 log = logging.getLogger(__name__)
 
@@ -610,7 +610,7 @@ def record(action: str, *, actor: str | None, target: str, outcome: str = "ok",
 #: key of :attr:`sqlalchemy.orm.Session.info` holding the records to write on commit
 _PENDING = "oceandata.audit.pending"
 #: key of :attr:`sqlalchemy.orm.Session.info` holding the request's client address
-_SOURCE = "oceandata.audit.source"
+SOURCE_KEY = "oceandata.audit.source"
 
 
 def set_source(session: Any, source: str | None) -> None:
@@ -627,7 +627,7 @@ def set_source(session: Any, source: str | None) -> None:
     source
         The client address.
     """
-    session.info[_SOURCE] = source
+    session.info[SOURCE_KEY] = source
 
 
 def record_on_commit(session: Any, action: str, *, actor: str | None, target: str,
@@ -660,12 +660,39 @@ def _flush_pending(session: Any) -> None:
     pending, session.info[_PENDING] = session.info.get(_PENDING) or [], []
     for kw in pending:
         if kw["source"] is None:
-            kw["source"] = session.info.get(_SOURCE)
+            kw["source"] = session.info.get(SOURCE_KEY)
         record(kw.pop("action"), **kw)
 
 
 def _drop_pending(session: Any) -> None:
     session.info[_PENDING] = []
+
+
+def request_source(peer: str | None, forwarded_for: str | None = None) -> str:
+    """Where an HTTP request comes from: *peer*, or the last address its proxy forwarded
+    (``X-Forwarded-For``) when *peer* is a trusted proxy (the ``data.trusted_proxies``
+    setting: the hub's proxy on the loopback), the rule of the open-data service's own
+    records.
+
+    Parameters
+    ----------
+    peer
+        The address of the TCP peer.
+    forwarded_for
+        The request's ``X-Forwarded-For`` header.
+
+    Returns
+    -------
+    str
+    """
+    from ..config import get_settings
+
+    peer = peer or "unknown"
+    if peer in get_settings().data.trusted_proxies:
+        hops = [h.strip() for h in (forwarded_for or "").split(",") if h.strip()]
+        if hops:
+            return hops[-1][:LIMITS["source"]]
+    return peer
 
 
 def cli_source() -> str:

@@ -36,7 +36,8 @@ from sqlalchemy.orm import Session
 from ..alloc import core
 from ..alloc.db import default_url
 from ..alloc.models import Allocation, Job, JobState, utcnow
-from ..errors import UsageError
+from ..errors import NotAuthorized, UsageError
+from ..governance import audit
 from ..hub import accounts
 from . import JobSettings
 from .backends import UNFINISHED, LocalBackend, SlurmBackend
@@ -287,6 +288,26 @@ def submit(session: Session, user: str, spec: JobSpec, allocation_id: int | None
     parse_cores(spec.cores, engine.max_cores())
     parse_walltime(f"{spec.walltime_s // 60}:{spec.walltime_s % 60:02d}",
                    runtime.settings.max_walltime_s)
+    try:
+        job = _submit_within_quota(session, user, spec, allocation_id, backend, runtime)
+    except NotAuthorized as exc:  # over quota: the refusal is audited, nothing queued
+        audit.record("job.submit", actor=user, target=f"allocation:{allocation_id}"
+                     if allocation_id is not None else f"user:{user}", outcome="denied",
+                     source=session.info.get(audit.SOURCE_KEY),
+                     detail={"backend": backend, "cores": spec.cores, "script": spec.script.name,
+                             "walltime_s": spec.walltime_s, "reason": str(exc)})
+        raise
+    audit.record_on_commit(session, "job.submit", actor=user, target=f"job:{job.id}",
+                           detail={"allocation_id": job.allocation_id, "backend": backend,
+                                   "script": job.script, "cores": job.cores,
+                                   "memory_mb": job.memory_mb, "walltime_s": job.walltime_s})
+    return job
+
+
+def _submit_within_quota(session: Session, user: str, spec: JobSpec,
+                         allocation_id: int | None, backend: str, runtime: JobRuntime) -> Job:
+    """The quota checks and the queueing of :func:`submit`."""
+    engine = runtime.backend(backend)
     grant = core.check_compute(session, user, cores=spec.cores, memory_gb=spec.memory_gb,
                                hours=spec.hours, allocation_id=allocation_id)
     # serialise the submissions to one allocation until the caller commits: a no-op
@@ -353,6 +374,9 @@ def cancel(session: Session, user: str, job_id: str, is_admin: bool = False,
     runtime = runtime or get_runtime()
     runtime.backend(job.backend).cancel(job.id)
     session.refresh(job)
+    audit.record_on_commit(session, "job.cancel", actor=user, target=f"job:{job.id}",
+                           detail={"owner": job.owner, "state": job.state.value,
+                                   "backend": job.backend})
     return job
 
 
