@@ -191,3 +191,30 @@ def test_wait_takes_the_lock_once_it_is_free(store) -> None:
     finally:
         holder.kill()
     assert log(store)[0].tags == ("later",)
+
+
+def test_a_lock_inherited_by_a_process_left_running_is_named_not_broken(store, caplog) -> None:
+    """The recorded holder died but a process it forked still holds the OS lock: the
+    message says so and how to find it; once that process ends the lock is taken over."""
+    script = ("import os, sys\nfrom oceandata.governance.locks import store_lock\n"
+              f"with store_lock({str(store)!r}, command='forking writer'):\n"
+              "    if os.fork() == 0:\n"
+              "        print('child', flush=True)\n        sys.stdin.readline()\n"
+              "        os._exit(0)\n"
+              "    os._exit(0)\n")  # the parent dies holding the lock, releasing nothing
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "child"
+        assert parent.wait(timeout=60) == 0
+        with pytest.raises(StoreLocked, match=rf"left running on this host by pid "
+                                              rf"{parent.pid} \(`forking writer`\), which is "
+                                              r"gone; find it with `fuser -v "):
+            tag(store, "blocked")
+    finally:
+        parent.stdin.close()  # the child reads EOF and exits
+    assert parent.stdout.read() == ""  # EOF: the child is exiting
+    with caplog.at_level("WARNING", logger="oceandata.governance.locks"):
+        tag(store, "after", wait=60)  # its lock goes with its last open files
+    assert f"pid {parent.pid}" in caplog.text and "stale lock" in caplog.text
+    assert log(store)[0].tags == ("after",)
