@@ -41,6 +41,7 @@ copies exported to a SIEM (:func:`export`) and the backups show that it happened
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import hashlib
@@ -344,8 +345,9 @@ def _ensure_schema(eng: Engine) -> None:
         else:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
             metadata.create_all(conn)
-            for ddl in _PG_FUNCTIONS:
-                conn.exec_driver_sql(ddl)
+            with contextlib.closing(conn.connection.cursor()) as cur:
+                for ddl in _PG_FUNCTIONS:  # without parameters: '%' is PL/pgSQL's here
+                    cur.execute(ddl)
             for table, name, when, level, function in _PG_TRIGGERS:
                 exists = conn.execute(text(
                     "SELECT 1 FROM pg_trigger WHERE tgname = :n "
