@@ -28,10 +28,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-import requests
 
-from tests.hub_helpers import Hub, HubClient, admin_client, new_user, running_hub, \
-    wait_for_service
+from tests.hub_helpers import (
+    Hub,
+    HubClient,
+    admin_client,
+    new_user,
+    running_hub,
+    wait_for_service,
+)
 
 pytestmark = [pytest.mark.slow]
 
