@@ -16,6 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "data"
 if "OCEANDATA_SAMPLE_DATA" not in os.environ and (_SHARED / "MANIFEST.md").exists():
     os.environ["OCEANDATA_SAMPLE_DATA"] = str(_SHARED)
+# the audit trail of the tests' own actions goes to a folder of this session, never to the
+# checkout's var/ (tests that look at the trail point it at their own database)
+if "OCEANDATA_GOVERNANCE__AUDIT_URL" not in os.environ:
+    import tempfile
+
+    _AUDIT_DIR = Path(tempfile.mkdtemp(prefix="oceandata-test-audit-"))
+    os.environ["OCEANDATA_GOVERNANCE__AUDIT_URL"] = f"sqlite:///{_AUDIT_DIR / 'audit.sqlite'}"
 
 
 @pytest.fixture(scope="session")
