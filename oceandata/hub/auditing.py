@@ -45,13 +45,19 @@ from typing import Any
 from ..governance import audit
 from .throttle import request_client
 
-__all__ = ["SERVER_ACTION", "Caller", "ServerActions", "caller", "install", "server_stopped",
-           "server_target", "track_requests", "unwatch_orm", "watch_orm"]
+__all__ = ["REQUESTED", "SERVER_ACTION", "UNREQUESTED_STOP", "Caller", "ServerActions",
+           "caller", "install", "server_stopped", "server_target", "track_requests",
+           "unwatch_orm", "watch_orm"]
 
 log = logging.getLogger(__name__)
 
 #: the schema of JupyterHub's server events (JupyterHub >= 5, jupyter-events)
 SERVER_ACTION = "https://schema.jupyter.org/jupyterhub/events/server-action"
+
+#: ``reason`` of a server start or stop asked through the hub (JupyterHub's event)
+REQUESTED = "requested through the hub"
+#: ``reason`` of any other server stop (the post-stop hook)
+UNREQUESTED_STOP = "stopped without a request (exited, failed to start, or the hub shut down)"
 
 #: the JupyterHub handler of the request being served in this task, if any
 _HANDLER: contextvars.ContextVar[Any] = contextvars.ContextVar("oceandata_hub_handler",
@@ -150,7 +156,7 @@ class ServerActions(logging.Handler):
                          source=who.source,
                          detail={"user": event["username"],
                                  "server": event.get("servername", ""),
-                                 "reason": "requested through the hub"})
+                                 "reason": REQUESTED})
         except Exception:  # a logging handler must not break the hub
             self.handleError(record)
 
@@ -173,9 +179,7 @@ def server_stopped(spawner: Any) -> None:
     user = spawner.user.name
     name = getattr(spawner, "name", "") or ""
     audit.record("hub.server_stop", actor="hub", target=server_target(user, name),
-                 detail={"user": user, "server": name,
-                         "reason": "stopped without a request (exited, failed to start, "
-                                   "or the hub shut down)"})
+                 detail={"user": user, "server": name, "reason": UNREQUESTED_STOP})
 
 
 # --- JupyterHub's ORM: admin flags, group membership, tokens ---------------------------
