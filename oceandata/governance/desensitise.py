@@ -48,13 +48,11 @@ registers it as an open entry that cites the source.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import hashlib
 import json
 import math
 import os
 import re
-import socket
 import sys
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -662,13 +660,6 @@ def default_stores_catalog() -> Path:
     return get_settings().data_dir / "catalogs" / "stores.yaml"
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME (containers)
-        return str(os.getuid())
-
-
 def _software() -> dict[str, str]:
     import dask
     import icechunk
@@ -756,6 +747,7 @@ def publish(entry: str, *, profile: str, to: str | os.PathLike[str],
         The data do not fit the profile.
     """
     from ..catalog.core import Catalog, open_catalog
+    from . import audit
     from .locks import store_lock
 
     cat = catalog if isinstance(catalog, Catalog) else open_catalog(catalog)
@@ -800,15 +792,19 @@ def publish(entry: str, *, profile: str, to: str | os.PathLike[str],
                     "profile": {"name": profile, "content": content, "sha256": digest},
                     "now": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
                     "cutoff": applied.cutoff, "changes": applied.changes,
-                    "operator": _user()},
+                    "operator": audit.cli_actor()},
         "software": _software(),
     }
     message = f"publish {new_name}: {entry}@{version} by profile {profile}"
+    out = applied.dataset
+    history = str(out.attrs.get("history") or "").rstrip()
+    out.attrs["history"] = (f"{history}\n" if history else "") + (
+        f"{metadata['created']}: {message} (profile sha256 {digest}), oceandata publish")
     with store_lock(target, command=command):
         if target.exists():
             raise UsageError(f"{target} appeared while the copy was prepared; give a new --to "
                              "path")
-        snapshot = _write(applied.dataset, target, message=message, metadata=metadata)
+        snapshot = _write(out, target, message=message, metadata=metadata)
     try:
         _register(register_path, new_name, target, src, derived)
     except BaseException:
@@ -816,10 +812,8 @@ def publish(entry: str, *, profile: str, to: str | os.PathLike[str],
 
         remove_path(target)  # no store without its entry
         raise
-    from . import audit
-
-    audit.record("store.publish", actor=_user(), target=f"dataset:{new_name}",
-                 source=f"cli@{socket.gethostname()}",
+    audit.record("store.publish", actor=audit.cli_actor(), target=f"dataset:{new_name}",
+                 source=audit.cli_source(),
                  detail={"source": entry, "version": version, "profile": profile,
                          "profile_sha256": digest, "store": str(target.absolute()),
                          "snapshot": snapshot})
