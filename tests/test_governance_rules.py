@@ -249,3 +249,37 @@ def test_serving_data_not_open_to_all_is_audited_once_per_window(
     assert [(r["actor"], r["target"], r["detail"]["protocol"]) for r in found] == [
         ("gus", "dataset:important_sst", "opendap")], found
     assert found[0]["source"] == "testclient"
+
+
+def test_store_register_grades_the_entry_and_refuses_open_important(
+        tmp_path: Path, sample) -> None:
+    from oceandata.ingest import ingest
+
+    store = tmp_path / "cobe.icechunk"
+    ingest([sample("gridded/cobe-sst2/year1950.nc")], store, name="cobe", check=False)
+    cli = str(Path(sys.executable).with_name("oceandata"))
+    catalog = tmp_path / "stores.yaml"
+
+    def register(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cli, "store", "register", str(store), "--catalog", str(catalog),
+                               "--name", "cobe", *extra], capture_output=True, text=True,
+                              timeout=300)
+
+    proc = register("--grade", "important", "--release", "open")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "can never be released 'open'" in proc.stderr and not catalog.exists()
+    proc = register()  # not reviewed: registered users only
+    assert proc.returncode == 0, proc.stderr
+    c = open_catalog(catalog).entry("cobe").metadata.classification
+    assert (c.grade, c.release) == ("general", "registered") and "not reviewed" in c.rationale
+    proc = register("--grade", "important", "--release", "restricted", "--group", "ocean-lab",
+                    "--owner", "Ocean lab PI", "--category", "reanalysis")
+    assert proc.returncode == 0, proc.stderr
+    entry = open_catalog(catalog).entry("cobe")
+    c = entry.metadata.classification
+    assert (c.grade, c.release, c.owner, c.category) == ("important", "restricted",
+                                                         "Ocean lab PI", "reanalysis")
+    assert entry.metadata.access.groups == ["ocean-lab"]
+    assert not decide(entry, Subject("rei")).allowed
+    assert decide(entry, Subject("gus", frozenset({"ocean-lab"}))).allowed

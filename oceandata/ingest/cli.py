@@ -24,6 +24,37 @@ WaitOpt = Annotated[float, typer.Option(
     help="Wait this long for another writer of the store to finish (default: refuse at once).")]
 
 
+GradeOpt = Annotated[str | None, typer.Option(
+    help="Grade of the registered entry: general, important or core (docs/governance.md).")]
+ReleaseOpt = Annotated[str | None, typer.Option(
+    help="Release: open, registered or restricted (default registered until reviewed).")]
+CategoryOpt = Annotated[str | None, typer.Option(
+    help="Category: observation, survey, model, reanalysis, scientific or derived.")]
+OwnerOpt = Annotated[str | None, typer.Option(help="Person or unit answerable for the data.")]
+RationaleOpt = Annotated[str | None, typer.Option(help="Why this grade and release.")]
+GroupOpt = Annotated[list[str] | None, typer.Option(
+    "--group", help="Hub group granted the entry when it is not open (repeat).")]
+
+
+def _classification(grade: str | None, release: str | None, category: str | None,
+                    owner: str | None, rationale: str | None,
+                    groups: list[str] | None) -> dict[str, Any] | None:
+    """Registration defaults from the grading options (None when none is given)."""
+    given = {"grade": grade, "release": release, "category": category, "owner": owner,
+             "rationale": rationale}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given and not groups:
+        return None
+    from .register import default_classification
+
+    if given and "rationale" not in given:
+        given["rationale"] = "graded at registration by " + default_classification()["owner"]
+    out: dict[str, Any] = {"classification": {**default_classification(), **given}}
+    if groups:
+        out["access"] = {"groups": list(groups)}
+    return out
+
+
 def _command() -> str:
     return " ".join(["oceandata", *sys.argv[1:]])
 
@@ -43,8 +74,15 @@ def ingest_command(
     = "icechunk",
     check: Annotated[bool, typer.Option(help="Run the CF/ACDD compliance checks.")] = True,
     wait: WaitOpt = 0.0,
+    grade: GradeOpt = None, release: ReleaseOpt = None, category: CategoryOpt = None,
+    owner: OwnerOpt = None, rationale: RationaleOpt = None, group: GroupOpt = None,
 ) -> None:
-    """Ingest NetCDF files into a versioned store, in one transaction (one writer at a time)."""
+    """Ingest NetCDF files into a versioned store, in one transaction (one writer at a time).
+
+    With --register, the entry is classified by --grade, --release, --category, --owner,
+    --rationale and --group; without them it is graded general and released to registered
+    users until an operator reviews it (docs/governance.md).
+    """
     from .chunks import parse_chunks_option
     from .pipeline import ingest
 
@@ -61,7 +99,8 @@ def ingest_command(
     if register is not None:
         from .register import register_store
 
-        entry = register_store(register, name or store.stem, store)
+        entry = register_store(register, name or store.stem, store, defaults=_classification(
+            grade, release, category, owner, rationale, group))
         out.print(f"registered {entry!r} in {register}", markup=False)
 
 
@@ -137,8 +176,11 @@ def store_register(
     layout: Annotated[list[str] | None, typer.Option(
         "--layout", help="Another chunk layout of the same data: NAME=PATH (repeat).")] = None,
     version: Annotated[str | None, typer.Option(help="Pin a tag or snapshot id.")] = None,
+    grade: GradeOpt = None, release: ReleaseOpt = None, category: CategoryOpt = None,
+    owner: OwnerOpt = None, rationale: RationaleOpt = None, group: GroupOpt = None,
 ) -> None:
-    """Add a catalog entry for a store, with its extents read from the data."""
+    """Add a catalog entry for a store, with its extents read from the data and the
+    classification given (default: general, released to registered users until reviewed)."""
     from ..errors import UsageError
     from .register import register_store
 
@@ -149,7 +191,8 @@ def store_register(
             raise UsageError(f"--layout {item!r} is not NAME=PATH (e.g. "
                              "timeseries=var/stores/sst-ts.icechunk)")
         layouts[key] = Path(path)
-    register_store(catalog, name, store, layouts=layouts or None, version=version)
+    register_store(catalog, name, store, layouts=layouts or None, version=version,
+                   defaults=_classification(grade, release, category, owner, rationale, group))
     pinned = f" pinned to {version}" if version else ""
     out.print(f"registered {name!r} in {catalog}{pinned}", markup=False)
 
