@@ -109,7 +109,8 @@ SECRET_SUFFIXES = ("_token", "_secret", "_password", "_passwd", "_key", "_cookie
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: records read per query when walking the chain
 BATCH = 5000
-#: seconds an append waits for another process's append (SQLite busy timeout)
+#: seconds an append waits for the write lock (SQLite busy timeout, PostgreSQL
+#: lock_timeout) or for PostgreSQL to accept a connection
 BUSY_TIMEOUT = 10.0
 #: a PostgreSQL advisory lock key (``pg_advisory_xact_lock``) for making the schema
 _SCHEMA_LOCK_KEY = 0x6F63_6175_6469_74  # "ocaudit"
@@ -297,8 +298,12 @@ def engine(url: str | None = None) -> Engine:
 
 def _make_engine(url: str) -> Engine:
     path = _sqlite_path(url)
-    if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        # a database that does not answer costs a request at most this, not TCP's minutes
+        args = {"connect_timeout": int(BUSY_TIMEOUT)} if parsed.get_driver_name() in (
+            "psycopg2", "psycopg") else {}
+        return create_engine(url, pool_pre_ping=True, connect_args=args)
     if path is not None:
         _prepare_sqlite_file(path)
     made = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT,
@@ -332,7 +337,8 @@ def _write(eng: Engine) -> Connection:
 def _lock(conn: Connection) -> None:
     """Serialise with every other append (SQLite: the ``BEGIN IMMEDIATE`` already did)."""
     if not _is_sqlite(conn):
-        conn.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(BUSY_TIMEOUT)}s'; "
+                             "LOCK TABLE audit_log IN EXCLUSIVE MODE")
 
 
 def _ensure_schema(eng: Engine) -> None:
