@@ -68,7 +68,8 @@ def matches(pattern: str) -> list[str]:
 # -- structure ------------------------------------------------------------------------
 
 def test_every_catalog_file_parses_as_an_intake_catalog() -> None:
-    files = sorted(CATALOGS.glob("*.yaml"))
+    # governance files beside the catalogs are not catalogs (desensitisation profiles)
+    files = sorted(p for p in CATALOGS.glob("*.yaml") if p.name != "profiles.yaml")
     assert {p.name for p in files} >= {"ocean.yaml", "gridded.yaml", "series.yaml", "dsg.yaml"}
     for path in files:
         parsed = CatalogFile.model_validate(load(path))
