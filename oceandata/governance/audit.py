@@ -704,12 +704,24 @@ def request_source(peer: str | None, forwarded_for: str | None = None) -> str:
 
 
 def cli_source() -> str:
-    """The source of a command-line run: ``cli@<host>``."""
+    """The source of a command-line run.
+
+    Returns
+    -------
+    str
+        ``cli@<host name>``.
+    """
     return f"cli@{socket.gethostname()}"
 
 
 def cli_actor() -> str:
-    """The actor of a command-line run: the Unix user."""
+    """The actor of a command-line run.
+
+    Returns
+    -------
+    str
+        The Unix user's name (``uid:<n>`` when it has none).
+    """
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -1093,6 +1105,16 @@ def prune(*, retention_days: int | None = None, url: str | None = None,
 
 
 def count(*, url: str | None = None) -> int:
-    """Records in the trail (what backups and drills compare)."""
+    """Records in the trail (what backups and drills compare).
+
+    Parameters
+    ----------
+    url
+        The trail (default :func:`audit_url`).
+
+    Returns
+    -------
+    int
+    """
     with _read_conn(engine(url)) as conn, conn.begin():
         return int(conn.execute(select(func.count()).select_from(audit_log)).scalar_one())
