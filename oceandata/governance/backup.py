@@ -94,7 +94,7 @@ class BackupError(DataError):
 
 
 class DrillFailed(DataError):
-    """A restore drill found a difference: the report names each (exit code 1)."""
+    """A restored copy differs from its manifest, so it is not put live (exit code 1)."""
 
     exit_code = 1
 
@@ -662,6 +662,14 @@ def backup(*, wait: float = 120.0, echo: Callable[[str], None] | None = None
     BackupError
         restic, pg_dump or a copy failed (nothing is recorded as a backup).
     """
+    try:
+        return _backup(wait=wait, echo=echo)
+    except OceandataError as exc:
+        _audit("backup.create", f"backup:{repository()}", "failed", {"error": str(exc)})
+        raise
+
+
+def _backup(*, wait: float, echo: Callable[[str], None] | None) -> dict[str, Any]:
     from ..atomic import remove_path
     from .locks import store_lock
 
@@ -1004,9 +1012,19 @@ def drill(*, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
 
     Raises
     ------
-    DrillFailed
-        After writing the report, when anything differs (exit code 1).
+    BackupError, UsageError
+        There is no backup, or restic cannot restore it at all (audited as failed). A
+        restore with damaged files, or any difference, is a report with ``ok`` false
+        (``oceandata admin drill`` then exits 1).
     """
+    try:
+        return _drill(echo=echo)
+    except OceandataError as exc:
+        _audit("backup.drill", f"backup:{repository()}", "failed", {"error": str(exc)})
+        raise
+
+
+def _drill(*, echo: Callable[[str], None] | None) -> dict[str, Any]:
     from ..atomic import remove_path
 
     say = echo or (lambda line: None)
