@@ -177,9 +177,14 @@ def _last_line(text: str) -> str:
 
 def _ensure_repository() -> None:
     """Initialise the repository on first use (its password generated then)."""
-    if _restic("cat", "config", check=False).returncode == 0:
+    probe = _restic("cat", "config", check=False)
+    if probe.returncode == 0:
         return
     local = "://" not in repository() and not re.match(r"^[a-z0-9]+:", repository())
+    if (local and (Path(repository()) / "config").exists()) or \
+            "wrong password" in probe.stderr:
+        raise BackupError(f"the restic repository {repository()} exists but cannot be opened "
+                          f"with {password_file()}: {_last_line(probe.stderr)}")
     if local:
         Path(repository()).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _restic("init")
