@@ -324,7 +324,7 @@ def _axis(ds: xr.Dataset, kind: str, entry: str) -> Hashable:
 
 def _time_axis(ds: xr.Dataset) -> Hashable | None:
     names = [n for n in ds.cf.coordinates.get("time", []) if n in ds.coords
-             and ds[n].ndim == 1 and ds[n].dims[0] in ds.dims]
+             and ds[n].ndim == 1 and ds[n].dims[0] == n]
     return names[0] if names else None
 
 
@@ -474,8 +474,9 @@ def apply_profile(ds: xr.Dataset, profile: Profile, *, name: str, entry: str = "
     if profile.delay_days is not None:
         time = _time_axis(out)
         if time is None:
-            raise DataError(f"{label} has delay_days but entry {entry!r} has no time axis; "
-                            "remove delay_days from the profile or choose another entry")
+            raise DataError(f"{label} has delay_days but entry {entry!r} has no time axis "
+                            "(a 1-D time coordinate of its own dimension); remove delay_days "
+                            "from the profile or choose another entry")
         clock = now or dt.datetime.now(dt.UTC)
         if clock.tzinfo is not None:
             clock = clock.astimezone(dt.UTC).replace(tzinfo=None)
@@ -501,6 +502,13 @@ def apply_profile(ds: xr.Dataset, profile: Profile, *, name: str, entry: str = "
 
     lat, lon = _axis(out, "latitude", entry), _axis(out, "longitude", entry)
     geoms = [_zone_geometry(profile, name, i) for i in range(len(profile.exclude))]
+    if geoms:
+        partial = [str(n) for n, v in out.data_vars.items()
+                   if (lat in v.dims) != (lon in v.dims)]
+        if partial:  # a zonal or meridional aggregate cannot be masked by a polygon
+            raise UsageError(f"{label} masks exclusion zones, but {', '.join(partial)} of "
+                             f"entry {entry!r} lie along only one of {lat}, {lon} (aggregates "
+                             "over the other); add them to the profile's drop list")
     if profile.min_cell is not None or profile.decimals is not None:
         # exact positions must not survive in the bounds of a coarsened or rounded grid
         bounds = [b for d in (lat, lon) for b in out.cf.bounds.get(str(d), [])
@@ -513,10 +521,8 @@ def apply_profile(ds: xr.Dataset, profile: Profile, *, name: str, entry: str = "
         out[dim].encoding = {}
 
     if geoms:
-        out, count, changed = _mask(out, geoms, lat, lon)
+        out, masked_source, changed = _mask(out, geoms, lat, lon)
         touched.update(changed)
-        if count:
-            changes.append(f"masked {count} grid points in {len(geoms)} exclusion zones")
 
     if profile.min_cell is not None:
         steps = {d: _spacing(out[d].values) for d in (lat, lon)}
@@ -533,8 +539,9 @@ def apply_profile(ds: xr.Dataset, profile: Profile, *, name: str, entry: str = "
             # align the chunks with whole coarse cells, so each dask task reads whole cells
             aligned = {}
             for dim, factor in factors.items():
-                chunks = out.chunks.get(dim) if out.chunks else None
-                size = max(chunks) if chunks else out.sizes[dim]
+                sizes = [max(v.chunksizes[dim]) for v in out.variables.values()
+                         if v.chunks and dim in v.dims]
+                size = max(sizes) if sizes else out.sizes[dim]
                 aligned[dim] = max(factor, (size // factor) * factor)
             coarse = out.chunk(aligned).coarsen(factors, boundary="trim").mean(keep_attrs=True)
             touched.update(str(n) for n, v in out.data_vars.items()
@@ -559,10 +566,12 @@ def apply_profile(ds: xr.Dataset, profile: Profile, *, name: str, entry: str = "
             changes.append(f"rounded {', '.join(moved)} to {profile.decimals} decimals")
 
     if geoms:
-        out, count, changed = _mask(out, geoms, lat, lon)
+        out, masked_output, changed = _mask(out, geoms, lat, lon)
         touched.update(changed)
-        if count and not any(c.startswith("masked") for c in changes):
-            changes.append(f"masked {count} grid points in {len(geoms)} exclusion zones")
+        if masked_source or masked_output:
+            changes.append(f"masked {masked_source} source grid points before any averaging "
+                           f"and {masked_output} published grid points in {len(geoms)} "
+                           "exclusion zones")
 
     if not changes:
         raise UsageError(
