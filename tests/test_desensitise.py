@@ -441,6 +441,7 @@ def test_sample_profiles_file_is_valid() -> None:
     from oceandata.governance.desensitise import default_profiles_path, load_profile, load_profiles
 
     path = Path(__file__).resolve().parents[1] / "catalogs" / "profiles.yaml"
-    assert default_profiles_path() == path or os.environ.get("OCEANDATA_CATALOG")
+    if "OCEANDATA_CATALOG" not in os.environ:  # a checkout's root catalog: catalogs/ocean.yaml
+        assert default_profiles_path() == path
     for name in load_profiles(path).profiles:
         load_profile(name, path)

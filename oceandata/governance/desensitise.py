@@ -67,9 +67,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import DataError, NotAuthorized, UsageError, suggest
 
-__all__ = ["DEFAULT_PROFILES", "ExclusionZone", "Profile", "ProfileSet", "Publication",
-           "apply_profile", "default_profiles_path", "load_profile", "load_profiles",
-           "publish", "source_version"]
+__all__ = ["DEFAULT_PROFILES", "PROFILE_KEYS", "Applied", "ExclusionZone", "Profile",
+           "ProfileSet", "Publication", "apply_profile", "content_sha256",
+           "default_profiles_path", "default_stores_catalog", "load_profile", "load_profiles",
+           "profile_content", "publish", "source_version"]
 
 #: File name of the profiles file looked for beside the root catalog.
 DEFAULT_PROFILES = "profiles.yaml"
@@ -815,7 +816,9 @@ def publish(entry: str, *, profile: str, to: str | os.PathLike[str],
                              "path")
         snapshot = _write(out, target, message=message, metadata=metadata)
     try:
-        _register(register_path, new_name, target, src, derived)
+        # one writer of the catalog file at a time (read, add the entry, replace)
+        with store_lock(register_path, command=command, wait=30.0):
+            _register(register_path, new_name, target, src, derived)
     except BaseException:
         from ..atomic import remove_path
 
