@@ -291,8 +291,19 @@ def _zone_geometry(profile: Profile, name: str, index: int) -> Any:
 
 
 def profile_content(profile: Profile) -> dict[str, Any]:
-    """The profile as recorded in a commit: its declared keys, GeoJSON zones with their
-    file's sha256 and geometry, so the record alone says what was applied."""
+    """The profile as recorded in a commit: its declared keys (as spelled in the file),
+    each GeoJSON zone with its path and its file's sha256.
+
+    Parameters
+    ----------
+    profile
+        A loaded profile (GeoJSON paths already resolved).
+
+    Returns
+    -------
+    dict
+        JSON-ready.
+    """
     from ..ingest.checksums import file_sha256
 
     content = profile.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -304,7 +315,18 @@ def profile_content(profile: Profile) -> dict[str, Any]:
 
 
 def content_sha256(content: Mapping[str, Any]) -> str:
-    """SHA-256 of canonical JSON (sorted keys, no spaces) of a profile's content."""
+    """SHA-256 of a profile's content as canonical JSON.
+
+    Parameters
+    ----------
+    content
+        From :func:`profile_content`.
+
+    Returns
+    -------
+    str
+        Hex digest of the UTF-8 JSON with sorted keys and no spaces.
+    """
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
