@@ -142,6 +142,26 @@ def test_sign_up_approval_and_sign_in_name_the_client(hub: Hub, admin: HubClient
     assert rec["detail"]["claimed"].endswith(f"... ({len(bad.name)} characters)")
 
 
+def test_a_locked_name_is_recorded_as_denied(hub: Hub, admin: HubClient) -> None:
+    """5 failures lock the name (1 s on the test platform, doubling with each failure
+    after a lock): wrong passwords until one is refused unread (429)."""
+    user = _browser(new_user(hub, admin, _name("lock")))
+    user.session.cookies.clear()
+    for _ in range(10):
+        user.session.get(f"{hub.url}/hub/login")
+        r = user.session.post(f"{hub.url}/hub/login", allow_redirects=False, data={
+            "username": user.name, "password": "wrong-password-0", "_xsrf": user._xsrf()})
+        if r.status_code == 429:
+            break
+    assert r.status_code == 429, r.text
+    rec = _record(hub, "hub.login_failed", {"reason": "locked after failed sign-ins"},
+                  target=f"user:{user.name}")
+    assert (rec["actor"], rec["outcome"], rec["source"]) == (None, "denied", CLIENT)
+    failed = _records(hub, "hub.login_failed", {"reason": "wrong password"},
+                      target=f"user:{user.name}")
+    assert len(failed) >= 5 and all(f["outcome"] == "failed" for f in failed)
+
+
 def test_the_approval_pages_and_refused_sign_ups(hub: Hub, admin: HubClient) -> None:
     approved, discarded = HubClient(hub, _name("page")), HubClient(hub, _name("junk"))
     approved.signup()
