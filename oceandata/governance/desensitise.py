@@ -718,11 +718,11 @@ def _write(ds: xr.Dataset, target: Path, *, message: str, metadata: dict[str, An
     from ..atomic import atomic_output
     from ..ingest.checksums import dataset_digests, open_raw
     from ..ingest.chunks import plan_dataset
-    from ..ingest.pipeline import _encoding
+    from ..ingest.pipeline import zarr_encoding
     from ..ingest.store import BRANCH, open_repository
 
     plan = plan_dataset(ds, "auto")
-    chunked, encoding = _encoding(ds, plan)
+    chunked, encoding = zarr_encoding(ds, plan)
     with atomic_output(target, overwrite=False) as tmp:  # removed on failure or signal
         repo = open_repository(tmp, create=True)
         session = repo.writable_session(BRANCH)

@@ -237,8 +237,23 @@ def open_sources(paths: Sequence[Path], *, args: dict[str, Any] | None = None,
 # --------------------------------------------------------------------------- writing
 
 
-def _encoding(ds: xr.Dataset, plan: dict[str, dict[str, int]]) -> tuple[xr.Dataset, dict]:
-    """Chunk *ds* to the plan and build the Zarr encoding (chunks plus kept CF encoding)."""
+def zarr_encoding(ds: xr.Dataset, plan: dict[str, dict[str, int]]
+                  ) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    """Chunk *ds* to the plan and build the Zarr encoding (chunks plus kept CF encoding).
+
+    Parameters
+    ----------
+    ds
+        The dataset to write.
+    plan
+        Chunk sizes per variable and dimension (:mod:`oceandata.ingest.chunks`).
+
+    Returns
+    -------
+    tuple
+        The rechunked dataset and its ``encoding`` for ``to_zarr``; every store writer of
+        the platform (ingest, rechunk, publish) writes with it.
+    """
     out = ds.copy()
     encoding: dict[str, dict[str, Any]] = {}
     for name, var in out.variables.items():
@@ -432,7 +447,7 @@ def _create(target: Path, ds: xr.Dataset, sources: list[Source], *, name: str,
             target_bytes: int, report_path: Path | None,
             report: dict[str, Any] | None) -> IngestResult:
     plan = plan_dataset(ds, chunks, target_bytes=target_bytes)
-    chunked, encoding = _encoding(ds, plan)
+    chunked, encoding = zarr_encoding(ds, plan)
     message = f"ingest {name}: {len(sources)} files"
     if fmt == "zarr":
         from ..atomic import atomic_output
@@ -567,7 +582,7 @@ def _rechunk_locked(source: Path, target: Path, *, chunks: str | dict[str, int],
     snapshot, meta = version_metadata(source, version)
     ds = open_store(source, version=version)  # decoded; its encoding re-encodes it exactly
     plan = plan_dataset(ds, chunks, target_bytes=target_bytes)
-    chunked, encoding = _encoding(ds, plan)
+    chunked, encoding = zarr_encoding(ds, plan)
     repo = open_repository(target, create=True)
     session = repo.writable_session(BRANCH)
     try:
