@@ -395,10 +395,9 @@ def test_batch_jobs_submitted_and_cancelled_are_recorded(trail: Path, tmp_path: 
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from tests.hub_helpers import running_hub, wait_for_service
 
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("OCEANDATA_GOVERNANCE__")}
-    with mock.patch.dict(os.environ, env, clear=True), running_hub(
-            tmp_path_factory.mktemp("hub-audit") / "var") as h:
+    data = tmp_path_factory.mktemp("hub-audit") / "var"
+    # the platform's default place: the hub hands it to its services
+    with audit_env(f"sqlite:///{data / 'audit.sqlite'}"), running_hub(data) as h:
         wait_for_service(h)
         yield h
 
