@@ -144,7 +144,7 @@ def catalog_validate(
     from .io.validate import validate_catalog
 
     cat = open_catalog(path)
-    load_negative_list()  # a malformed negative list is a catalog error too
+    load_negative_list(root=cat.path)  # a malformed negative list is a catalog error too
     problems = [] if schema_only else validate_catalog(cat, remote=remote)
     if as_json:
         _print_json({"catalog": str(cat.path), "entries": len(cat),

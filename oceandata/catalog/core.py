@@ -206,6 +206,8 @@ class Entry:
     description: str | None
     source_file: Path
     line: int | None = None
+    #: the root catalog file the entry was opened through (its negative list is beside it)
+    root: Path | None = field(default=None, repr=False, compare=False)
 
     @property
     def where(self) -> str:
@@ -582,4 +584,7 @@ def open_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
         target = target / "ocean.yaml"
     if not target.exists() and path is None:
         raise UsageError(f"the default catalog {target} does not exist; set OCEANDATA_CATALOG")
-    return _build(target, {}, ())
+    cat = _build(target, {}, ())
+    for entry in cat.entries.values():  # the negative list beside this root applies
+        entry.root = cat.path
+    return cat

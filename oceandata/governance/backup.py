@@ -78,7 +78,8 @@ from ..config import get_settings
 from ..errors import DataError, OceandataError, UsageError
 
 __all__ = ["BackupError", "DrillFailed", "backup", "databases", "drill", "gc_store",
-           "password_file", "repository", "restore", "snapshots", "stores"]
+           "password_file", "repository", "restore", "shown_repository", "snapshots",
+           "stores"]
 
 #: restic tag of every snapshot this module makes
 TAG = "oceandata"
@@ -109,6 +110,12 @@ def repository() -> str:
     """The restic repository: ``governance.backup_repository`` or ``<data dir>/backup/restic``."""
     configured = get_settings().governance.backup_repository
     return configured or str(_data_dir() / "backup" / "restic")
+
+
+def shown_repository() -> str:
+    """:func:`repository` as it may be printed, logged or audited: the password of a URL
+    (``rest:https://user:password@host/``) replaced by ``***``, as restic shows it."""
+    return re.sub(r"(://[^/@:]*:)[^/]*@", r"\1***@", repository())
 
 
 def password_file() -> Path:
@@ -165,7 +172,7 @@ def _restic(*args: str, cwd: Path | None = None, check: bool = True
     proc = subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           check=False)
     if check and proc.returncode != 0:
-        raise BackupError(f"restic {args[0]} on {repository()} failed: "
+        raise BackupError(f"restic {args[0]} on {shown_repository()} failed: "
                           f"{_last_line(proc.stderr) or f'exit code {proc.returncode}'}")
     return proc
 
@@ -183,7 +190,7 @@ def _ensure_repository() -> None:
     local = "://" not in repository() and not re.match(r"^[a-z0-9]+:", repository())
     if (local and (Path(repository()) / "config").exists()) or \
             "wrong password" in probe.stderr:
-        raise BackupError(f"the restic repository {repository()} exists but cannot be opened "
+        raise BackupError(f"the restic repository {shown_repository()} exists but cannot be opened "
                           f"with {password_file()}: {_last_line(probe.stderr)}")
     if local:
         Path(repository()).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -225,11 +232,11 @@ def _resolve_snapshot(snapshot: str) -> dict[str, Any]:
         raise UsageError(f"--snapshot {snapshot!r} is not a snapshot id: give `latest` or an "
                          "id from `oceandata admin snapshots`")
     if _restic("cat", "config", check=False).returncode != 0:
-        raise UsageError(f"no backup repository at {repository()}: run `oceandata admin "
+        raise UsageError(f"no backup repository at {shown_repository()}: run `oceandata admin "
                          "backup` first")
     raw = json.loads(_restic("snapshots", "--json", "--tag", TAG).stdout or "[]")
     if not raw:
-        raise UsageError(f"the repository {repository()} holds no oceandata backup: run "
+        raise UsageError(f"the repository {shown_repository()} holds no oceandata backup: run "
                          "`oceandata admin backup` first")
     if snapshot == "latest":
         return max(raw, key=lambda s: _parse_time(s["time"]))
@@ -670,7 +677,7 @@ def backup(*, wait: float = 120.0, echo: Callable[[str], None] | None = None
     try:
         return _backup(wait=wait, echo=echo)
     except OceandataError as exc:
-        _audit("backup.create", f"backup:{repository()}", "failed", {"error": str(exc)})
+        _audit("backup.create", f"backup:{shown_repository()}", "failed", {"error": str(exc)})
         raise
 
 
@@ -1025,7 +1032,7 @@ def drill(*, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     try:
         return _drill(echo=echo)
     except OceandataError as exc:
-        _audit("backup.drill", f"backup:{repository()}", "failed", {"error": str(exc)})
+        _audit("backup.drill", f"backup:{shown_repository()}", "failed", {"error": str(exc)})
         raise
 
 
@@ -1040,7 +1047,7 @@ def _drill(*, echo: Callable[[str], None] | None) -> dict[str, Any]:
     scratch.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     failures: list[str] = []
     report: dict[str, Any] = {"drill_at": _iso(began), "host": socket.gethostname(),
-                              "repository": repository()}
+                              "repository": shown_repository()}
     try:
         clock = time.monotonic()
         errors = _restic_restore(snap, scratch)

@@ -39,7 +39,7 @@ def admin_backup(as_json: JsonOpt = False, wait: WaitOpt = 120.0) -> None:
         _json(manifest)
     else:
         snap, secs = manifest["snapshot"], manifest["seconds"]
-        out.print(f"backup {snap['short_id']} ({snap['id']}) in {backup.repository()}: "
+        out.print(f"backup {snap['short_id']} ({snap['id']}) in {backup.shown_repository()}: "
                   f"{len(manifest['stores'])} stores, "
                   f"{len([d for d in manifest['databases'] if d.get('file')])} databases, "
                   f"{len(manifest['catalogs'])} catalog files; {secs['total']:.1f} s "
@@ -112,7 +112,7 @@ def admin_snapshots(as_json: JsonOpt = False) -> None:
     if as_json:
         _json(rows)
         return
-    table = Table(title=backup.repository())
+    table = Table(title=backup.shown_repository())
     for col in ("snapshot", "time", "copies began", "stores", "databases", "drill"):
         table.add_column(col, overflow="fold")
     for r in rows:

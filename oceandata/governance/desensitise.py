@@ -83,6 +83,27 @@ _STATISTICS_ATTRS = ("actual_range", "valid_range", "valid_min", "valid_max", "a
 #: missing values are written as floats).
 _PACKING = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+#: CF units of latitude and longitude (positions a spatial profile must treat or drop)
+_POSITION_UNITS = frozenset({"degrees_north", "degree_north", "degree_n", "degrees_n",
+                             "degreen", "degreesn", "degrees_east", "degree_east",
+                             "degree_e", "degrees_e", "degreee", "degreese"})
+#: global attribute prefixes (ACDD) that describe the source's extent, resolution or period
+_EXTENT_PREFIXES = {"time": ("time_coverage_",), "space": ("geospatial_",)}
+
+
+def _scrub_summaries(out: xr.Dataset, touched: set[str], extents: set[str]) -> None:
+    """Remove statistics (and packing) of changed variables and the source's extents."""
+    for var_name in touched:
+        if var_name in out.variables:
+            var = out[var_name].variable
+            for key in _STATISTICS_ATTRS:
+                var.attrs.pop(key, None)
+            if var_name in out.data_vars and var.dtype.kind not in "Mm":  # times: units
+                for key in _PACKING:
+                    var.encoding.pop(key, None)
+    prefixes = tuple(p for kind in extents for p in _EXTENT_PREFIXES[kind])
+    if prefixes:
+        out.attrs = {k: v for k, v in out.attrs.items() if not str(k).startswith(prefixes)}
 
 
 # --------------------------------------------------------------------------- profiles
@@ -478,6 +499,7 @@ def apply_profile(ds: xr.Dataset, profile: Profile, *, name: str, entry: str = "
     label = f"profile {name!r}"
     changes: list[str] = []
     touched: set[str] = set()
+    extents: set[str] = set()
     out = ds.copy()
     out.attrs = {k: v for k, v in ds.attrs.items() if not str(k).startswith("oceandata_")}
 
@@ -514,6 +536,9 @@ def apply_profile(ds: xr.Dataset, profile: Profile, *, name: str, entry: str = "
         if removed:
             out = out.isel({time: np.flatnonzero(keep)})
             changes.append(f"removed {removed} time steps ending after {cutoff_text}")
+            # statistics along time summarise the withheld steps too
+            touched.update(str(n) for n, v in out.variables.items() if time in v.dims)
+            extents.add("time")
 
     spatial = profile.min_cell is not None or profile.exclude or profile.decimals is not None
     if not spatial:
@@ -521,9 +546,21 @@ def apply_profile(ds: xr.Dataset, profile: Profile, *, name: str, entry: str = "
             raise UsageError(f"{label} changes nothing in entry {entry!r}: no time step is "
                              "newer than the cutoff; publishing would release the data as "
                              "they are")
+        _scrub_summaries(out, touched, extents)
         return Applied(out, changes, cutoff_text)
 
     lat, lon = _axis(out, "latitude", entry), _axis(out, "longitude", entry)
+    axis_bounds = {str(b) for d in (lat, lon) for b in out.cf.bounds.get(str(d), [])}
+    positions = [str(n) for n, v in out.variables.items()
+                 if n not in (lat, lon) and str(n) not in axis_bounds
+                 and (str(v.attrs.get("units", "")).strip().lower() in _POSITION_UNITS
+                      or v.attrs.get("standard_name") in ("latitude", "longitude"))]
+    if positions:  # exact positions off the grid: not masked, coarsened nor rounded
+        raise UsageError(f"{label} treats the {lat}/{lon} grid, but {', '.join(positions)} "
+                         f"of entry {entry!r} hold other latitudes or longitudes; add them "
+                         "to the profile's drop list")
+    touched.update((str(lat), str(lon)))
+    extents.add("space")
     geoms = [_zone_geometry(profile, name, i) for i in range(len(profile.exclude))]
     if geoms:
         partial = [str(n) for n, v in out.data_vars.items()
@@ -602,13 +639,7 @@ def apply_profile(ds: xr.Dataset, profile: Profile, *, name: str, entry: str = "
             "point lies in an exclusion zone, rounding moves no coordinate, no time step is "
             "newer than the cutoff and nothing is dropped; publishing it would release the "
             "data as they are at the source's resolution")
-    for var_name in touched:
-        if var_name in out.data_vars:
-            var = out[var_name]
-            for key in _STATISTICS_ATTRS:
-                var.attrs.pop(key, None)
-            for key in _PACKING:
-                var.encoding.pop(key, None)
+    _scrub_summaries(out, touched, extents)
     return Applied(out, changes, cutoff_text)
 
 

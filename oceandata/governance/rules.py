@@ -122,33 +122,43 @@ class Decision:
 _CACHE: dict[Path, tuple[float, NegativeList]] = {}
 
 
-def negative_list_path() -> Path | None:
+def negative_list_path(root: str | os.PathLike[str] | None = None) -> Path | None:
     """The negative list in force: the setting, else ``negative-list.yaml`` beside the root
-    catalog when it exists, else None."""
+    catalog when it exists, else None.
+
+    Parameters
+    ----------
+    root
+        The root catalog the entries were opened through (``oceandata serve --catalog``,
+        ``open_catalog(path)``); default the ``OCEANDATA_CATALOG`` setting.
+    """
     from ..config import get_settings
 
     settings = get_settings()
     if settings.governance.negative_list is not None:
         return Path(settings.governance.negative_list)
-    catalog = Path(settings.catalog)
+    catalog = Path(root) if root is not None else Path(settings.catalog)
     beside = (catalog if catalog.is_dir() else catalog.parent) / "negative-list.yaml"
     return beside if beside.is_file() else None
 
 
-def load_negative_list(path: str | os.PathLike[str] | None = None) -> NegativeList:
+def load_negative_list(path: str | os.PathLike[str] | None = None, *,
+                       root: str | os.PathLike[str] | None = None) -> NegativeList:
     """Read the negative list (cached until the file changes).
 
     Parameters
     ----------
     path
-        The YAML file; default :func:`negative_list_path`.
+        The YAML file; default :func:`negative_list_path` of *root*.
+    root
+        The root catalog whose list applies (see :func:`negative_list_path`).
 
     Raises
     ------
     CatalogError
         The file named by the setting is missing, or is not a valid negative list.
     """
-    target = Path(path) if path is not None else negative_list_path()
+    target = Path(path) if path is not None else negative_list_path(root)
     if target is None:
         return NegativeList()
     try:
@@ -209,7 +219,9 @@ def effective_release(entry: Any, *, on: dt.date | None = None,
     name, md = _metadata(entry)
     c = md.classification
     release, reason = c.release, f"{c.grade} data released {c.release!r} by its owner"
-    rule = (negative if negative is not None else load_negative_list()).match(name)
+    if negative is None:  # the list beside the root catalog the entry was opened through
+        negative = load_negative_list(root=getattr(entry, "root", None))
+    rule = negative.match(name)
     if rule is not None and RELEASES.index(rule.release) > RELEASES.index(release):
         release, reason = rule.release, f"on the site's negative list ({rule.reason})"
     day = on or today()

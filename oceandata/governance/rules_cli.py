@@ -24,7 +24,7 @@ def catalog_grades(
     from .rules import effective_release, load_negative_list, negative_list_path
 
     cat = open_catalog(path)
-    negative = load_negative_list()
+    negative = load_negative_list(root=cat.path)
     rows: list[dict[str, Any]] = []
     for name, entry in cat.entries.items():
         c = entry.metadata.classification
@@ -36,10 +36,10 @@ def catalog_grades(
                      "groups": entry.metadata.access.groups})
     if as_json:
         sys.stdout.write(json.dumps({"catalog": str(cat.path),
-                                     "negative_list": str(negative_list_path() or ""),
+                                     "negative_list": str(negative_list_path(cat.path) or ""),
                                      "entries": rows}, indent=2) + "\n")
         return
-    table = Table(title=f"{cat.path} (negative list: {negative_list_path() or 'none'})")
+    table = Table(title=f"{cat.path} (negative list: {negative_list_path(cat.path) or 'none'})")
     for col in ("name", "category", "grade", "owner", "declared", "release", "reason"):
         table.add_column(col, overflow="fold")
     for row in rows:
