@@ -18,10 +18,10 @@ from oceandata.catalog import open_catalog
 from oceandata.dataservice import create_app
 from oceandata.ingest import ingest, tag
 from oceandata.ingest.register import register_store
+from tests.dataservice_helpers import serving
 
 OPEN = {"category": "scientific", "grade": "general", "rationale": "test data",
         "owner": "test", "release": "open"}
-from tests.dataservice_helpers import serving
 
 
 @pytest.fixture(scope="module")
