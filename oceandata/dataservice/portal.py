@@ -146,6 +146,21 @@ def _access(entry: Entry) -> str:
     return "public" if release == "open" else release
 
 
+def _classification_labels(lang: str, entry: Entry) -> dict[str, str]:
+    """The entry's category and grade as the page's language names them."""
+    c = entry.metadata.classification
+    categories = {
+        "observation": gettext(lang, "observation"), "survey": gettext(lang, "survey"),
+        "model": gettext(lang, "model output"), "reanalysis": gettext(lang, "reanalysis"),
+        "scientific": gettext(lang, "research product"), "derived": gettext(lang, "derived"),
+    }
+    grades = {"general": gettext(lang, "general data"),
+              "important": gettext(lang, "important data"),
+              "core": gettext(lang, "core data")}
+    return {"category": categories.get(c.category, c.category),
+            "grade": grades.get(c.grade, c.grade)}
+
+
 def _access_label(lang: str, level: str) -> str:
     if level == "restricted":
         return gettext(lang, "restricted")
@@ -342,7 +357,7 @@ def dataset_page(request: Request, dataset_id: str) -> HTMLResponse:
     return _render(
         request, "dataset.html", entry=entry, md=md, dataset_id=dataset_id,
         abstract=_abstract(entry), access_label=_access_label(lang, _access(entry)),
-        release=_access(entry),
+        release=_access(entry), labels=_classification_labels(lang, entry),
         versions=_versions(entry, version), downloads=_downloads_available(),
         **access)
 
