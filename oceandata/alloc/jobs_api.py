@@ -12,6 +12,13 @@ answers 404, as if it did not exist; admins see every job.
 - JSON: ``{"script": "<text>", "script_name": "run.py", "args": [...], "cores": 2,
   "memory": "4GB", "walltime": "1:00:00", "allocation_id": 1, "backend": "local"}``.
 
+A notebook (a ``script`` named ``*.ipynb``) takes no arguments but parameters: ``args``
+as ``["-p", "year", "1997", ...]`` (what ``oceandata submit`` sends), or ``parameters``,
+a JSON object ``{"year": "1997"}`` (``true``/``false``/``null`` become
+``True``/``False``/``None``; values typed in the job as papermill's ``-p`` types
+them, :func:`oceandata.jobs.notebook.resolve_type`). Bad notebooks and parameters are
+refused with 400 before anything is queued.
+
 Errors: 400 bad request (one line saying what and what is valid), 403 over quota (or a
 cookie session without its CSRF token), 404 no such job (or not yours), 409 already ended,
 413 body too large, 415 a body that is neither multipart/form-data nor application/json
@@ -62,6 +69,8 @@ SUBMIT_SCHEMA = {
         "script": {"type": "string", "description": "The script's text."},
         "script_name": {"type": "string"},
         "args": {"type": "array", "items": {"type": "string"}},
+        "parameters": {"type": "object", "additionalProperties": {"type": "string"},
+                       "description": "A notebook's parameters (name: value)."},
         "cores": {"type": "integer"}, "memory": {"type": "string"},
         "walltime": {"type": "string"}, "allocation_id": {"type": "integer"},
         "backend": {"type": "string", "enum": ["local", "slurm"]},
@@ -108,6 +117,22 @@ def _args(value: Any) -> list[str]:
         raise UsageError(f"args: at most {MAX_ARGS} arguments of at most {MAX_ARG_CHARS} "
                          "characters")
     return [str(v) for v in value]
+
+
+def _parameters(value: Any) -> list[str]:
+    """A notebook's ``parameters`` field (a JSON object, or its text) as ``-p`` triples."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if len(value) <= MAX_ARGS * MAX_ARG_CHARS else None
+        except (json.JSONDecodeError, RecursionError):
+            value = None
+    if not isinstance(value, dict) or not all(
+            v is None or isinstance(v, (str, int, float)) for v in value.values()):
+        raise UsageError('parameters: give a JSON object of names and values, e.g. '
+                         '{"year": "1997"}')
+    return _args([token for name, v in value.items() for token in ("-p", str(name), str(v))])
 
 
 def _allocation(value: Any) -> int | None:
@@ -176,7 +201,8 @@ async def submit_job(request: Request, user: HubUser = Depends(current_user)) ->
             with tempfile.TemporaryDirectory(prefix="oceandata-upload-") as tmp:
                 script = Path(tmp) / name
                 script.write_bytes(data)
-                spec = make_spec(script, _args(fields.get("args")),
+                spec = make_spec(script, _args(fields.get("args"))
+                                 + _parameters(fields.get("parameters")),
                                  cores=fields.get("cores", 1),
                                  memory=fields.get("memory", "2GB"),
                                  walltime=fields.get("walltime", "1:00:00"),

@@ -15,10 +15,13 @@ without the service's secrets (hub tokens, database URL, dask-gateway address), 
 
 :class:`LocalBackend`
     Runs ``python SCRIPT ARGS`` (the script itself when it is executable) in its own
-    process group, at most ``max_concurrent`` jobs at once, first come first served.
-    A watcher thread starts queued jobs, notices exits (COMPLETED on exit code 0, else
-    FAILED), kills a job past its walltime (TIMEOUT) or cancelled (CANCELLED):
-    SIGTERM to the process group, SIGKILL after a grace period. A small shell wrapper
+    process group, at most ``max_concurrent`` jobs at once, first come first served. A
+    watcher thread starts queued jobs, notices exits (COMPLETED on exit code 0, else
+    FAILED), kills a job past its walltime (TIMEOUT) or cancelled (CANCELLED): SIGTERM
+    to the process group, SIGKILL after a grace period. A notebook (``.ipynb``) runs as
+    ``python -m oceandata.jobs.notebook NOTEBOOK -p NAME VALUE ...`` on both backends
+    (papermill, :mod:`oceandata.jobs.notebook`); when it fails, the failing cell's error
+    it leaves in ``<job dir>/.failure`` is the job's reason. A small shell wrapper
     writes the exit code to ``<job dir>/.exit_code``, and ``backend_id`` holds
     ``pid:start-time``: after a service restart, a job whose process still runs is
     adopted (watched again, walltime included), one whose process ended while the
@@ -71,6 +74,8 @@ from ..errors import OceandataError
 from ..hub import accounts
 from ..testing.slurm import parse_duration, parse_scontrol_record
 from . import JobSettings
+from .notebook import RUNNER as NOTEBOOK_RUNNER
+from .notebook import failure_reason, is_notebook
 from .spec import format_walltime
 
 log = logging.getLogger(__name__)
@@ -187,8 +192,11 @@ def job_account(owner: str, workdir: Path, env: dict[str, str]) -> dict[str, Any
 
 
 def job_command(job: Job, python: str = sys.executable) -> list[str]:
-    """``python SCRIPT ARGS``, or ``SCRIPT ARGS`` when the script is executable."""
+    """``python SCRIPT ARGS``, or ``SCRIPT ARGS`` when the script is executable; for a
+    notebook, ``python -m oceandata.jobs.notebook NOTEBOOK -p NAME VALUE ...``."""
     script = Path(job.workdir) / job.script
+    if is_notebook(script):
+        return [python, "-m", NOTEBOOK_RUNNER, str(script), *job.args]
     if os.access(script, os.X_OK):
         return [str(script), *job.args]
     return [python, str(script), *job.args]
@@ -354,7 +362,7 @@ class LocalBackend:
             else:
                 ended = dt.datetime.fromtimestamp((workdir / EXIT_FILE).stat().st_mtime, dt.UTC)
                 self._finish(job.id, started, ended, code, None,
-                             note="finished while the service was down")
+                             note="finished while the service was down", workdir=workdir)
 
     # -- requests
 
@@ -411,7 +419,8 @@ class LocalBackend:
                 ended = utcnow()
                 with self._cond:
                     self._running.pop(proc.job_id, None)
-                self._finish(proc.job_id, proc.started, ended, code, proc.killed_for)
+                self._finish(proc.job_id, proc.started, ended, code, proc.killed_for,
+                             workdir=proc.workdir)
                 continue
             if proc.killed_for is None and now >= proc.deadline:
                 with self._cond:
@@ -428,7 +437,8 @@ class LocalBackend:
             self._launch(job_id)
 
     def _finish(self, job_id: str, started: dt.datetime, ended: dt.datetime,
-                code: int | None, killed_for: str | None, note: str | None = None) -> None:
+                code: int | None, killed_for: str | None, note: str | None = None,
+                workdir: Path | None = None) -> None:
         if killed_for == "cancel":
             state, reason = JobState.CANCELLED, "cancelled by its owner"
         elif killed_for == "timeout":
@@ -441,6 +451,8 @@ class LocalBackend:
             state, reason = JobState.FAILED, f"killed by signal {-code}"
         else:
             state, reason = JobState.FAILED, f"exit code {code}"
+            if workdir is not None:  # a notebook's failing cell says more
+                reason = failure_reason(workdir) or reason
         if note:
             reason = f"{reason}; {note}" if reason else note
         transition(self.db_url, job_id, state, from_states=[JobState.RUNNING],
@@ -783,18 +795,18 @@ class SlurmBackend:
         """Bring the unfinished Slurm jobs' states up to date; charge those that ended."""
         with self._lock:
             with session_scope(self.db_url) as session:
-                jobs = [(j.id, j.backend_id, j.state, _aware(j.submitted_at))
+                jobs = [(j.id, j.backend_id, j.state, _aware(j.submitted_at), j.workdir)
                         for j in session.scalars(select(Job).where(
                             Job.backend == self.name, Job.state.in_(UNFINISHED)))]
-            ids = [b for _, b, _, _ in jobs if b]
+            ids = [b for _, b, _, _, _ in jobs if b]
             records = self.records(ids) if ids else {}
-            for job_id, slurm_id, state, submitted in jobs:
+            for job_id, slurm_id, state, submitted, workdir in jobs:
                 record = records.get(slurm_id or "")
                 if record is None:
                     self._unknown(job_id, slurm_id, submitted)
                     continue
                 self._misses.pop(job_id, None)
-                self._apply(job_id, state, record)
+                self._apply(job_id, state, record, Path(workdir) if workdir else None)
 
     def _unknown(self, job_id: str, slurm_id: str | None, submitted: dt.datetime | None) -> None:
         misses = self._misses[job_id] = self._misses.get(job_id, 0) + 1
@@ -804,7 +816,8 @@ class SlurmBackend:
             transition(self.db_url, job_id, JobState.FAILED, ended_at=utcnow(),
                        reason=f"lost: Slurm no longer knows job {slurm_id}")
 
-    def _apply(self, job_id: str, current: JobState, record: SlurmRecord) -> None:
+    def _apply(self, job_id: str, current: JobState, record: SlurmRecord,
+               workdir: Path | None = None) -> None:
         new = map_slurm_state(record.state)
         slurm_name = record.state.split()[0] if record.state.strip() else ""
         if new == current:
@@ -822,6 +835,8 @@ class SlurmBackend:
             reason = f"Slurm: {slurm_name}"
         elif new == JobState.FAILED:
             reason = f"exit code {exit_code}"
+            if workdir is not None:  # a notebook's failing cell says more
+                reason = failure_reason(workdir) or reason
         if sig.isdigit() and int(sig):
             reason = f"{reason or 'Slurm'}; signal {sig}"
         elapsed = record.elapsed_s if record.elapsed_s else None

@@ -4,8 +4,9 @@ The commands talk to the allocations service's REST API at ``OCEANDATA_ALLOC_URL
 (default ``http://127.0.0.1:8000/services/allocations``) with the JupyterHub token in
 ``JUPYTERHUB_API_TOKEN`` (set in every platform server) or ``OCEANDATA_TOKEN``::
 
-    oceandata submit run.py --year 2020 --cores 4 --memory 8GB --walltime 2:00:00 \\
-        --allocation 3
+    oceandata submit run.py --cores 4 --memory 8GB --walltime 2:00:00 --allocation 3 \\
+        -- --year 2020
+    oceandata submit analysis.ipynb -p year 1997 -p region nino34 --cores 2
     oceandata jobs list
     oceandata jobs logs 3f2a...
     oceandata jobs outputs 3f2a... --get maps/sst.nc --to results/
@@ -27,8 +28,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from ..errors import OceandataError, UsageError
+from .notebook import PARAMETER_OPTIONS, check_parameters, is_notebook
 from .spec import check_script, parse_cores, parse_memory, parse_walltime
 
 DEFAULT_URL = "http://127.0.0.1:8000/services/allocations"
@@ -111,11 +114,76 @@ def _show(job: dict[str, Any]) -> None:
         out.print(f"{key:14} {job.get(key)}", markup=False, highlight=False)
 
 
+_PARAMETERS = "oceandata.parameters"
+
+
+def split_parameters(tokens: list[str], options: frozenset[str] = frozenset(),
+                     ) -> tuple[list[str], list[str]]:
+    """Take the ``-p NAME VALUE`` triples out of a command line (before any ``--``).
+
+    They are read here rather than by click, so that a value may start with ``-``
+    (``-p offset -5``) and a ``-p`` without NAME and VALUE is one line and exit 2.
+    *options* are the command's own options (``--cores`` ...): one of them after ``-p``
+    means a NAME or VALUE is missing, not that it is the value.
+
+    Returns
+    -------
+    tuple of list of str
+        The other tokens, and the triples.
+    """
+    rest: list[str] = []
+    triples: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "--":
+            rest += tokens[i:]
+            break
+        if token in PARAMETER_OPTIONS:
+            known = {"--", *PARAMETER_OPTIONS, *options}
+            values: list[str] = []
+            for value in tokens[i + 1:i + 3]:
+                if value in known or value.split("=", 1)[0] in known:
+                    break
+                values.append(value)
+            if len(values) < 2:
+                given = " ".join(values)
+                raise UsageError(f"{token} {given}".rstrip() + ": give a NAME and a VALUE, "
+                                 "e.g. -p year 1997")
+            triples += [token, *values]
+            i += 3
+            continue
+        rest.append(token)
+        i += 1
+    return rest, triples
+
+
+class SubmitCommand(TyperCommand):
+    """``submit`` with its ``-p NAME VALUE`` parameters read by :func:`split_parameters`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            options = frozenset(o for p in self.params for o in getattr(p, "opts", ())
+                                if o.startswith("--"))
+            rest, triples = split_parameters(list(args), options)
+        except UsageError as exc:
+            raise _fail(str(exc)) from None
+        ctx.meta[_PARAMETERS] = triples
+        return super().parse_args(ctx, rest)
+
+
 @_one_line_errors
 def submit_command(
-    script: Annotated[Path, typer.Argument(help="The script (Python, or an executable).")],
+    ctx: typer.Context,
+    script: Annotated[Path, typer.Argument(
+        help="The script (Python, or an executable), or a notebook (.ipynb).")],
     args: Annotated[list[str] | None, typer.Argument(
         help="Arguments of the script (put `--` before ones starting with '-').")] = None,
+    parameter: Annotated[list[str] | None, typer.Option(
+        "-p", "--parameter", metavar="NAME VALUE",
+        help="A notebook's parameter (repeat it): a name its cell tagged `parameters` "
+             "sets, and a value typed as papermill's -p types it (1997 a whole number, "
+             "0.5 a decimal, True/False/None, otherwise text).")] = None,
     cores: Annotated[str, typer.Option(help="Cores, 1 to the node's.")] = "1",
     memory: Annotated[str, typer.Option(help="Memory with a unit: KB, MB, GB, KiB, MiB, GiB.")]
     = "2GB",
@@ -126,8 +194,19 @@ def submit_command(
     backend: Annotated[str, typer.Option(help="local or slurm.")] = "local",
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a batch job (checked against your allocation before it is queued)."""
+    """Submit a batch job or a notebook (checked against your allocation before it is
+    queued)."""
     path = check_script(script)
+    triples = list(parameter or []) + list(ctx.meta.get(_PARAMETERS, []))
+    if is_notebook(path):
+        if args:
+            raise UsageError(f"{args[0]!r}: a notebook takes no arguments; give its "
+                             "parameters as -p NAME VALUE, e.g. -p year 1997")
+        args = check_parameters(path, triples)
+    elif triples:
+        raise UsageError(f"{triples[0]} {triples[1]}: -p gives a notebook's parameters; "
+                         f"{path.name!r} is not a notebook (.ipynb): give a script's own "
+                         "arguments after `--`")
     parse_cores(cores, None)
     parse_memory(memory)
     parse_walltime(walltime, None)
@@ -225,5 +304,5 @@ def outputs_command(
 
 def install(app: Any) -> None:
     """Add ``submit`` and ``jobs`` to the main application."""
-    app.command("submit")(submit_command)
+    app.command("submit", cls=SubmitCommand)(submit_command)
     app.add_typer(jobs_app, name="jobs")

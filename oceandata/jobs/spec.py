@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from .notebook import check_parameters, is_notebook
 
 #: bytes per unit of ``--memory`` (case-insensitive)
 MEMORY_UNITS: dict[str, int] = {
@@ -32,9 +33,9 @@ class JobSpec:
     Attributes
     ----------
     script
-        The script to run (an existing file).
+        The script to run (an existing file), or a notebook (``.ipynb``).
     args
-        Its arguments.
+        Its arguments (a notebook's: ``-p NAME VALUE`` triples).
     cores
         Cores (``--cpus-per-task`` on Slurm).
     memory_mb
@@ -230,7 +231,9 @@ def make_spec(script: object, args: list[str] | tuple[str, ...] = (), *, cores: 
     Parameters
     ----------
     script, args
-        The script and its arguments.
+        The script and its arguments; for a notebook (``.ipynb``) the arguments are
+        ``-p NAME VALUE`` triples, checked against the notebook's parameters
+        (:func:`oceandata.jobs.notebook.check_parameters`).
     cores, memory, walltime
         As given on the command line (``4``, ``4GB``, ``1:00:00``).
     max_cores, max_walltime_s
@@ -250,9 +253,13 @@ def make_spec(script: object, args: list[str] | tuple[str, ...] = (), *, cores: 
     """
     if name is not None and not re.fullmatch(r"[\w.+-]{1,64}", name):
         raise UsageError(f"--name {name!r}: use 1-64 letters, digits, '.', '_', '+' or '-'")
+    path = check_script(script)
+    args = [str(a) for a in args]
+    if is_notebook(path):  # a notebook's arguments are its -p NAME VALUE parameters
+        args = check_parameters(path, args)
     return JobSpec(
-        script=check_script(script),
-        args=tuple(str(a) for a in args),
+        script=path,
+        args=tuple(args),
         cores=parse_cores(cores, max_cores),
         memory_mb=parse_memory(memory),
         walltime_s=parse_walltime(walltime, max_walltime_s),

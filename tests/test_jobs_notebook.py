@@ -1,0 +1,336 @@
+"""Notebooks as batch jobs: ``oceandata submit analysis.ipynb -p NAME VALUE`` (papermill).
+
+The command line talks to the jobs REST API served by uvicorn in a thread, on the local
+backend (a SQLite database in a temporary folder, an approved allocation); the notebooks
+are written by the tests with nbformat and read a real sample file through
+``oceandata.open_dataset``. One test runs a notebook on the real single-node Slurm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+from fastapi import FastAPI, HTTPException, Request
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from sqlalchemy import func, select
+
+from oceandata.alloc import core, db
+from oceandata.alloc.auth import current_user
+from oceandata.alloc.jobs_api import router
+from oceandata.alloc.models import Job, JobState
+from oceandata.hub.security import HubUser
+from oceandata.jobs import JobSettings, service
+from oceandata.jobs.notebook import resolve_type
+from oceandata.jobs.service import JobRuntime
+from oceandata.jobs.spec import make_spec
+
+PARAMETERS = "year = 2000\nregion = 'nowhere'\npath = ''\nfail = False\n"
+ANALYSIS = """\
+import oceandata
+ds = oceandata.open_dataset(path, time=(year, year))
+mean = float(ds.sst.mean())
+print(f"{region} {type(year).__name__} {year} mean SST {mean:.4f}")
+"""
+FAILING = "if fail:\n    raise ValueError(f'no data for {region} in {year}')\n"
+AFTER = "print('after the failure')\n"
+
+
+def write_notebook(path: Path) -> Path:
+    """A parameterised notebook: a `parameters` cell, an analysis, a cell that may fail."""
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [new_markdown_cell("# Mean SST of a year"),
+                new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+                new_code_cell(ANALYSIS), new_code_cell(FAILING), new_code_cell(AFTER)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+@dataclass
+class Env:
+    url: str
+    tmp: Path
+    runtime: JobRuntime
+    alloc_id: int
+
+    def job(self, job_id: str) -> Job:
+        with db.session_scope(self.url) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return job
+
+    def wait(self, job_id: str, timeout: float = 120.0) -> Job:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.state.finished:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job.state}"
+            time.sleep(0.1)
+
+    def count_jobs(self) -> int:
+        with db.session_scope(self.url) as session:
+            return session.scalar(select(func.count()).select_from(Job))
+
+
+def _allocation(url: str, owner: str) -> int:
+    today = dt.date.today()
+    with db.session_scope(url) as session:
+        alloc = core.request_allocation(session, owner, {
+            "project_title": "Notebook jobs", "pi": "Dr Test", "institution": "NMDC",
+            "justification": "testing notebook jobs", "core_hours": 100, "max_cores": 2,
+            "memory_per_job_gb": 4, "storage_gb": 10,
+            "start_date": today - dt.timedelta(days=1),
+            "end_date": today + dt.timedelta(days=30)})
+        core.decide(session, alloc.id, "admin", True, approve=True)
+        return alloc.id
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    url = f"sqlite:///{tmp_path / 'alloc.sqlite'}"
+    db.upgrade(url)
+    settings = JobSettings(max_concurrent=2, max_cores=2, max_walltime_s=3600,
+                           poll_interval=0.2, kill_grace_s=2.0)
+    runtime = JobRuntime(url, data_dir=tmp_path / "data", settings=settings,
+                         slurm=False).start()
+    try:
+        yield Env(url, tmp_path, runtime, _allocation(url, "alice"))
+    finally:
+        runtime.stop(kill_jobs=True)
+
+
+@pytest.fixture
+def cli(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """``cli(*args) -> result``: the jobs commands against the REST API as alice."""
+    import typer
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from oceandata.jobs.cli import install
+
+    app = FastAPI()
+    app.include_router(router, prefix="/api")
+    app.state.db_url = env.url
+    app.state.jobs = env.runtime
+
+    async def token_user(request: Request) -> HubUser:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("token "):
+            raise HTTPException(401, "a JupyterHub token is required")
+        return HubUser(name=auth.split(" ", 1)[1])
+
+    app.dependency_overrides[current_user] = token_user
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+    monkeypatch.setenv("OCEANDATA_ALLOC_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    monkeypatch.setenv("OCEANDATA_TOKEN", "alice")
+    root = typer.Typer()
+
+    @root.callback()
+    def _root() -> None:
+        """Test root."""
+
+    install(root)
+    runner = CliRunner()
+    try:
+        yield lambda *args: runner.invoke(root, [str(a) for a in args])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+def _expected_line(path: Path, year: int, region: str) -> str:
+    import oceandata
+
+    mean = float(oceandata.open_dataset(str(path), time=(year, year)).sst.mean())
+    return f"{region} int {year} mean SST {mean:.4f}"
+
+
+def _cells(executed: Path) -> list[nbformat.NotebookNode]:
+    return nbformat.read(executed, as_version=4).cells
+
+
+def _stream(cell: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
+
+
+def test_notebook_job_keeps_its_executed_notebook_and_html(env: Env, cli, sample) -> None:
+    data = sample("oisst_med_nc")
+    notebook = write_notebook(env.tmp / "nb" / "analysis.ipynb")
+    result = cli("submit", notebook, "-p", "year", "1997", "-p", "region", "Med",
+                 "-p", "path", data, "--cores", "1", "--memory", "1GB", "--walltime", "5:00",
+                 "--allocation", env.alloc_id, "--json")
+    assert result.exit_code == 0, result.output
+    job_id = json.loads(result.stdout)["id"]
+    job = env.wait(job_id)
+    log = (Path(job.workdir) / "job.log").read_text()
+    assert job.state == JobState.COMPLETED, (job.reason, log)
+    assert job.script == "analysis.ipynb"
+    assert job.args == ["-p", "year", "1997", "-p", "region", "Med", "-p", "path", str(data)]
+    listed = cli("jobs", "outputs", job_id, "--json")
+    assert [f["path"] for f in json.loads(listed.stdout)] == ["analysis.html", "analysis.ipynb"]
+    fetched = env.tmp / "fetched"
+    for name in ("analysis.ipynb", "analysis.html"):
+        result = cli("jobs", "outputs", job_id, "--get", name, "--to", fetched)
+        assert result.exit_code == 0, result.output
+    cells = _cells(fetched / "analysis.ipynb")
+    injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1
+    assert "year = 1997\n" in injected[0].source and 'region = "Med"\n' in injected[0].source
+    analysis = next(c for c in cells if c.source == ANALYSIS)
+    expected = _expected_line(data, 1997, "Med")
+    assert _stream(analysis).strip() == expected
+    assert _stream(cells[-1]).strip() == "after the failure"
+    html = (fetched / "analysis.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and expected in html
+    assert "Mean SST of a year" in html
+    with db.session_scope(env.url) as session:  # charged like any job
+        assert core.used_core_hours(session, env.alloc_id) > 0
+
+
+def test_failing_cell_fails_the_job_with_its_error(env: Env, cli, sample) -> None:
+    data = sample("oisst_med_nc")
+    notebook = write_notebook(env.tmp / "nb" / "analysis.ipynb")
+    result = cli("submit", notebook, "-p", "year", "1998", "-p", "fail", "True",
+                 "-p", "path", data, "--memory", "1GB", "--walltime", "5:00", "--json")
+    assert result.exit_code == 0, result.output
+    job_id = json.loads(result.stdout)["id"]
+    job = env.wait(job_id)
+    assert job.state == JobState.FAILED and job.exit_code == 1
+    error = "ValueError: no data for nowhere in 1998"
+    assert job.reason.startswith(error), job.reason
+    shown = cli("jobs", "show", job_id)
+    assert shown.exit_code == 0 and "FAILED" in shown.stdout
+    assert f"reason         {error} (cell In [" in shown.stdout, shown.stdout
+    outputs = Path(job.workdir) / "outputs"
+    assert sorted(p.name for p in outputs.iterdir()) == ["analysis.html", "analysis.ipynb"]
+    cells = _cells(outputs / "analysis.ipynb")
+    analysis = next(c for c in cells if c.source == ANALYSIS)
+    assert _stream(analysis).strip() == _expected_line(data, 1998, "nowhere")
+    failing = next(c for c in cells if c.source == FAILING)
+    assert [o.get("ename") for o in failing.outputs if o.output_type == "error"] == ["ValueError"]
+    assert _stream(cells[-1]) == "" and cells[-1].get("execution_count") is None
+
+
+def test_bad_notebooks_and_parameters_are_refused_before_anything_is_queued(
+        env: Env, cli) -> None:
+    notebook = write_notebook(env.tmp / "nb" / "analysis.ipynb")
+    not_json = env.tmp / "nb" / "broken.ipynb"
+    not_json.write_text('{"cells": [')
+    not_nbformat = env.tmp / "nb" / "schema.ipynb"
+    not_nbformat.write_text(json.dumps({"cells": [{"cell_type": "code"}], "metadata": {},
+                                        "nbformat": 4, "nbformat_minor": 5}))
+    untagged = env.tmp / "nb" / "untagged.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 1")]), untagged)
+    script = env.tmp / "nb" / "run.py"
+    script.write_text("print('hi')\n")
+    for args, message in (
+            ([not_json], "'broken.ipynb' is not JSON"),
+            ([not_nbformat], "'schema.ipynb' is not a valid notebook (nbformat:"),
+            ([notebook, "-p", "year"], "-p year: give a NAME and a VALUE"),
+            ([notebook, "-p"], "-p: give a NAME and a VALUE"),
+            ([notebook, "-p", "1997", "year"], "-p '1997': a parameter's NAME is a Python name"),
+            ([notebook, "year", "1997"], "'year': a notebook takes no arguments"),
+            ([notebook, "-p", "yaer", "1997"],
+             "declares no parameter 'yaer' in its cell tagged 'parameters'; it declares: "
+             "year, region, path, fail"),
+            ([untagged, "-p", "x", "2"], "has no cell tagged 'parameters'"),
+            ([script, "-p", "year", "1997"], "is not a notebook (.ipynb)")):
+        result = cli("submit", *args, "--walltime", "5:00")
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("oceandata: error: "), result.stderr
+        assert message in lines[0], (args, lines)
+    # the service checks again what it is sent
+    for args, message in ((["-p", "yaer", "1"], "declares no parameter 'yaer'"),
+                          (["-p", "year"], "give a NAME and a VALUE")):
+        with pytest.raises(Exception, match=message):
+            make_spec(notebook, args)
+    assert env.count_jobs() == 0
+    assert not (env.tmp / "data" / "jobs").exists() or not any(
+        (env.tmp / "data" / "jobs").rglob("*.ipynb"))
+
+
+@pytest.mark.parametrize("text", ["1997", "-5", "0.5", "1e3", "True", "False", "None",
+                                  "nino34", "1997-01", "", " 7"])
+def test_values_are_typed_as_papermills_command_line_types_them(text: str) -> None:
+    from papermill.cli import _resolve_type
+
+    assert repr(resolve_type(text)) == repr(_resolve_type(text))
+
+
+# ---------------------------------------------------------------------------- Slurm
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from hub_helpers import reachable_by_accounts
+
+    from oceandata.testing.slurm import SlurmUnavailable, in_ci, single_node_slurm
+
+    with contextlib.ExitStack() as stack:
+        try:
+            folder = reachable_by_accounts(tmp_path_factory.mktemp("slurm"))
+            cluster = stack.enter_context(single_node_slurm(folder))
+        except SlurmUnavailable as exc:
+            if in_ci():
+                pytest.fail(f"Slurm is required in CI: {exc}", pytrace=False)
+            pytest.skip(f"no single-node Slurm here: {exc}")
+        yield cluster
+
+
+@pytest.mark.slow
+def test_notebook_job_on_slurm(slurm, tmp_path: Path, sample) -> None:
+    data = sample("oisst_med_nc")
+    url = f"sqlite:///{tmp_path / 'alloc.sqlite'}"
+    db.upgrade(url)
+    alloc_id = _allocation(url, "alice")
+    settings = JobSettings(max_concurrent=2, max_cores=2, max_walltime_s=3600,
+                           poll_interval=0.2, kill_grace_s=2.0)
+    runtime = JobRuntime(url, data_dir=tmp_path / "data", settings=settings,
+                         slurm_env=slurm.env(), slurm=True).start()
+    env = Env(url, tmp_path, runtime, alloc_id)
+    try:
+        notebook = write_notebook(tmp_path / "nb" / "analysis.ipynb")
+        ids = {}
+        for fail in ("False", "True"):
+            spec = make_spec(notebook, ["-p", "year", "1997", "-p", "path", str(data),
+                                        "-p", "fail", fail], memory="1GB", walltime="10:00",
+                             max_cores=runtime.backends["slurm"].max_cores())
+            with db.session_scope(url) as session:
+                ids[fail] = service.submit(session, "alice", spec, alloc_id, "slurm",
+                                           runtime=runtime).id
+        done, failed = env.wait(ids["False"], 240), env.wait(ids["True"], 240)
+        log = (Path(done.workdir) / "job.log").read_text()
+        assert done.state == JobState.COMPLETED, (done.reason, log)
+        cells = _cells(Path(done.workdir) / "outputs" / "analysis.ipynb")
+        analysis = next(c for c in cells if c.source == ANALYSIS)
+        assert _stream(analysis).strip() == _expected_line(data, 1997, "nowhere")
+        assert (Path(done.workdir) / "outputs" / "analysis.html").stat().st_size > 0
+        assert failed.state == JobState.FAILED
+        assert failed.reason.startswith("ValueError: no data for nowhere in 1997"), failed.reason
+        assert (Path(failed.workdir) / "outputs" / "analysis.ipynb").exists()
+    finally:
+        runtime.stop(kill_jobs=True)
