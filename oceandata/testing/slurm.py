@@ -62,6 +62,7 @@ import ctypes
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -84,6 +85,15 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo")
 #: every program that must be there
 REQUIRED_PROGRAMS = DAEMONS + CLIENTS
+#: what :func:`multi_node_slurm` needs on top: ``slurmdbd`` with a private MariaDB for
+#: ``sacct``, ``sacctmgr`` (in ``slurm-client``) and iproute2's ``ip`` for the namespaces
+MULTI_NODE_PACKAGES = (
+    *DEBIAN_PACKAGES, "slurmdbd", "mariadb-server-core", "mariadb-client-core", "iproute2",
+)  # fmt: skip
+#: every program :func:`multi_node_slurm` runs
+MULTI_NODE_PROGRAMS = (
+    *REQUIRED_PROGRAMS, "sacctmgr", "slurmdbd", "mariadbd", "mariadb-install-db", "ip",
+)  # fmt: skip
 #: oldest Slurm whose ``AuthInfo=socket=``, ``select/cons_tres`` and ``sacct -c`` we rely on
 MIN_VERSION = (20, 11)
 #: the single partition (``Default=YES``)
@@ -104,6 +114,11 @@ FINISHED_STATES = frozenset(
         "TIMEOUT",
     }
 )
+#: the ``sacct`` fields of :meth:`MultiNodeSlurmCluster.sacct`
+SACCT_FIELDS = (
+    "JobID", "JobName", "State", "ExitCode", "ElapsedRaw", "AllocCPUS", "NodeList",
+    "Account", "User", "Start", "End", "TotalCPU",
+)  # fmt: skip
 #: where Debian and source builds put the programs (``/usr/sbin`` is not on every PATH)
 _EXTRA_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin")
 #: a unix socket path must fit in ``sun_path`` (108 bytes with the final NUL)
@@ -145,7 +160,13 @@ def find_programs(names: Iterable[str] = REQUIRED_PROGRAMS) -> dict[str, Path | 
     return found
 
 
-def ensure_slurm_installed(install: bool = True, timeout: float = 900.0) -> dict[str, Path]:
+def ensure_slurm_installed(
+    install: bool = True,
+    timeout: float = 900.0,
+    *,
+    programs: Iterable[str] = REQUIRED_PROGRAMS,
+    packages: Iterable[str] = DEBIAN_PACKAGES,
+) -> dict[str, Path]:
     """Return the paths of every required program, installing the packages if needed.
 
     When a program is missing, *install* is true and the process is root, runs
@@ -158,18 +179,24 @@ def ensure_slurm_installed(install: bool = True, timeout: float = 900.0) -> dict
         Whether a missing program may be installed with ``apt-get``.
     timeout
         Seconds allowed for each ``apt-get`` call.
+    programs
+        The programs needed (:data:`MULTI_NODE_PROGRAMS` for :func:`multi_node_slurm`).
+    packages
+        The Debian packages providing them (:data:`MULTI_NODE_PACKAGES`).
 
     Returns
     -------
     dict of str to Path
-        Program name to absolute path, for all of :data:`REQUIRED_PROGRAMS`.
+        Program name to absolute path, for all of *programs*.
 
     Raises
     ------
     SlurmUnavailable
         When programs are still missing (with the names and the reason).
     """
-    found = find_programs()
+    programs = tuple(programs)
+    packages = tuple(packages)
+    found = find_programs(programs)
     missing = sorted(name for name, where in found.items() if where is None)
     if not missing:
         return {name: where for name, where in found.items() if where is not None}
@@ -178,13 +205,13 @@ def ensure_slurm_installed(install: bool = True, timeout: float = 900.0) -> dict
     if os.geteuid() != 0:
         raise SlurmUnavailable(
             f"Slurm programs missing: {', '.join(missing)}; as root run scripts/install-slurm.sh "
-            f"(apt-get install {' '.join(DEBIAN_PACKAGES)})"
+            f"(apt-get install {' '.join(packages)})"
         )
     if shutil.which("apt-get") is None:
         raise SlurmUnavailable(f"Slurm programs missing: {', '.join(missing)}, and no apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     install_cmd = [
-        "apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", *DEBIAN_PACKAGES,
+        "apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", *packages,
     ]  # fmt: skip
     try:
         done = subprocess.run(install_cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -196,15 +223,13 @@ def ensure_slurm_installed(install: bool = True, timeout: float = 900.0) -> dict
                 install_cmd, env=env, capture_output=True, text=True, timeout=timeout
             )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SlurmUnavailable(
-            f"apt-get install {' '.join(DEBIAN_PACKAGES)} failed: {exc}"
-        ) from exc
+        raise SlurmUnavailable(f"apt-get install {' '.join(packages)} failed: {exc}") from exc
     if done.returncode != 0:
         raise SlurmUnavailable(
-            f"apt-get install {' '.join(DEBIAN_PACKAGES)} failed "
+            f"apt-get install {' '.join(packages)} failed "
             f"(exit {done.returncode}): {done.stderr.strip()[-800:]}"
         )
-    found = find_programs()
+    found = find_programs(programs)
     missing = sorted(name for name, where in found.items() if where is None)
     if missing:
         raise SlurmUnavailable(f"still missing after apt-get install: {', '.join(missing)}")
@@ -386,6 +411,50 @@ class SlurmLayout:
         return self.log / "jobcomp.txt"
 
 
+@dataclass(frozen=True)
+class ComputeNode:
+    """One compute node of :func:`multi_node_slurm`: a ``slurmd`` in its own namespaces.
+
+    Attributes
+    ----------
+    name
+        ``NodeName`` and ``NodeHostname``; also the host name jobs see (``hostname``), as
+        each node has its own UTS namespace.
+    address
+        ``NodeAddr``: the node's address on the cluster's bridge.
+    namespace
+        The network namespace (``ip netns``) the node's slurmd and jobs run in.
+    cpus
+        ``CPUs`` declared for the node.
+    real_memory_mb
+        ``RealMemory`` declared for the node.
+    """
+
+    name: str
+    address: str
+    namespace: str
+    cpus: int
+    real_memory_mb: int
+
+
+@dataclass(frozen=True)
+class AccountingConfig:
+    """Where ``slurmctld`` finds ``slurmdbd``, and what it enforces.
+
+    Attributes
+    ----------
+    host, port
+        ``AccountingStorageHost`` / ``AccountingStoragePort`` (slurmdbd's ``DbdPort``).
+    enforce
+        ``AccountingStorageEnforce`` (``"associations"``: a job needs a user/account
+        association made with ``sacctmgr``; empty: nothing enforced).
+    """
+
+    host: str
+    port: int
+    enforce: str = "associations"
+
+
 def render_slurm_conf(
     layout: SlurmLayout,
     *,
@@ -395,35 +464,51 @@ def render_slurm_conf(
     slurmd_port: int,
     user: str,
     cluster_name: str = "oceandata",
+    compute_nodes: Iterable[ComputeNode] = (),
+    controller_addr: str = "127.0.0.1",
+    accounting: AccountingConfig | None = None,
 ) -> str:
-    """Return the text of ``slurm.conf`` for a single-node cluster.
+    """Return the text of ``slurm.conf`` for a single-node or a multi-node cluster.
 
     Parameters
     ----------
     layout
         Where the cluster's files live.
     node
-        ``NodeName`` (``hostname -s``); it is reached at 127.0.0.1.
+        ``NodeName`` (``hostname -s``); it is reached at 127.0.0.1. Unused when
+        *compute_nodes* are given.
     hardware
-        CPUs and memory of the node.
+        CPUs and memory of the node (with *compute_nodes*: only ``DefMemPerCPU``).
     ctld_port, slurmd_port
-        ``SlurmctldPort`` and ``SlurmdPort``.
+        ``SlurmctldPort`` and ``SlurmdPort`` (every node has its own network namespace,
+        so all slurmd listen on the same port).
     user
         ``SlurmUser`` and ``SlurmdUser`` (the user running the daemons, root in CI).
     cluster_name
         ``ClusterName``.
+    compute_nodes
+        The nodes of a multi-node cluster (:func:`multi_node_slurm`); each slurmd then
+        has its own spool folder, pid and log file (``%n`` in their paths).
+    controller_addr
+        The address slurmctld is reached at (the bridge's host side for several nodes).
+    accounting
+        ``slurmdbd`` to record jobs in (``sacct``); None: no accounting storage, the
+        job completion log only.
 
     Returns
     -------
     str
         The configuration text.
     """
+    compute_nodes = tuple(compute_nodes)
     topo = "".join(f" {key}={value}" for key, value in hardware.topology.items())
     log = layout.log
+    per_node = "-%n" if compute_nodes else ""
+    kind = f"{len(compute_nodes)}-node" if compute_nodes else "single-node"
     lines = [
-        "# Written by oceandata.testing.slurm: a throw-away single-node cluster.",
+        f"# Written by oceandata.testing.slurm: a throw-away {kind} cluster.",
         f"ClusterName={cluster_name}",
-        "SlurmctldHost=localhost(127.0.0.1)",
+        f"SlurmctldHost=localhost({controller_addr})",
         f"SlurmctldPort={ctld_port}",
         f"SlurmdPort={slurmd_port}",
         f"SlurmUser={user}",
@@ -432,11 +517,11 @@ def render_slurm_conf(
         "CredType=cred/munge",
         f"AuthInfo=socket={layout.munge_socket}",
         f"StateSaveLocation={layout.state}",
-        f"SlurmdSpoolDir={layout.spool}",
+        f"SlurmdSpoolDir={layout.spool / '%n' if compute_nodes else layout.spool}",
         f"SlurmctldPidFile={log / 'slurmctld.pid'}",
-        f"SlurmdPidFile={log / 'slurmd.pid'}",
+        f"SlurmdPidFile={log / f'slurmd{per_node}.pid'}",
         f"SlurmctldLogFile={log / 'slurmctld.log'}",
-        f"SlurmdLogFile={log / 'slurmd.log'}",
+        f"SlurmdLogFile={log / f'slurmd{per_node}.log'}",
         "SlurmctldDebug=info",
         "SlurmdDebug=info",
         f"PlugStackConfig={layout.plugstack}",
@@ -457,15 +542,42 @@ def render_slurm_conf(
         "SlurmdTimeout=120",
         # finished jobs stay queryable with `scontrol show job` for an hour
         "MinJobAge=3600",
+    ]
+    if accounting is None:
         # no slurmdbd: no accounting storage; `sacct -c` reads the completion log instead
-        "AccountingStorageType=accounting_storage/none",
+        lines.append("AccountingStorageType=accounting_storage/none")
+    else:
+        lines += [
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            f"AccountingStorageHost={accounting.host}",
+            f"AccountingStoragePort={accounting.port}",
+            # with slurmdbd this "password" is the MUNGE socket to sign its messages with
+            f"AccountingStoragePass={layout.munge_socket}",
+            *([f"AccountingStorageEnforce={accounting.enforce}"] if accounting.enforce else []),
+            # gather each task's CPU time and memory every 5 s into the job's record
+            "JobAcctGatherFrequency=task=5",
+        ]
+    lines += [
         "JobAcctGatherType=jobacct_gather/linux",
         "JobCompType=jobcomp/filetxt",
         f"JobCompLoc={layout.jobcomp}",
-        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={hardware.cpus}{topo} "
-        f"RealMemory={hardware.real_memory_mb} State=UNKNOWN",
-        f"PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP",
     ]
+    if not compute_nodes:
+        lines += [
+            f"NodeName={node} NodeAddr=127.0.0.1 CPUs={hardware.cpus}{topo} "
+            f"RealMemory={hardware.real_memory_mb} State=UNKNOWN",
+            f"PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+        ]
+        return "\n".join(lines) + "\n"
+    # the declared CPUs and memory count, not what each slurmd finds on the shared machine
+    lines.append("SlurmdParameters=config_overrides")
+    for compute in compute_nodes:
+        lines.append(
+            f"NodeName={compute.name} NodeAddr={compute.address} NodeHostname={compute.name} "
+            f"CPUs={compute.cpus} RealMemory={compute.real_memory_mb} State=UNKNOWN"
+        )
+    names = ",".join(compute.name for compute in compute_nodes)
+    lines.append(f"PartitionName={PARTITION} Nodes={names} Default=YES MaxTime=INFINITE State=UP")
     return "\n".join(lines) + "\n"
 
 
@@ -713,6 +825,11 @@ class SlurmCluster:
         done = self.run("scontrol", "ping", check=False, timeout=15)
         return done.returncode == 0 and "is UP" in done.stdout
 
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """The names of the cluster's compute nodes (here the one node)."""
+        return (self.node,)
+
     def node_state(self) -> str:
         """Return the node's state as ``sinfo -h -N -o %t`` prints it (``idle``, ``down*``...).
 
@@ -723,6 +840,23 @@ class SlurmCluster:
         """
         done = self.run("sinfo", "-h", "-N", "-n", self.node, "-o", "%t", check=False)
         return done.stdout.strip().splitlines()[0].strip() if done.stdout.strip() else ""
+
+    def node_states(self) -> dict[str, str]:
+        """Return every node's short state (``sinfo -h -N -o "%N %t"``).
+
+        Returns
+        -------
+        dict of str to str
+            Node name to state (``idle``, ``alloc``, ``down*``...); empty when ``sinfo``
+            fails.
+        """
+        done = self.run("sinfo", "-h", "-N", "-o", "%N %t", check=False)
+        states: dict[str, str] = {}
+        for line in done.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                states[parts[0]] = parts[1]
+        return states
 
     def job_record(self, job_id: int) -> JobRecord | None:
         """Return the state, exit code and run time of a job, or None if unknown.
@@ -913,8 +1047,27 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return preexec
 
 
-def _start(name: str, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start a daemon in the foreground of its own session, output appended to *log*."""
+def _start(
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    log: Path,
+    enter: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a daemon in the foreground of its own session, output appended to *log*.
+
+    *enter*, when given, runs in the child before the program (e.g. to join a node's
+    namespaces, see :func:`_enter_node`), after the parent-death signal is set.
+    """
+    death = _parent_death_signal()
+    preexec = death
+    if enter is not None:
+
+        def preexec() -> None:
+            if death is not None:
+                death()
+            enter()
+
     with open(log, "ab") as out:
         return subprocess.Popen(
             cmd,
@@ -923,7 +1076,7 @@ def _start(name: str, cmd: list[str], env: dict[str, str], log: Path) -> subproc
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_parent_death_signal(),
+            preexec_fn=preexec,
         )
 
 
@@ -994,43 +1147,57 @@ def _stray_slurmstepds(conf: Path) -> list[int]:
     return pids
 
 
+def _log_stem(name: str) -> str:
+    """The log file stem of a daemon in ``procs`` (``slurmd@node1`` logs to ``slurmd-node1``)."""
+    return name.replace("@", "-")
+
+
+def _check_alive(procs: dict[str, subprocess.Popen[bytes]], log: Path) -> None:
+    """Raise :class:`SlurmUnavailable` with its log tail when a daemon we started has exited."""
+    for name, proc in procs.items():
+        if proc.poll() is not None:
+            stem = _log_stem(name)
+            raise SlurmUnavailable(
+                f"{name} exited with {proc.returncode}:\n{_tail(log / f'{stem}.log')}"
+                f"\n{_tail(log / f'{stem}.out')}"
+            )
+
+
 def _daemons_ready(cluster: SlurmCluster, timeout: float) -> None:
-    """Wait until ``scontrol ping`` is UP and the node is idle (resuming it if down/drained)."""
+    """Wait until ``scontrol ping`` is UP and every node is idle (resuming down/drained ones)."""
     procs = cluster._procs
     log = cluster.layout.log
 
-    def alive(name: str) -> None:
-        proc = procs.get(name)
-        if proc is not None and proc.poll() is not None:
-            raise SlurmUnavailable(
-                f"{name} exited with {proc.returncode}:\n{_tail(log / f'{name}.log')}"
-                f"\n{_tail(log / f'{name}.out')}"
-            )
-
     def ctld_up() -> bool:
-        alive("slurmctld")
+        _check_alive(procs, log)
         return cluster.ping()
 
     _wait_until(ctld_up, timeout, "scontrol ping to report slurmctld UP")
     last_resume = [0.0]
+    wanted = cluster.node_names
 
-    def node_idle() -> bool:
-        alive("slurmctld")
-        alive("slurmd")
-        state = cluster.node_state()
-        if state in ("idle", "mix", "alloc"):
+    def nodes_idle() -> bool:
+        _check_alive(procs, log)
+        states = cluster.node_states() if len(wanted) > 1 else {wanted[0]: cluster.node_state()}
+        if all(states.get(node) in ("idle", "mix", "alloc") for node in wanted):
             return True
         now = time.monotonic()
-        if state.startswith(("down", "drain", "drng")) and not state.endswith("*"):
-            if now - last_resume[0] > 2.0:
-                last_resume[0] = now
-                cluster.run(
-                    "scontrol", "update", f"nodename={cluster.node}", "state=resume",
-                    check=False,
-                )  # fmt: skip
+        stuck = [
+            node
+            for node in wanted
+            if states.get(node, "").startswith(("down", "drain", "drng"))
+            and not states.get(node, "").endswith("*")
+        ]
+        if stuck and now - last_resume[0] > 2.0:
+            last_resume[0] = now
+            cluster.run(
+                "scontrol", "update", f"nodename={','.join(stuck)}", "state=resume", check=False
+            )
         return False
 
-    _wait_until(node_idle, timeout, f"node {cluster.node} to be idle in sinfo", interval=0.2)
+    _wait_until(
+        nodes_idle, timeout, f"node(s) {', '.join(wanted)} to be idle in sinfo", interval=0.2
+    )
 
 
 def _shutdown(cluster: SlurmCluster, timeout: float = 30.0) -> None:
@@ -1047,7 +1214,8 @@ def _shutdown(cluster: SlurmCluster, timeout: float = 30.0) -> None:
         with contextlib.suppress(SlurmError):
             cluster.run("scontrol", "shutdown", check=False, timeout=15)
     deadline = time.monotonic() + timeout
-    for name in ("slurmd", "slurmctld"):
+    slurmds = [name for name in procs if name == "slurmd" or name.startswith("slurmd@")]
+    for name in (*slurmds, "slurmctld"):
         proc = procs.get(name)
         if proc is None:
             continue
@@ -1057,7 +1225,18 @@ def _shutdown(cluster: SlurmCluster, timeout: float = 30.0) -> None:
     for pid in _stray_slurmstepds(cluster.layout.conf):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-    _terminate(procs.get("munged"))
+    _stop_support_daemons(procs)
+
+
+#: the order in which the daemons besides slurmctld/slurmd are stopped: accounting first,
+#: its database next, MUNGE (which everyone authenticates through) last
+_SUPPORT_DAEMONS = ("slurmdbd", "mariadbd", "munged")
+
+
+def _stop_support_daemons(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Stop whatever of slurmdbd, mariadbd and munged we started, in that order."""
+    for name in _SUPPORT_DAEMONS:
+        _terminate(procs.get(name))
 
 
 def _start_daemons(
@@ -1069,13 +1248,33 @@ def _start_daemons(
     user: str,
     version: tuple[int, ...],
     timeout: float,
+    *,
+    network: BridgeNetwork | None = None,
+    accounting: AccountingConfig | None = None,
+    cluster_name: str = "oceandata",
+    before_controller: Callable[[SlurmCluster], None] | None = None,
+    hosts: Path | None = None,
 ) -> SlurmCluster:
-    """Start munged, slurmctld and slurmd (into *procs*) and wait until they are ready.
+    """Start slurmctld and the slurmd (into *procs*) and wait until they are ready.
+
+    MUNGE (and slurmdbd, with *accounting*) must already run. Without *network*, one
+    slurmd for this machine (:func:`single_node_slurm`); with it, one slurmd per node of
+    the network, each inside its node's namespaces (:func:`multi_node_slurm`), and a
+    :class:`MultiNodeSlurmCluster` is returned. *before_controller* is called with the
+    cluster once its ``slurm.conf`` is written, before slurmctld starts (to register the
+    cluster in slurmdbd); *hosts* is bound over the nodes' ``/etc/hosts``.
 
     A port taken by someone else between :func:`free_port` and the daemon's bind is
     retried with new ports, twice at most.
     """
-    procs["munged"] = _start_munged(layout, programs["munged"], timeout)
+    controller_addr = network.host_address if network is not None else "127.0.0.1"
+    compute = network.nodes if network is not None else ()
+    slurmd_names = [f"slurmd@{n.name}" for n in compute] if compute else ["slurmd"]
+    log_names = [
+        f"{stem}{ext}"
+        for stem in ("slurmctld", *(_log_stem(name) for name in slurmd_names))
+        for ext in (".log", ".out")
+    ]
     for attempt in range(3):
         ctld_port = free_port()
         slurmd_port = free_port(exclude=[ctld_port])
@@ -1087,18 +1286,31 @@ def _start_daemons(
                 ctld_port=ctld_port,
                 slurmd_port=slurmd_port,
                 user=user,
+                cluster_name=cluster_name,
+                compute_nodes=compute,
+                controller_addr=controller_addr,
+                accounting=accounting,
             )
         )
-        cluster = SlurmCluster(
-            layout=layout,
-            programs=programs,
-            node=node,
-            partition=PARTITION,
-            version=version,
-            ctld_port=ctld_port,
-            slurmd_port=slurmd_port,
-            _procs=procs,
-        )
+        common = {
+            "layout": layout,
+            "programs": programs,
+            "node": compute[0].name if compute else node,
+            "partition": PARTITION,
+            "version": version,
+            "ctld_port": ctld_port,
+            "slurmd_port": slurmd_port,
+            "_procs": procs,
+        }
+        cluster: SlurmCluster
+        if network is not None and accounting is not None:
+            cluster = MultiNodeSlurmCluster(
+                **common, network=network, cluster_name=cluster_name, accounting=accounting
+            )
+        else:
+            cluster = SlurmCluster(**common)
+        if before_controller is not None:
+            before_controller(cluster)
         env = cluster.env()
         conf = str(layout.conf)
         procs["slurmctld"] = _start(
@@ -1107,26 +1319,33 @@ def _start_daemons(
             env,
             layout.log / "slurmctld.out",
         )
-        procs["slurmd"] = _start(
-            "slurmd",
-            [str(programs["slurmd"]), "-D", "-f", conf, "-N", node],
-            env,
-            layout.log / "slurmd.out",
-        )
+        if not compute:
+            procs["slurmd"] = _start(
+                "slurmd",
+                [str(programs["slurmd"]), "-D", "-f", conf, "-N", node],
+                env,
+                layout.log / "slurmd.out",
+            )
+        for name, compute_node in zip(slurmd_names, compute, strict=False):
+            (layout.spool / compute_node.name).mkdir(parents=True, exist_ok=True)
+            procs[name] = _start(
+                name,
+                [str(programs["slurmd"]), "-D", "-f", conf, "-N", compute_node.name],
+                env,
+                layout.log / f"{_log_stem(name)}.out",
+                enter=_enter_node(compute_node, hosts),
+            )
         try:
             _daemons_ready(cluster, timeout)
             return cluster
         except (SlurmUnavailable, TimeoutError) as exc:
-            logs = "\n".join(
-                _tail(layout.log / name, 40)
-                for name in ("slurmctld.log", "slurmctld.out", "slurmd.log", "slurmd.out")
-            )
-            for name in ("slurmd", "slurmctld"):
+            logs = "\n".join(_tail(layout.log / name, 40) for name in log_names)
+            for name in (*slurmd_names, "slurmctld"):
                 _terminate(procs.pop(name, None))
             if "Address already in use" in logs and attempt < 2:
                 # another cluster took a port between our choice and the bind: new ports,
                 # fresh logs (the failed attempt's are kept beside them)
-                for name in ("slurmctld.log", "slurmctld.out", "slurmd.log", "slurmd.out"):
+                for name in log_names:
                     with contextlib.suppress(OSError):
                         (layout.log / name).rename(layout.log / f"{name}.{attempt}")
                 continue
@@ -1179,6 +1398,7 @@ def single_node_slurm(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         try:
+            procs["munged"] = _start_munged(layout, programs["munged"], timeout)
             cluster = _start_daemons(
                 layout, programs, procs, node, hardware, user, version, timeout
             )
@@ -1191,5 +1411,774 @@ def single_node_slurm(
         else:
             for name in ("slurmd", "slurmctld", "munged"):
                 _terminate(procs.get(name))
+        if owned_runtime is not None:
+            shutil.rmtree(owned_runtime, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- multi-node
+
+#: ``clone`` flags for ``setns``/``unshare`` (``<sched.h>``)
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUTS = 0x04000000
+_CLONE_NEWNET = 0x40000000
+#: ``mount`` flags (``<sys/mount.h>``)
+_MS_BIND = 4096
+_MS_REC = 16384
+_MS_SLAVE = 1 << 19
+#: prefixes of what :func:`multi_node_slurm` creates: ``odslurmbr<tag>`` (the bridge),
+#: ``odslurm<tag>n<i>`` (node *i*'s network namespace), ``odv<tag>n<i>`` (its veth pair)
+_BRIDGE_PREFIX = "odslurmbr"
+_NETNS_PREFIX = "odslurm"
+_VETH_PREFIX = "odv"
+#: the node names (``node1``, ``node2``...) and their last address byte (11, 12...)
+_NODE_PREFIX = "node"
+_FIRST_NODE_HOST = 11
+#: slurmdbd's database (``StorageLoc``) and the MariaDB account it uses
+_DB_NAME = "slurm_acct_db"
+_DB_USER = "slurm"
+_network_counter = iter(range(1 << 30))
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, rest = divmod(number, 36)
+        text = digits[rest] + text
+        if number == 0:
+            return text
+
+
+@dataclass(frozen=True)
+class BridgeNetwork:
+    """The private network of a :func:`multi_node_slurm` cluster.
+
+    A Linux bridge on the host with ``host_address`` (where slurmctld and slurmdbd are
+    reached), and one network namespace per node joined to it by a veth pair, with the
+    node's address on the ``/24``. Nodes reach each other and the host over the bridge;
+    the host reaches every node.
+
+    Attributes
+    ----------
+    tag
+        The base-36 id of the owning process and a counter, in every name below.
+    bridge
+        The bridge's interface name (``odslurmbr<tag>``).
+    host_address
+        The bridge's address on the host (``10.X.Y.1``).
+    nodes
+        The nodes, with their namespace and address.
+    """
+
+    tag: str
+    bridge: str
+    host_address: str
+    nodes: tuple[ComputeNode, ...]
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """The nodes' network namespaces (``ip netns list``)."""
+        return tuple(node.namespace for node in self.nodes)
+
+    def veth(self, node: ComputeNode) -> str:
+        """The host side of *node*'s veth pair."""
+        return f"{_VETH_PREFIX}{node.namespace.removeprefix(_NETNS_PREFIX)}"
+
+
+def _ip(ip: Path | str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``ip ARGS``; raise :class:`SlurmUnavailable` with its message when it fails."""
+    done = subprocess.run([str(ip), *args], capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise SlurmUnavailable(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
+
+
+def _used_subnets(ip: Path | str) -> set[tuple[int, int]]:
+    """The ``10.X.Y`` prefixes already in an address or a route of this machine."""
+    text = _ip(ip, "-o", "-4", "addr", check=False).stdout
+    text += _ip(ip, "-4", "route", check=False).stdout
+    return {(int(a), int(b)) for a, b in re.findall(r"\b10\.(\d+)\.(\d+)\.\d+", text)}
+
+
+def remove_stale_networks(ip: Path | str = "ip") -> list[str]:
+    """Delete the namespaces and bridges of :func:`multi_node_slurm` runs whose process died.
+
+    A test run killed with SIGKILL stops its daemons (parent-death signal) but cannot
+    remove its network; the next run does, from the owner's process id in the names.
+
+    Parameters
+    ----------
+    ip
+        iproute2's ``ip``.
+
+    Returns
+    -------
+    list of str
+        The namespaces and bridges removed.
+    """
+    removed: list[str] = []
+
+    def dead(tag: str) -> bool:
+        with contextlib.suppress(ValueError):
+            return not Path(f"/proc/{int(tag[:-1], 36)}").exists()
+        return False
+
+    for line in _ip(ip, "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        match = re.fullmatch(rf"{_NETNS_PREFIX}([0-9a-z]+)n\d+", name)
+        if match and dead(match.group(1)):
+            _ip(ip, "netns", "del", name, check=False)
+            removed.append(name)
+    for name in re.findall(rf"^\d+: ({_BRIDGE_PREFIX}[0-9a-z]+)[:@]", _links(ip), re.M):
+        if dead(name.removeprefix(_BRIDGE_PREFIX)):
+            _ip(ip, "link", "del", name, check=False)
+            removed.append(name)
+    return removed
+
+
+def _links(ip: Path | str) -> str:
+    return _ip(ip, "-o", "link", check=False).stdout
+
+
+def create_network(
+    nodes: int, cpus_per_node: int, memory_per_node_mb: int, ip: Path | str = "ip"
+) -> BridgeNetwork:
+    """Create a bridge and one network namespace per node, joined by veth pairs.
+
+    The subnet is a free ``10.X.Y.0/24`` (X from 200 to 254); the host side of the bridge
+    is ``.1``, node *i* is ``.(10+i)`` with a default route through the host.
+
+    Parameters
+    ----------
+    nodes
+        How many nodes.
+    cpus_per_node, memory_per_node_mb
+        What each node declares (``CPUs``, ``RealMemory``).
+    ip
+        iproute2's ``ip``.
+
+    Returns
+    -------
+    BridgeNetwork
+        The network; remove it with :func:`remove_network`, even after a failure here
+        (what was created so far is removed before this raises).
+
+    Raises
+    ------
+    SlurmUnavailable
+        When a namespace, link or address cannot be made (not root, no netns support).
+    """
+    tag = f"{_base36(os.getpid())}{_base36(next(_network_counter) % 36)}"
+    used = _used_subnets(ip)
+    free = [(a, b) for a in range(200, 255) for b in range(1, 255) if (a, b) not in used]
+    if not free:
+        raise SlurmUnavailable("no free 10.X.Y.0/24 subnet for the cluster's bridge")
+    a, b = free[(os.getpid() * 7919) % len(free)]
+    prefix = f"10.{a}.{b}"
+    compute = tuple(
+        ComputeNode(
+            name=f"{_NODE_PREFIX}{i}",
+            address=f"{prefix}.{_FIRST_NODE_HOST + i - 1}",
+            namespace=f"{_NETNS_PREFIX}{tag}n{i}",
+            cpus=cpus_per_node,
+            real_memory_mb=memory_per_node_mb,
+        )
+        for i in range(1, nodes + 1)
+    )
+    network = BridgeNetwork(
+        tag=tag, bridge=f"{_BRIDGE_PREFIX}{tag}", host_address=f"{prefix}.1", nodes=compute
+    )
+    try:
+        _ip(ip, "link", "add", network.bridge, "type", "bridge")
+        _ip(ip, "addr", "add", f"{network.host_address}/24", "dev", network.bridge)
+        _ip(ip, "link", "set", network.bridge, "up")
+        for node in compute:
+            veth = network.veth(node)
+            peer = f"{veth}p"
+            _ip(ip, "netns", "add", node.namespace)
+            _ip(ip, "link", "add", veth, "type", "veth", "peer", "name", peer)
+            _ip(ip, "link", "set", veth, "master", network.bridge, "up")
+            _ip(ip, "link", "set", peer, "netns", node.namespace)
+            inside = ("-n", node.namespace)
+            _ip(ip, *inside, "link", "set", peer, "name", "eth0")
+            _ip(ip, *inside, "addr", "add", f"{node.address}/24", "dev", "eth0")
+            _ip(ip, *inside, "link", "set", "eth0", "up")
+            _ip(ip, *inside, "link", "set", "lo", "up")
+            _ip(ip, *inside, "route", "add", "default", "via", network.host_address)
+    except (SlurmUnavailable, OSError, subprocess.TimeoutExpired) as exc:
+        remove_network(network, ip)
+        if isinstance(exc, SlurmUnavailable):
+            raise
+        raise SlurmUnavailable(f"cannot create the cluster's network: {exc}") from exc
+    return network
+
+
+def remove_network(network: BridgeNetwork, ip: Path | str = "ip") -> None:
+    """Delete the veth pairs, namespaces and bridge of *network* (what exists of them).
+
+    Parameters
+    ----------
+    network
+        The network made by :func:`create_network`.
+    ip
+        iproute2's ``ip``.
+    """
+    links = _links(ip)
+    for node in network.nodes:
+        veth = network.veth(node)
+        if re.search(rf"^\d+: {veth}[:@]", links, re.M):
+            _ip(ip, "link", "del", veth, check=False)
+        _ip(ip, "netns", "del", node.namespace, check=False)
+    if re.search(rf"^\d+: {network.bridge}[:@]", links, re.M):
+        _ip(ip, "link", "del", network.bridge, check=False)
+
+
+def _write_hosts(layout: SlurmLayout, network: BridgeNetwork) -> Path:
+    """Write the ``hosts`` file the nodes see as ``/etc/hosts``: this machine's plus the nodes."""
+    hosts = layout.conf.parent / "hosts"
+    base = ""
+    with contextlib.suppress(OSError):
+        base = Path("/etc/hosts").read_text()
+    lines = [base.rstrip("\n"), "# oceandata.testing.slurm: the cluster's nodes"]
+    lines += [f"{node.address}\t{node.name}" for node in network.nodes]
+    lines.append(f"{network.host_address}\tslurmctld")
+    hosts.write_text("\n".join(lines) + "\n")
+    return hosts
+
+
+def _enter_node(node: ComputeNode, hosts: Path | None = None) -> Callable[[], None]:
+    """Return a ``preexec_fn`` that moves the child into *node*'s namespaces.
+
+    The network namespace of ``ip netns`` (the node's address, its view of the bridge),
+    a new UTS namespace whose host name is the node's name, and a new mount namespace
+    (slave of the host's, so the filesystem stays shared) in which *hosts* is bound over
+    ``/etc/hosts`` so node names resolve inside jobs. Everything the daemon starts
+    (slurmstepd, the jobs) inherits them. ``libc`` is looked up here, in the parent.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    netns = f"/run/netns/{node.namespace}".encode()
+    name = node.name.encode()
+    hosts_file = str(hosts).encode() if hosts is not None else None
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+    def enter() -> None:
+        fd = os.open(netns, os.O_RDONLY)
+        try:
+            check(libc.setns(fd, _CLONE_NEWNET), "setns")
+        finally:
+            os.close(fd)
+        check(libc.unshare(_CLONE_NEWUTS | (_CLONE_NEWNS if hosts_file else 0)), "unshare")
+        check(libc.sethostname(name, len(name)), "sethostname")
+        if hosts_file is not None:
+            check(libc.mount(None, b"/", None, _MS_REC | _MS_SLAVE, None), "mount --make-rslave")
+            check(libc.mount(hosts_file, b"/etc/hosts", None, _MS_BIND, None), "bind hosts")
+
+    return enter
+
+
+def _wait_for_port(
+    host: str, port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float
+) -> None:
+    """Wait until *proc* accepts TCP connections on host:port (or raise with its log)."""
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise SlurmUnavailable(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return True
+        return False
+
+    try:
+        _wait_until(listening, timeout, f"{what} to listen on {host}:{port}")
+    except TimeoutError as exc:
+        raise SlurmUnavailable(f"{exc}:\n{_tail(log)}") from exc
+
+
+def _start_mariadb(
+    layout: SlurmLayout,
+    programs: dict[str, Path],
+    procs: dict[str, subprocess.Popen[bytes]],
+    user: str,
+    timeout: float,
+) -> tuple[int, str]:
+    """Initialise a private MariaDB in ``workdir/mariadb`` and start it on 127.0.0.1.
+
+    Its socket is in the runtime folder, its port free, and an init file (re)creates the
+    account slurmdbd uses with a fresh password. Returns the port and that password.
+    """
+    datadir = layout.workdir / "mariadb"
+    log = layout.log / "mariadbd.log"
+    if not (datadir / "mysql").is_dir():
+        install_cmd = [
+            str(programs["mariadb-install-db"]), "--no-defaults", f"--datadir={datadir}",
+            f"--user={user}", "--auth-root-authentication-method=socket", "--skip-test-db",
+        ]  # fmt: skip
+        done = subprocess.run(install_cmd, capture_output=True, text=True, timeout=max(timeout, 60))
+        if done.returncode != 0:
+            raise SlurmUnavailable(
+                f"mariadb-install-db failed (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[-800:]}"
+            )
+    password = secrets.token_hex(16)
+    init = layout.workdir / "etc" / "mariadb-init.sql"
+    init.touch(mode=0o600)
+    init.chmod(0o600)
+    account = f"'{_DB_USER}'@'127.0.0.1'"
+    init.write_text(
+        f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{password}';\n"
+        f"ALTER USER {account} IDENTIFIED BY '{password}';\n"
+        f"GRANT ALL PRIVILEGES ON `{_DB_NAME}`.* TO {account};\n"
+    )
+    for attempt in range(3):
+        port = free_port()
+        cmd = [
+            str(programs["mariadbd"]), "--no-defaults", f"--datadir={datadir}",
+            f"--socket={layout.runtime / 'mariadb.sock'}", f"--port={port}",
+            "--bind-address=127.0.0.1", "--skip-name-resolve", f"--user={user}",
+            f"--pid-file={layout.log / 'mariadbd.pid'}", f"--log-error={log}",
+            f"--init-file={init}", "--innodb-buffer-pool-size=32M",
+            "--skip-log-bin", "--performance-schema=OFF",
+        ]  # fmt: skip
+        proc = _start("mariadbd", cmd, dict(os.environ), layout.log / "mariadbd.out")
+        procs["mariadbd"] = proc
+        try:
+            _wait_for_port("127.0.0.1", port, proc, "mariadbd", log, timeout)
+            return port, password
+        except SlurmUnavailable:
+            _terminate(procs.pop("mariadbd"))
+            if "Address already in use" in _tail(log) and attempt < 2:
+                continue
+            raise
+    raise SlurmUnavailable("mariadbd did not come up")  # not reached
+
+
+def render_slurmdbd_conf(
+    layout: SlurmLayout,
+    *,
+    dbd_addr: str,
+    dbd_port: int,
+    db_port: int,
+    db_password: str,
+    user: str,
+) -> str:
+    """Return the text of ``slurmdbd.conf`` (beside ``slurm.conf``, where slurmdbd looks).
+
+    Parameters
+    ----------
+    layout
+        Where the cluster's files live.
+    dbd_addr, dbd_port
+        ``DbdAddr`` and ``DbdPort``: where slurmctld and the clients reach slurmdbd.
+    db_port, db_password
+        The private MariaDB's port on 127.0.0.1 and the password of its ``slurm`` account.
+    user
+        ``SlurmUser``.
+
+    Returns
+    -------
+    str
+        The configuration text (it holds a password: write it with mode 0600).
+    """
+    log = layout.log
+    lines = [
+        "# Written by oceandata.testing.slurm: accounting for a throw-away cluster.",
+        "AuthType=auth/munge",
+        f"AuthInfo=socket={layout.munge_socket}",
+        "DbdHost=localhost",
+        f"DbdAddr={dbd_addr}",
+        f"DbdPort={dbd_port}",
+        f"SlurmUser={user}",
+        f"PidFile={log / 'slurmdbd.pid'}",
+        f"LogFile={log / 'slurmdbd.log'}",
+        "DebugLevel=info",
+        "StorageType=accounting_storage/mysql",
+        "StorageHost=127.0.0.1",
+        f"StoragePort={db_port}",
+        f"StorageUser={_DB_USER}",
+        f"StoragePass={db_password}",
+        f"StorageLoc={_DB_NAME}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _start_slurmdbd(
+    layout: SlurmLayout,
+    programs: dict[str, Path],
+    procs: dict[str, subprocess.Popen[bytes]],
+    *,
+    dbd_addr: str,
+    dbd_port: int,
+    db_port: int,
+    db_password: str,
+    user: str,
+    timeout: float,
+) -> None:
+    """Write ``slurmdbd.conf`` and start slurmdbd; wait until it listens."""
+    conf = layout.conf.parent / "slurmdbd.conf"
+    conf.touch(mode=0o600)
+    conf.chmod(0o600)
+    conf.write_text(
+        render_slurmdbd_conf(
+            layout,
+            dbd_addr=dbd_addr,
+            dbd_port=dbd_port,
+            db_port=db_port,
+            db_password=db_password,
+            user=user,
+        )
+    )
+    env = dict(os.environ, SLURM_CONF=str(layout.conf))
+    proc = _start("slurmdbd", [str(programs["slurmdbd"]), "-D"], env, layout.log / "slurmdbd.out")
+    procs["slurmdbd"] = proc
+    _wait_for_port(dbd_addr, dbd_port, proc, "slurmdbd", layout.log / "slurmdbd.log", timeout)
+
+
+@dataclass
+class MultiNodeSlurmCluster(SlurmCluster):
+    """A running :func:`multi_node_slurm` cluster: several nodes and real accounting.
+
+    Everything of :class:`SlurmCluster` works (``env``, ``sbatch``, ``wait_for_job``,
+    ``job_record``...); ``node`` is the first node. Finished jobs are read from the
+    controller, then from slurmdbd (plain ``sacct``).
+
+    Attributes
+    ----------
+    network
+        The bridge and the nodes' namespaces and addresses.
+    cluster_name
+        ``ClusterName`` (as ``sacctmgr`` knows it).
+    accounting
+        Where slurmdbd listens and what is enforced.
+    """
+
+    network: BridgeNetwork = field(kw_only=True)
+    cluster_name: str = field(kw_only=True, default="oceandata")
+    accounting: AccountingConfig = field(kw_only=True)
+
+    @property
+    def nodes(self) -> tuple[ComputeNode, ...]:
+        """The compute nodes."""
+        return self.network.nodes
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """The names of the compute nodes (``node1``, ``node2``...)."""
+        return tuple(node.name for node in self.network.nodes)
+
+    @property
+    def node_addresses(self) -> dict[str, str]:
+        """Node name to its address on the bridge."""
+        return {node.name: node.address for node in self.network.nodes}
+
+    @property
+    def host_address(self) -> str:
+        """This machine's address on the bridge (slurmctld, slurmdbd; reachable from nodes)."""
+        return self.network.host_address
+
+    def sacctmgr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``sacctmgr -i ARGS`` (no confirmation prompt) against this cluster's slurmdbd.
+
+        Parameters
+        ----------
+        *args
+            The command, e.g. ``"add", "account", "a1"``.
+        check
+            Raise :class:`SlurmError` when it fails (``Nothing new added`` is no failure).
+
+        Returns
+        -------
+        subprocess.CompletedProcess
+            With text ``stdout`` and ``stderr``.
+        """
+        done = self.run("sacctmgr", "-i", *args, check=False)
+        if check and done.returncode != 0 and "Nothing new added" not in done.stdout + done.stderr:
+            raise SlurmError(
+                f"sacctmgr {' '.join(args)} exited {done.returncode}: "
+                f"{(done.stderr or done.stdout).strip()}"
+            )
+        return done
+
+    def add_account(self, name: str, *, description: str = "", parent: str = "root") -> None:
+        """Create a Slurm account (an allocation's, say) in this cluster; no-op if it exists.
+
+        Parameters
+        ----------
+        name
+            The account name (what ``sbatch --account`` gives).
+        description
+            ``Description`` (defaults to the name).
+        parent
+            The parent account.
+        """
+        self.sacctmgr(
+            "add", "account", name, f"Cluster={self.cluster_name}",
+            f"Description={description or name}", "Organization=oceandata", f"Parent={parent}",
+        )  # fmt: skip
+
+    def add_user(self, user: str, account: str, *, default: bool = False) -> None:
+        """Let a Unix user charge jobs to *account* (an association); no-op if it exists.
+
+        Parameters
+        ----------
+        user
+            The Unix user name.
+        account
+            An account made with :meth:`add_account`.
+        default
+            Make it the user's default account (the first account added always is).
+        """
+        args = ["add", "user", user, f"Account={account}", f"Cluster={self.cluster_name}"]
+        if default:
+            args.append(f"DefaultAccount={account}")
+        self.sacctmgr(*args)
+        if default:
+            self.sacctmgr("modify", "user", user, "set", f"DefaultAccount={account}")
+
+    def associations(self) -> list[tuple[str, str]]:
+        """Return the (account, user) associations of this cluster (user empty: the account).
+
+        Returns
+        -------
+        list of tuple of str
+            As ``sacctmgr show associations`` lists them.
+        """
+        out = self.run(
+            "sacctmgr", "-n", "-P", "show", "associations", f"cluster={self.cluster_name}",
+            "format=Account,User",
+        ).stdout  # fmt: skip
+        return [tuple(line.split("|", 1)) for line in out.splitlines() if "|" in line]  # type: ignore[misc]
+
+    def sacct(self, job_id: int, fields: Iterable[str] = SACCT_FIELDS) -> list[dict[str, str]]:
+        """Return slurmdbd's records of a job and its steps (``sacct -j ID -P -n -o ...``).
+
+        Parameters
+        ----------
+        job_id
+            The job id.
+        fields
+            The ``sacct`` fields.
+
+        Returns
+        -------
+        list of dict
+            One dict a line (the job, then ``.batch``, ``.0``... steps); empty when
+            slurmdbd has no record yet.
+        """
+        names = tuple(fields)
+        done = self.run("sacct", "-j", str(job_id), "-P", "-n", "-o", ",".join(names), check=False)
+        rows = []
+        for line in done.stdout.splitlines():
+            values = line.split("|")
+            if len(values) == len(names):
+                rows.append(dict(zip(names, values, strict=True)))
+        return rows
+
+    def wait_for_accounting(self, job_id: int, timeout: float = 60.0) -> dict[str, str]:
+        """Wait until slurmdbd has the job's final record and return it (the job's line).
+
+        slurmctld sends a job's end to slurmdbd asynchronously: right after the job ends
+        ``sacct`` may still say RUNNING.
+
+        Parameters
+        ----------
+        job_id
+            The job id.
+        timeout
+            Seconds to wait at most.
+
+        Returns
+        -------
+        dict of str to str
+            The job's ``sacct`` fields (:data:`SACCT_FIELDS`).
+        """
+        last: list[dict[str, str]] = []
+
+        def recorded() -> bool:
+            last[:] = [row for row in self.sacct(job_id) if row["JobID"] == str(job_id)]
+            return bool(last) and last[0]["State"].split()[0] in FINISHED_STATES
+
+        try:
+            _wait_until(recorded, timeout, f"sacct to record job {job_id} as finished", 0.2)
+        except TimeoutError as exc:
+            raise SlurmError(f"{exc} (last: {last})") from exc
+        return last[0]
+
+    def completed_job_record(self, job_id: int) -> JobRecord | None:
+        """Return a finished job's record from slurmdbd (plain ``sacct``).
+
+        Parameters
+        ----------
+        job_id
+            The job id.
+
+        Returns
+        -------
+        JobRecord or None
+            The record (source ``"sacct"``), or None when slurmdbd does not know the job.
+        """
+        for row in self.sacct(job_id):
+            if row["JobID"] == str(job_id):
+                return JobRecord(
+                    job_id=int(job_id),
+                    state=row["State"].split()[0] if row["State"] else "",
+                    exit_code=row["ExitCode"],
+                    elapsed_s=float(row["ElapsedRaw"]) if row["ElapsedRaw"].isdigit() else None,
+                    source="sacct",
+                    fields=row,
+                )
+        return None
+
+
+def _register_cluster(cluster: SlurmCluster, timeout: float) -> None:
+    """Wait until slurmdbd answers ``sacctmgr``, then add the cluster (with the root account)."""
+    assert isinstance(cluster, MultiNodeSlurmCluster)
+    listed: list[str] = []
+    errors: list[str] = []
+
+    def answers() -> bool:
+        _check_alive(cluster._procs, cluster.layout.log)
+        done = cluster.run(
+            "sacctmgr", "-n", "-P", "list", "cluster", "format=Cluster", check=False, timeout=15
+        )
+        listed[:] = done.stdout.split()
+        errors[:] = [done.stderr.strip()]
+        return done.returncode == 0
+
+    try:
+        _wait_until(answers, timeout, "slurmdbd to answer sacctmgr", 0.2)
+    except TimeoutError as exc:
+        raise SlurmUnavailable(
+            f"{exc} ({' '.join(errors)}):\n{_tail(cluster.layout.log / 'slurmdbd.log')}"
+        ) from exc
+    if cluster.cluster_name not in listed:
+        cluster.sacctmgr("add", "cluster", cluster.cluster_name)
+
+
+@contextlib.contextmanager
+def multi_node_slurm(
+    workdir: Path,
+    nodes: int = 2,
+    cpus_per_node: int = 1,
+    *,
+    memory_per_node_mb: int | None = None,
+    enforce: str = "associations",
+    cluster_name: str = "oceandata",
+    timeout: float = 60.0,
+    install: bool = True,
+) -> Iterator[MultiNodeSlurmCluster]:
+    """Run a real multi-node Slurm cluster with accounting on this machine, for the block.
+
+    One MUNGE, one slurmctld and slurmdbd (with a private MariaDB) on the host, and one
+    slurmd per node, each in its own network namespace with its own address on a private
+    bridge (and its own host name and ``/etc/hosts`` listing the nodes): jobs on two nodes
+    talk over the bridge as on two machines, and the host reaches them. The filesystem is
+    the host's, shared by all nodes (no chroot): *workdir* and any other folder are seen
+    by every node at the same path, as a parallel filesystem would be.
+
+    Needs root (namespaces, bridge). Waits on real signals: MariaDB and slurmdbd
+    listening, ``sacctmgr`` answering, ``scontrol ping`` UP, every node idle in
+    ``sinfo``. On exit, even after a failed start: jobs cancelled, ``scontrol shutdown``,
+    slurmd/slurmctld/slurmdbd/mariadbd/munged ended, namespaces, veth pairs and bridge
+    deleted.
+
+    Parameters
+    ----------
+    workdir
+        Folder for every file of the cluster (configuration, logs, state, the database).
+    nodes
+        How many compute nodes (``node1``, ``node2``...).
+    cpus_per_node
+        ``CPUs`` each node declares (1: a two-worker allocation must span two nodes).
+    memory_per_node_mb
+        ``RealMemory`` each node declares; default: the machine's share per node.
+    enforce
+        ``AccountingStorageEnforce``: ``"associations"`` (default) lets a user run jobs
+        only under an account they are associated with (:meth:`~MultiNodeSlurmCluster.
+        add_account`, :meth:`~MultiNodeSlurmCluster.add_user`; root is, under ``root``);
+        ``""`` enforces nothing.
+    cluster_name
+        ``ClusterName``.
+    timeout
+        Seconds each daemon may take to become ready.
+    install
+        Install the Debian packages (:data:`MULTI_NODE_PACKAGES`) when programs are missing
+        and the process is root.
+
+    Yields
+    ------
+    MultiNodeSlurmCluster
+        The ready cluster.
+
+    Raises
+    ------
+    SlurmUnavailable
+        When not root, when programs are missing and cannot be installed, or when a
+        daemon does not come up (with the reason and the tail of its log).
+    """
+    if nodes < 1 or cpus_per_node < 1:
+        raise ValueError(f"need at least one node and one CPU, not {nodes} x {cpus_per_node}")
+    if os.geteuid() != 0:
+        raise SlurmUnavailable("a multi-node Slurm needs root (network namespaces, a bridge)")
+    programs = ensure_slurm_installed(
+        install=install, programs=MULTI_NODE_PROGRAMS, packages=MULTI_NODE_PACKAGES
+    )
+    version = slurm_version(programs["slurmctld"])
+    if version[:2] < MIN_VERSION:
+        raise SlurmUnavailable(
+            f"Slurm {'.'.join(map(str, version))} is older than {'.'.join(map(str, MIN_VERSION))}"
+        )
+    longest_node = f"{_NODE_PREFIX}{nodes}"
+    try:
+        layout, owned_runtime = _make_layout(Path(workdir), f"{longest_node}/{longest_node}")
+        layout.plugstack.write_text("")
+    except OSError as exc:
+        raise SlurmUnavailable(f"cannot prepare {workdir}: {exc}") from exc
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    hardware = node_hardware(programs["slurmd"])
+    memory = memory_per_node_mb or max(256, hardware.real_memory_mb // nodes)
+    hardware = NodeHardware(cpus=cpus_per_node, real_memory_mb=memory)
+    ip = programs["ip"]
+    cluster: SlurmCluster | None = None
+    network: BridgeNetwork | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        try:
+            remove_stale_networks(ip)
+            network = create_network(nodes, cpus_per_node, memory, ip)
+            hosts = _write_hosts(layout, network)
+            procs["munged"] = _start_munged(layout, programs["munged"], timeout)
+            db_port, db_password = _start_mariadb(layout, programs, procs, user, timeout)
+            accounting = AccountingConfig(
+                host=network.host_address, port=free_port(), enforce=enforce
+            )
+            _start_slurmdbd(
+                layout, programs, procs, dbd_addr=accounting.host, dbd_port=accounting.port,
+                db_port=db_port, db_password=db_password, user=user, timeout=timeout,
+            )  # fmt: skip
+            cluster = _start_daemons(
+                layout, programs, procs, longest_node, hardware, user, version, timeout,
+                network=network, accounting=accounting, cluster_name=cluster_name,
+                before_controller=lambda c: _register_cluster(c, timeout),
+                hosts=hosts,
+            )  # fmt: skip
+        except (OSError, SlurmError, subprocess.SubprocessError) as exc:
+            raise SlurmUnavailable(
+                f"Slurm did not start: {exc}\n{_tail(layout.log / 'slurmctld.log')}"
+            ) from exc
+        assert isinstance(cluster, MultiNodeSlurmCluster)
+        yield cluster
+    finally:
+        if cluster is not None:
+            _shutdown(cluster)
+        else:
+            for name in [n for n in procs if n.startswith("slurmd")] + ["slurmctld"]:
+                _terminate(procs.get(name))
+            _stop_support_daemons(procs)
+        if network is not None:
+            remove_network(network, ip)
         if owned_runtime is not None:
             shutil.rmtree(owned_runtime, ignore_errors=True)
