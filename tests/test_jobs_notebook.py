@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import socket
 import threading
 import time
@@ -43,6 +44,7 @@ print(f"{region} {type(year).__name__} {year} mean SST {mean:.4f}")
 """
 FAILING = "if fail:\n    raise ValueError(f'no data for {region} in {year}')\n"
 AFTER = "print('after the failure')\n"
+WHO = "import os, sys\nprint(os.getuid(), sys.executable)\n"
 
 
 def write_notebook(path: Path) -> Path:
@@ -52,7 +54,8 @@ def write_notebook(path: Path) -> Path:
                                  "language": "python"}
     nb.cells = [new_markdown_cell("# Mean SST of a year"),
                 new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
-                new_code_cell(ANALYSIS), new_code_cell(FAILING), new_code_cell(AFTER)]
+                new_code_cell(WHO), new_code_cell(ANALYSIS), new_code_cell(FAILING),
+                new_code_cell(AFTER)]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
@@ -168,6 +171,19 @@ def _expected_line(path: Path, year: int, region: str) -> str:
     return f"{region} int {year} mean SST {mean:.4f}"
 
 
+def _kernel_ran_as_the_job(cells: list[nbformat.NotebookNode], owner: str) -> None:
+    """The kernel ran as the job's owner (their Unix account, as root) on the job
+    environment's interpreter, whatever kernelspecs the account has."""
+    import pwd
+    import sys
+
+    from oceandata.hub import accounts
+
+    uid = pwd.getpwnam(accounts.unix_name(owner)).pw_uid if accounts.per_user() else os.getuid()
+    who = next(c for c in cells if c.source == WHO)
+    assert _stream(who).split() == [str(uid), sys.executable]
+
+
 def _cells(executed: Path) -> list[nbformat.NotebookNode]:
     return nbformat.read(executed, as_version=4).cells
 
@@ -176,8 +192,25 @@ def _stream(cell: nbformat.NotebookNode) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
 
 
+def _plant_a_broken_kernelspec(env: Env, owner: str) -> None:
+    """As root: a ``python3`` kernelspec in the owner's home that cannot start (jupyter
+    prefers it to the environment's outside a virtualenv); the job must not use it."""
+    from oceandata.hub import accounts
+
+    if not accounts.per_user():
+        return
+    entry = accounts.ensure_account(owner, env.tmp / "data")
+    spec = Path(entry.pw_dir) / ".local" / "share" / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": ["/bin/false", "{connection_file}"], "display_name": "broken",
+        "language": "python"}))
+    accounts.chown_tree(Path(entry.pw_dir) / ".local", entry.pw_uid, entry.pw_gid)
+
+
 def test_notebook_job_keeps_its_executed_notebook_and_html(env: Env, cli, sample) -> None:
     data = sample("oisst_med_nc")
+    _plant_a_broken_kernelspec(env, "alice")
     notebook = write_notebook(env.tmp / "nb" / "analysis.ipynb")
     result = cli("submit", notebook, "-p", "year", "1997", "-p", "region", "Med",
                  "-p", "path", data, "--cores", "1", "--memory", "1GB", "--walltime", "5:00",
@@ -199,6 +232,7 @@ def test_notebook_job_keeps_its_executed_notebook_and_html(env: Env, cli, sample
     injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1
     assert "year = 1997\n" in injected[0].source and 'region = "Med"\n' in injected[0].source
+    _kernel_ran_as_the_job(cells, "alice")
     analysis = next(c for c in cells if c.source == ANALYSIS)
     expected = _expected_line(data, 1997, "Med")
     assert _stream(analysis).strip() == expected
@@ -326,6 +360,7 @@ def test_notebook_job_on_slurm(slurm, tmp_path: Path, sample) -> None:
         log = (Path(done.workdir) / "job.log").read_text()
         assert done.state == JobState.COMPLETED, (done.reason, log)
         cells = _cells(Path(done.workdir) / "outputs" / "analysis.ipynb")
+        _kernel_ran_as_the_job(cells, "alice")
         analysis = next(c for c in cells if c.source == ANALYSIS)
         assert _stream(analysis).strip() == _expected_line(data, 1997, "nowhere")
         assert (Path(done.workdir) / "outputs" / "analysis.html").stat().st_size > 0
