@@ -100,6 +100,9 @@ def running_hub(data_dir: Path, db_url: str | None = None) -> Iterator[Hub]:
     """Start the platform on a free port under *data_dir*; stop it afterwards."""
     reachable_by_accounts(Path(data_dir).parent)
     runtime = prepare_runtime(data_dir, port=free_port(), db_url=db_url)
+    # each test platform has its own audit trail, under its data dir (the session's
+    # OCEANDATA_GOVERNANCE__AUDIT_URL, tests/conftest.py, is for in-process records)
+    runtime.audit_url = f"sqlite:///{runtime.data_dir / 'audit.sqlite'}"
     with mock.patch.dict(os.environ, TEST_HUB_ENV):
         proc = start_hub(runtime)
     try:

@@ -64,6 +64,13 @@ class HubRuntime:
     admin: str = "admin"
     #: ``create``/``existing``: each user as their own Unix account; ``single``: one account
     accounts: str = "single"
+    #: the audit trail of this platform (default: the setting, else SQLite under the data dir)
+    audit_url: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.audit_url:
+            self.audit_url = (get_settings().governance.audit_url
+                              or f"sqlite:///{self.data_dir / 'audit.sqlite'}")
 
     @property
     def hub_dir(self) -> Path:
@@ -80,12 +87,6 @@ class HubRuntime:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def audit_url(self) -> str:
-        """The audit trail of this platform: the setting, else SQLite under the data dir."""
-        return (get_settings().governance.audit_url
-                or f"sqlite:///{self.data_dir / 'audit.sqlite'}")
 
     def environment(self) -> dict[str, str]:
         """Environment of the ``jupyterhub`` process (secrets as file paths or values)."""
