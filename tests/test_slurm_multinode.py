@@ -380,3 +380,64 @@ def test_a_start_failing_halfway_cleans_up(tmp_path: Path, monkeypatch: pytest.M
     network = seen["network"]
     assert not set(network.namespaces) & _netns()  # type: ignore[attr-defined]
     assert network.bridge not in _links()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_dask_workers_on_both_nodes_compute_together(
+    cluster: MultiNodeSlurmCluster, tmp_path: Path
+) -> None:
+    # dask-jobqueue's layout: the scheduler where the client is (here the host, on the
+    # bridge), each worker a 1-CPU Slurm job; data moves worker to worker over the bridge
+    distributed = pytest.importorskip("distributed")
+    dask_cli = Path(sys.executable).with_name("dask")
+    with (
+        distributed.LocalCluster(
+            n_workers=0, host=cluster.host_address, scheduler_port=0, dashboard_address=None
+        ) as local,
+        distributed.Client(local) as client,
+    ):
+        address = local.scheduler_address
+        command = f"{dask_cli} worker {address} --nthreads 1 --no-dashboard"
+        workers = [
+            cluster.sbatch("--output", str(tmp_path / f"worker{i}.out"), "--wrap", command)
+            for i in (1, 2)
+        ]
+        try:
+            client.wait_for_workers(2, timeout=60)
+            hosts = client.run(socket.gethostname)
+            assert sorted(hosts.values()) == ["node1", "node2"]
+            by_node = {host: worker for worker, host in hosts.items()}
+            for name, worker in by_node.items():
+                assert worker.startswith(f"tcp://{cluster.node_addresses[name]}:")
+            made = client.submit(lambda: list(range(1000)), workers=[by_node["node1"]])
+            total = client.submit(sum, made, workers=[by_node["node2"]])
+            assert total.result(timeout=30) == sum(range(1000))
+            assert client.who_has(total)[total.key] == (by_node["node2"],)
+        finally:
+            cluster.scancel(*workers)
+            cluster.wait_for_jobs(workers, timeout=60)
+
+
+@pytest.mark.slurm
+def test_networks_of_dead_runs_are_removed(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        _skip_or_fail("network namespaces need root")
+    dead = subprocess.Popen(["true"])  # a process id that no longer runs
+    dead.wait()
+    tag = f"{slurm_module._base36(dead.pid)}z"
+    namespace, bridge = f"odslurm{tag}n1", f"odslurmbr{tag}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    mine = f"odslurm{slurm_module._base36(os.getpid())}zn1"  # a live owner: kept
+    subprocess.run(["ip", "netns", "add", mine], check=True)
+    try:
+        removed = slurm_module.remove_stale_networks()
+        assert namespace in removed and bridge in removed
+        assert mine not in removed
+        assert namespace not in _netns() and f"{bridge}:" not in _links()
+        assert mine in _netns()
+    finally:
+        subprocess.run(["ip", "netns", "del", mine])
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
