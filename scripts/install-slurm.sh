@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Install what oceandata.testing.slurm needs for a real single-node Slurm: Debian's
-# slurm-wlm (slurmctld, slurmd and the slurm-client commands sbatch/squeue/sacct/scontrol/
-# scancel/sinfo) and munge. Only when a program is missing and we are root; a no-op
-# otherwise (without root the Slurm tests say they are skipped and why, outside CI).
-# The packages' own services are not used: the fixture starts private daemons.
+# Install what oceandata.testing.slurm needs for a real Slurm in the tests:
+# - single_node_slurm: Debian's slurm-wlm (slurmctld, slurmd and the slurm-client commands
+#   sbatch/squeue/sacct/sacctmgr/scontrol/scancel/sinfo) and munge;
+# - multi_node_slurm (several slurmd, each in its own network namespace, and slurmdbd so
+#   that sacct is real): slurmdbd, MariaDB's server and client cores (mariadbd,
+#   mariadb-install-db and the my_print_defaults it calls) and iproute2 (ip netns).
+# Only when a program is missing and we are root; a no-op otherwise (without root the
+# Slurm tests say they are skipped and why, outside CI).
+# The packages' own services are not used (and not started: no systemd here, and
+# mariadb-server-core has no service): the fixture starts private daemons.
 set -euo pipefail
 
-PACKAGES=(slurm-wlm munge)
-PROGRAMS=(slurmctld slurmd munged sbatch squeue sacct scontrol scancel sinfo)
+PACKAGES=(slurm-wlm munge slurmdbd mariadb-server-core mariadb-client-core iproute2)
+PROGRAMS=(slurmctld slurmd munged sbatch squeue sacct sacctmgr scontrol scancel sinfo
+          slurmdbd mariadbd mariadb-install-db my_print_defaults ip)
 export PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"
 
 missing=()

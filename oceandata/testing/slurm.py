@@ -1,4 +1,4 @@
-"""A real, throw-away single-node Slurm cluster for the tests and for development.
+"""A real, throw-away Slurm cluster (one node, or several with accounting) for the tests.
 
 :func:`single_node_slurm` starts a private MUNGE daemon and a Slurm controller
 (``slurmctld``) and compute daemon (``slurmd``) for *this machine only*, all of whose
@@ -53,6 +53,42 @@ cluster (the main thread).
 
 Known, harmless log noise: slurmd reports it cannot load the PMIx MPI plugins (no PMIx
 library; ``MpiDefault=none``) and that hwloc's topology cache is absent on first start.
+
+Several nodes and real accounting
+---------------------------------
+:func:`multi_node_slurm` (root only) builds a cluster whose nodes are really apart on
+one machine, sharing the code above (``slurm.conf`` rendering, daemon start, readiness,
+shutdown):
+
+* a private bridge ``odslurmbr<tag>`` with a free ``10.X.Y.0/24``; the host side
+  (``10.X.Y.1``) is where slurmctld and slurmdbd listen;
+* per node (``node1``, ``node2``...): a network namespace ``odslurm<tag>n<i>`` joined
+  to the bridge by a veth pair, with address ``10.X.Y.(10+i)`` (``NodeAddr``) and a
+  default route through the host; its ``slurmd -N node<i>`` is started inside it, in
+  its own UTS namespace (``hostname`` says ``node<i>`` in jobs) and its own mount
+  namespace where a ``hosts`` file listing the nodes is bound over ``/etc/hosts`` (node
+  names resolve inside jobs; the machine's ``/etc`` is untouched). Jobs inherit all
+  three, so a dask scheduler or worker in a job on one node is reached from the other
+  node and from the host over the bridge. All slurmd use the same port (each has its
+  own network). Each node declares ``CPUs=cpus_per_node`` (1 by default, with
+  ``SlurmdParameters=config_overrides``): a two-worker allocation must span two nodes;
+* the filesystem is the host's, the same for every node (no chroot): the cluster's
+  folder, homes and stores are "shared storage" at the same paths everywhere;
+* ``slurmdbd`` (``AccountingStorageType=accounting_storage/slurmdbd``,
+  ``JobAcctGatherType=jobacct_gather/linux``; cgroups are not delegated in CI
+  containers) with a private MariaDB: its own datadir in the cluster's folder, socket in
+  the runtime folder, a free port on 127.0.0.1 and an account with a fresh password,
+  created by ``--init-file``. Plain ``sacct -j ID`` is then the real record (run time,
+  CPUs, nodes, account); ``AccountingStorageEnforce=associations`` by default, with
+  :meth:`MultiNodeSlurmCluster.add_account` / :meth:`~MultiNodeSlurmCluster.add_user`
+  (``sacctmgr -i``) to let a user charge an allocation's account.
+
+Readiness waits on real signals: MariaDB and slurmdbd accepting connections,
+``sacctmgr`` answering, ``scontrol ping``, every node idle in ``sinfo``. On exit, even
+after a start that failed halfway, the daemons are stopped (slurmd, slurmctld, slurmdbd,
+mariadbd, munged) and the veth pairs, namespaces and bridge deleted; a run killed
+outright leaves its network behind, which the next run removes
+(:func:`remove_stale_networks`, by the dead owner's process id in the names).
 """
 
 from __future__ import annotations
@@ -90,9 +126,11 @@ REQUIRED_PROGRAMS = DAEMONS + CLIENTS
 MULTI_NODE_PACKAGES = (
     *DEBIAN_PACKAGES, "slurmdbd", "mariadb-server-core", "mariadb-client-core", "iproute2",
 )  # fmt: skip
-#: every program :func:`multi_node_slurm` runs
+#: every program :func:`multi_node_slurm` runs (``mariadb-install-db`` calls
+#: ``my_print_defaults``, from ``mariadb-client-core``)
 MULTI_NODE_PROGRAMS = (
-    *REQUIRED_PROGRAMS, "sacctmgr", "slurmdbd", "mariadbd", "mariadb-install-db", "ip",
+    *REQUIRED_PROGRAMS, "sacctmgr", "slurmdbd", "mariadbd", "mariadb-install-db",
+    "my_print_defaults", "ip",
 )  # fmt: skip
 #: oldest Slurm whose ``AuthInfo=socket=``, ``select/cons_tres`` and ``sacct -c`` we rely on
 MIN_VERSION = (20, 11)
