@@ -302,9 +302,68 @@ def test_bad_notebooks_and_parameters_are_refused_before_anything_is_queued(
                           (["-p", "year"], "give a NAME and a VALUE")):
         with pytest.raises(Exception, match=message):
             make_spec(notebook, args)
-    assert env.count_jobs() == 0
-    assert not (env.tmp / "data" / "jobs").exists() or not any(
-        (env.tmp / "data" / "jobs").rglob("*.ipynb"))
+    from fastapi.testclient import TestClient
+
+    app = FastAPI()
+    app.include_router(router)
+    app.state.db_url, app.state.jobs = env.url, env.runtime
+    app.dependency_overrides[current_user] = lambda: HubUser(name="alice")
+    text = notebook.read_text()
+    with TestClient(app) as client:
+        for body, message in (
+                ({"parameters": {"yaer": 1997}}, "declares no parameter 'yaer'"),
+                ({"parameters": ["year", "1997"]}, "parameters: give a JSON object"),
+                ({"args": ["-p", "year"]}, "give a NAME and a VALUE"),
+                ({"script": "{", "script_name": "x.ipynb"}, "'x.ipynb' is not JSON")):
+            r = client.post("/jobs", json={"script": text, "script_name": "analysis.ipynb",
+                                           "walltime": "5:00", **body})
+            assert r.status_code == 400 and message in r.json()["detail"], (body, r.text)
+        assert env.count_jobs() == 0
+        assert not (env.tmp / "data" / "jobs").exists() or not any(
+            (env.tmp / "data" / "jobs").rglob("*.ipynb"))
+        # and a good one through the REST API: parameters become the job's -p triples
+        r = client.post("/jobs", json={"script": text, "script_name": "analysis.ipynb",
+                                       "walltime": "5:00", "memory": "1GB",
+                                       "parameters": {"year": 1997, "fail": True}})
+        assert r.status_code == 201, r.text
+        assert r.json()["args"] == ["-p", "year", "1997", "-p", "fail", "True"]
+        client.post(f"/jobs/{r.json()['id']}/cancel")
+
+
+def _processes_of_job(job_id: str, kernel: bool = False) -> list[int]:
+    """Processes whose environment names the job (the kernel: and ``-m ipykernel...``)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (f"OCEANDATA_JOB_ID={job_id}\0".encode() in (proc / "environ").read_bytes()
+                        and (not kernel or b"ipykernel" in (proc / "cmdline").read_bytes())):
+                    found.append(int(proc.name))
+    return found
+
+
+def test_walltime_stops_the_kernel_too(env: Env) -> None:
+    """The kernel is papermill's child in a session of its own (jupyter_client starts it
+    so): when the job's process group is killed, the kernel notices its parent is gone
+    and exits; nothing of the job outlives it."""
+    notebook = env.tmp / "nb" / "slow.ipynb"
+    notebook.parent.mkdir(parents=True)
+    nbformat.write(new_notebook(cells=[new_code_cell("import time\ntime.sleep(300)")]),
+                   notebook)
+    spec = make_spec(notebook, [], memory="1GB", walltime="0:10", max_cores=2)
+    with db.session_scope(env.url) as session:
+        job_id = service.submit(session, "alice", spec, env.alloc_id, "local",
+                                runtime=env.runtime).id
+    deadline = time.monotonic() + 10
+    while not _processes_of_job(job_id, kernel=True):
+        assert time.monotonic() < deadline and not env.job(job_id).state.finished
+        time.sleep(0.1)
+    job = env.wait(job_id)
+    assert job.state == JobState.TIMEOUT, job.reason
+    deadline = time.monotonic() + 20
+    while _processes_of_job(job_id):
+        assert time.monotonic() < deadline, _processes_of_job(job_id)
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("text", ["1997", "-5", "0.5", "1e3", "True", "False", "None",

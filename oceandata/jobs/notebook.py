@@ -263,8 +263,9 @@ def failure_reason(workdir: Path) -> str | None:
 
 def _job_kernel(folder: Path) -> None:
     """Make the job environment's Python the ``python3`` kernel of this process's
-    papermill: a kernelspec under *folder* first on ``JUPYTER_PATH``, connection files
-    in *folder* too (not in a home that may be missing or shared)."""
+    papermill: a kernelspec under *folder* first on ``JUPYTER_PATH``; Jupyter's runtime
+    files under *folder* too, not in a home that may be missing (nbclient writes the
+    kernel's connection file, 0600, to the temporary folder)."""
     from ipykernel.kernelspec import write_kernel_spec
 
     spec = folder / "kernels" / KERNEL_NAME
