@@ -314,7 +314,8 @@ def test_bad_notebooks_and_parameters_are_refused_before_anything_is_queued(
                 ({"parameters": {"yaer": 1997}}, "declares no parameter 'yaer'"),
                 ({"parameters": ["year", "1997"]}, "parameters: give a JSON object"),
                 ({"args": ["-p", "year"]}, "give a NAME and a VALUE"),
-                ({"script": "{", "script_name": "x.ipynb"}, "'x.ipynb' is not JSON")):
+                ({"script": "{", "script_name": "x.ipynb"}, "'x.ipynb' is not JSON"),
+                ({"script_name": "run.py", "parameters": {"year": 1}}, "is not a notebook")):
             r = client.post("/jobs", json={"script": text, "script_name": "analysis.ipynb",
                                            "walltime": "5:00", **body})
             assert r.status_code == 400 and message in r.json()["detail"], (body, r.text)

@@ -45,6 +45,7 @@ from ..errors import NotAuthorized, UsageError
 from ..governance import audit
 from ..hub.security import MAX_INT64, HubUser, parse_json_object
 from ..jobs import service
+from ..jobs.notebook import is_notebook
 from ..jobs.spec import make_spec
 from . import db
 from .auth import current_user
@@ -201,8 +202,11 @@ async def submit_job(request: Request, user: HubUser = Depends(current_user)) ->
             with tempfile.TemporaryDirectory(prefix="oceandata-upload-") as tmp:
                 script = Path(tmp) / name
                 script.write_bytes(data)
-                spec = make_spec(script, _args(fields.get("args"))
-                                 + _parameters(fields.get("parameters")),
+                parameters = _parameters(fields.get("parameters"))
+                if parameters and not is_notebook(name):
+                    raise UsageError(f"parameters: {name!r} is not a notebook (.ipynb); give "
+                                     "a script's arguments as args")
+                spec = make_spec(script, _args(fields.get("args")) + parameters,
                                  cores=fields.get("cores", 1),
                                  memory=fields.get("memory", "2GB"),
                                  walltime=fields.get("walltime", "1:00:00"),

@@ -141,7 +141,12 @@ def check_notebook(path: Path, *, option: str = "NOTEBOOK") -> dict[str, Any] | 
     if cell is None:
         return None
     translator = papermill_translators.find_translator(KERNEL_NAME, "python")
-    return {p.name: p._asdict() for p in translator.inspect(cell)}
+    try:
+        return {p.name: p._asdict() for p in translator.inspect(cell)}
+    except Exception as exc:  # papermill's reading of the cell: any failure is the cell's
+        raise UsageError(f"{option} {name!r}: papermill cannot read its cell tagged "
+                         f"'parameters' ({type(exc).__name__}); keep it to assignments "
+                         "such as year = 1997") from None
 
 
 def parse_parameters(tokens: Sequence[str]) -> list[tuple[str, str]]:
