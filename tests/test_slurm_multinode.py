@@ -166,9 +166,18 @@ def test_cluster_is_up_with_two_idle_one_cpu_nodes(cluster: MultiNodeSlurmCluste
         assert "CPUTot=1 " in record
     assert set(cluster.network.namespaces) <= _netns()
     assert f"{cluster.network.bridge}:" in _links() or f"{cluster.network.bridge}@" in _links()
-    # the host reaches every node over the bridge (slurmd's port)
+    # the host reaches every node over the bridge (slurmd's port), and a node the other
     for address in addresses.values():
         socket.create_connection((address, cluster.slurmd_port), timeout=5).close()
+    seen = cluster.run_on(
+        "node2", sys.executable, "-c",
+        "import socket; print(socket.gethostname(), socket.gethostbyname('node1')); "
+        f"socket.create_connection(({addresses['node1']!r}, {cluster.slurmd_port}), timeout=5)",
+    )  # fmt: skip
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.split() == ["node2", addresses["node1"]]
+    with pytest.raises(SlurmError, match="no node"):
+        cluster.run_on("node9", "true")
 
 
 @pytest.mark.slurm
