@@ -395,16 +395,33 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield cluster
 
 
-@pytest.mark.slow
-def test_notebook_job_on_slurm(slurm, tmp_path: Path, sample) -> None:
-    data = sample("oisst_med_nc")
+@pytest.fixture(scope="module")
+def multi_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from hub_helpers import reachable_by_accounts
+
+    from oceandata.testing.slurm import SlurmUnavailable, in_ci, multi_node_slurm
+
+    with contextlib.ExitStack() as stack:
+        try:
+            folder = reachable_by_accounts(tmp_path_factory.mktemp("mn"))
+            cluster = stack.enter_context(multi_node_slurm(folder, enforce=""))
+        except SlurmUnavailable as exc:
+            if in_ci():
+                pytest.fail(f"the multi-node Slurm is required in CI: {exc}", pytrace=False)
+            pytest.skip(f"no multi-node Slurm here: {exc}")
+        yield cluster
+
+
+def _notebook_jobs_on(cluster, tmp_path: Path, data: Path) -> None:
+    """A notebook with parameters completes with its outputs; a failing one is FAILED
+    with the failing cell's error, on the cluster's Slurm."""
     url = f"sqlite:///{tmp_path / 'alloc.sqlite'}"
     db.upgrade(url)
     alloc_id = _allocation(url, "alice")
     settings = JobSettings(max_concurrent=2, max_cores=2, max_walltime_s=3600,
                            poll_interval=0.2, kill_grace_s=2.0)
     runtime = JobRuntime(url, data_dir=tmp_path / "data", settings=settings,
-                         slurm_env=slurm.env(), slurm=True).start()
+                         slurm_env=cluster.env(), slurm=True).start()
     env = Env(url, tmp_path, runtime, alloc_id)
     try:
         notebook = write_notebook(tmp_path / "nb" / "analysis.ipynb")
@@ -427,5 +444,20 @@ def test_notebook_job_on_slurm(slurm, tmp_path: Path, sample) -> None:
         assert failed.state == JobState.FAILED
         assert failed.reason.startswith("ValueError: no data for nowhere in 1997"), failed.reason
         assert (Path(failed.workdir) / "outputs" / "analysis.ipynb").exists()
+        if hasattr(cluster, "node_names"):  # ran on a compute node, in its namespace
+            record = cluster.job_record(int(done.backend_id))
+            assert record.fields.get("NodeList") in cluster.node_names, record.fields
     finally:
         runtime.stop(kill_jobs=True)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_notebook_jobs_on_slurm(slurm, tmp_path: Path, sample) -> None:
+    _notebook_jobs_on(slurm, tmp_path, sample("oisst_med_nc"))
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_notebook_jobs_on_the_multi_node_slurm(multi_node, tmp_path: Path, sample) -> None:
+    _notebook_jobs_on(multi_node, tmp_path, sample("oisst_med_nc"))
