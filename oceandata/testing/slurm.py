@@ -2026,7 +2026,12 @@ class MultiNodeSlurmCluster(SlurmCluster):
             "sacctmgr", "-n", "-P", "show", "associations", f"cluster={self.cluster_name}",
             "format=Account,User",
         ).stdout  # fmt: skip
-        return [tuple(line.split("|", 1)) for line in out.splitlines() if "|" in line]  # type: ignore[misc]
+        pairs: list[tuple[str, str]] = []
+        for line in out.splitlines():
+            account, bar, user = line.partition("|")
+            if bar:
+                pairs.append((account, user))
+        return pairs
 
     def sacct(self, job_id: int, fields: Iterable[str] = SACCT_FIELDS) -> list[dict[str, str]]:
         """Return slurmdbd's records of a job and its steps (``sacct -j ID -P -n -o ...``).
