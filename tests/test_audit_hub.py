@@ -263,16 +263,16 @@ def test_server_start_and_stop(hub: Hub, admin: HubClient) -> None:
     assert out.strip() == expect
 
     # a server that dies emits no JupyterHub event: the post-stop hook records it, as
-    # the hub's, when the hub notices (here: the next start polls it)
+    # the hub's, when the hub notices (its poll of the spawners, every 30 s by default)
     pid = _server_pid(hub, user.name)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while not _dead(pid) and time.monotonic() < deadline:
         time.sleep(0.1)  # poll interval of the process's exit
-    user.start_server()
     rec = _record(hub, "hub.server_stop", {"reason": UNREQUESTED_STOP},
                   target=f"server:{user.name}")
     assert (rec["actor"], rec["source"]) == ("hub", None)
+    user.start_server()  # the hub knows it stopped: a new start, then a requested stop
 
     r = user.api("DELETE", f"/hub/api/users/{user.name}/server")
     assert r.status_code in (202, 204), r.text
