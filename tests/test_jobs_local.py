@@ -7,6 +7,7 @@ the local backend only. States are polled with short intervals against deadlines
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -467,7 +468,14 @@ def test_rest_api(env: Env) -> None:
 # ---------------------------------------------------------------------------- CLI
 
 
-def test_cli_against_the_rest_api(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def jobs_cli(url: str, runtime: JobRuntime, monkeypatch: pytest.MonkeyPatch,
+             user: str = "alice") -> Iterator[tuple[object, object]]:
+    """``(runner, app)``: the jobs commands against a served REST API, as *user*.
+
+    The API is the service's jobs router on a free loopback port, its user taken from
+    ``Authorization: token <name>`` (a stand-in for the hub's token check).
+    """
     import socket
 
     import typer
@@ -478,8 +486,8 @@ def test_cli_against_the_rest_api(env: Env, monkeypatch: pytest.MonkeyPatch) -> 
 
     app = FastAPI()
     app.include_router(router, prefix="/api")  # as the service mounts it
-    app.state.db_url = env.url
-    app.state.jobs = env.runtime
+    app.state.db_url = url
+    app.state.jobs = runtime
 
     async def token_user(request: Request) -> HubUser:
         auth = request.headers.get("authorization", "")
@@ -498,10 +506,10 @@ def test_cli_against_the_rest_api(env: Env, monkeypatch: pytest.MonkeyPatch) -> 
         deadline = time.monotonic() + 20
         while not server.started:
             assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.05)
+            time.sleep(0.05)  # polling uvicorn's start flag
         monkeypatch.setenv("OCEANDATA_ALLOC_URL", f"http://127.0.0.1:{port}")
         monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
-        monkeypatch.setenv("OCEANDATA_TOKEN", "alice")
+        monkeypatch.setenv("OCEANDATA_TOKEN", user)
         cli = typer.Typer()
 
         @cli.callback()
@@ -509,7 +517,14 @@ def test_cli_against_the_rest_api(env: Env, monkeypatch: pytest.MonkeyPatch) -> 
             """Test root."""
 
         install(cli)
-        runner = CliRunner()
+        yield CliRunner(), cli
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+def test_cli_against_the_rest_api(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    with jobs_cli(env.url, env.runtime, monkeypatch) as (runner, cli):
         script = env.script("ok.py", OK_SCRIPT)
         result = runner.invoke(cli, ["submit", str(script), "one", "--cores", "1", "--memory",
                                      "1GB", "--walltime", "2:00", "--allocation",
@@ -547,6 +562,3 @@ def test_cli_against_the_rest_api(env: Env, monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setenv("OCEANDATA_ALLOC_URL", "http://127.0.0.1:1")
         result = runner.invoke(cli, ["jobs", "list"])
         assert result.exit_code == 2 and "cannot reach" in result.stderr
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)

@@ -12,8 +12,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from sqlalchemy import func, select
 
@@ -34,6 +32,7 @@ from oceandata.jobs import JobSettings, service
 from oceandata.jobs.notebook import resolve_type
 from oceandata.jobs.service import JobRuntime
 from oceandata.jobs.spec import make_spec
+from tests.test_jobs_local import jobs_cli
 
 PARAMETERS = "year = 2000\nregion = 'nowhere'\npath = ''\nfail = False\n"
 ANALYSIS = """\
@@ -118,50 +117,8 @@ def env(tmp_path: Path) -> Iterator[Env]:
 @pytest.fixture
 def cli(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     """``cli(*args) -> result``: the jobs commands against the REST API as alice."""
-    import typer
-    import uvicorn
-    from typer.testing import CliRunner
-
-    from oceandata.jobs.cli import install
-
-    app = FastAPI()
-    app.include_router(router, prefix="/api")
-    app.state.db_url = env.url
-    app.state.jobs = env.runtime
-
-    async def token_user(request: Request) -> HubUser:
-        auth = request.headers.get("authorization", "")
-        if not auth.startswith("token "):
-            raise HTTPException(401, "a JupyterHub token is required")
-        return HubUser(name=auth.split(" ", 1)[1])
-
-    app.dependency_overrides[current_user] = token_user
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.05)
-    monkeypatch.setenv("OCEANDATA_ALLOC_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
-    monkeypatch.setenv("OCEANDATA_TOKEN", "alice")
-    root = typer.Typer()
-
-    @root.callback()
-    def _root() -> None:
-        """Test root."""
-
-    install(root)
-    runner = CliRunner()
-    try:
+    with jobs_cli(env.url, env.runtime, monkeypatch) as (runner, root):
         yield lambda *args: runner.invoke(root, [str(a) for a in args])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 def _expected_line(path: Path, year: int, region: str) -> str:
