@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
+# where gateway clusters (and servers) run: local, or slurm (`make up BACKEND=slurm`)
+BACKEND ?= $(or $(OCEANDATA_HUB_BACKEND),local)
 CHP    := $(VENV)/node/node_modules/.bin/configurable-http-proxy
 
 # Real sample files: a local mirror when there is one (CI and developers: ../shared/data),
@@ -66,7 +68,7 @@ up: $(STAMP) sample
 	$(BIN)/oceandata store build-samples
 	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata catalog validate
 	@$(REACH)
-	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata hub up --port $(PORT)
+	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata hub up --port $(PORT) --backend $(BACKEND)
 
 bench: $(STAMP) sample
 	@command -v nccopy >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netcdf-bin >/dev/null; } || echo "nccopy missing (apt-get install netcdf-bin): its column is skipped"

@@ -428,11 +428,15 @@ def hub_up_command(
     port: Annotated[int, typer.Option(help="Public port on 127.0.0.1.")] = 8000,
     db_url: Annotated[str | None, typer.Option(
         help="Hub database (default SQLite under the data dir), e.g. postgresql://...")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="Where gateway clusters (and servers) run: local (this machine) or slurm "
+             "(Slurm jobs; needs `scontrol ping` to answer). Default: "
+             "$OCEANDATA_HUB_BACKEND, else local.")] = None,
 ) -> None:
     """Start JupyterHub, its proxy, dask-gateway and the idle culler; Ctrl-C stops them."""
     from .hub import hub_up
 
-    raise typer.Exit(hub_up(data_dir=data_dir, port=port, db_url=db_url))
+    raise typer.Exit(hub_up(data_dir=data_dir, port=port, db_url=db_url, backend=backend))
 
 
 @app.command("version")

@@ -63,7 +63,8 @@ class Hub:
 
     @property
     def gateway_proxy(self) -> str:
-        return f"gateway://127.0.0.1:{self.runtime.ports['gateway_tcp']}"
+        """The gateway's scheduler proxy (on the internal host: loopback unless Slurm mode)."""
+        return f"gateway://{self.runtime.internal_host}:{self.runtime.ports['gateway_tcp']}"
 
 
 def reachable_by_accounts(path: Path) -> Path:
@@ -95,15 +96,56 @@ def reachable_by_accounts(path: Path) -> Path:
     return path
 
 
+def slurm_hub_env(slurm, partition: str | None = None, account: str | None = None,
+                  qos: str | None = None) -> dict[str, str]:
+    """The ``hub up --backend slurm`` environment for a test Slurm cluster.
+
+    Parameters
+    ----------
+    slurm
+        A running :class:`~oceandata.testing.slurm.MultiNodeSlurmCluster` (or any
+        cluster with ``slurm_conf``, ``partition`` and, for nodes, ``host_address``).
+    partition, account, qos
+        ``OCEANDATA_SLURM_PARTITION`` (default the cluster's partition),
+        ``OCEANDATA_SLURM_ACCOUNT`` and ``OCEANDATA_SLURM_QOS`` (unset when None).
+
+    Returns
+    -------
+    dict of str to str
+        ``OCEANDATA_HUB_BACKEND=slurm``, ``OCEANDATA_HUB_INTERNAL_HOST`` (the cluster's
+        ``host_address``: what the nodes reach), the Slurm values and ``SLURM_CONF``.
+    """
+    env = {"OCEANDATA_HUB_BACKEND": "slurm",
+           "OCEANDATA_HUB_INTERNAL_HOST": getattr(slurm, "host_address", "127.0.0.1"),
+           "OCEANDATA_SLURM_PARTITION": partition or slurm.partition,
+           "SLURM_CONF": str(slurm.slurm_conf)}
+    if account:
+        env["OCEANDATA_SLURM_ACCOUNT"] = account
+    if qos:
+        env["OCEANDATA_SLURM_QOS"] = qos
+    return env
+
+
 @contextlib.contextmanager
-def running_hub(data_dir: Path, db_url: str | None = None) -> Iterator[Hub]:
-    """Start the platform on a free port under *data_dir*; stop it afterwards."""
+def running_hub(data_dir: Path, db_url: str | None = None, *, slurm=None,
+                partition: str | None = None, account: str | None = None,
+                qos: str | None = None) -> Iterator[Hub]:
+    """Start the platform on a free port under *data_dir*; stop it afterwards.
+
+    With *slurm* (a running :class:`~oceandata.testing.slurm.MultiNodeSlurmCluster`),
+    the hub runs in Slurm mode (``hub up --backend slurm``) against that cluster: what
+    the nodes must reach listens on ``slurm.host_address`` (see :func:`slurm_hub_env`
+    for *partition*, *account* and *qos*).
+    """
     reachable_by_accounts(Path(data_dir).parent)
-    runtime = prepare_runtime(data_dir, port=free_port(), db_url=db_url)
+    backend_env = {} if slurm is None else slurm_hub_env(slurm, partition, account, qos)
+    with mock.patch.dict(os.environ, backend_env):
+        runtime = prepare_runtime(data_dir, port=free_port(), db_url=db_url,
+                                  backend="slurm" if slurm is not None else None)
     # each test platform has its own audit trail, under its data dir (the session's
     # OCEANDATA_GOVERNANCE__AUDIT_URL, tests/conftest.py, is for in-process records)
     runtime.audit_url = f"sqlite:///{runtime.data_dir / 'audit.sqlite'}"
-    with mock.patch.dict(os.environ, TEST_HUB_ENV):
+    with mock.patch.dict(os.environ, {**TEST_HUB_ENV, **backend_env}):
         proc = start_hub(runtime)
     try:
         try:

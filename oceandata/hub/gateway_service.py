@@ -18,7 +18,10 @@ anyone who knows the URL (dask/dask-gateway#570). JupyterHub routes
 - answers 404 to anything else.
 
 The gateway runs as a child process (``dask-gateway-server -f $OCEANDATA_GATEWAY_CONFIG``)
-and stops with the service.
+and stops with the service. Its environment is the service's, completed by the backend
+choice the launcher wrote to ``<hub dir>/backend.json`` (``OCEANDATA_HUB_BACKEND``,
+``OCEANDATA_HUB_INTERNAL_HOST``, ``OCEANDATA_SLURM_*``, ``SLURM_CONF``) for any of those
+the service's environment lacks.
 """
 
 from __future__ import annotations
@@ -240,12 +243,41 @@ async def _make_app(cfg: GateConfig) -> web.Application:
     return app
 
 
+def gateway_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The gateway's environment: *environ* plus the backend choice it lacks.
+
+    Parameters
+    ----------
+    environ
+        The service's environment (default ``os.environ``), with ``OCEANDATA_HUB_DIR``.
+
+    Returns
+    -------
+    dict of str to str
+        *environ*, with each variable of ``<hub dir>/backend.json`` (written by the
+        launcher, :data:`oceandata.hub.launcher.BACKEND_FILE`) that it does not set.
+    """
+    from .launcher import BACKEND_ENV, BACKEND_FILE
+
+    env = dict(os.environ if environ is None else environ)
+    path = Path(env.get("OCEANDATA_HUB_DIR", ".")) / BACKEND_FILE
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        written = {}
+    for name in BACKEND_ENV:
+        if name in written and not env.get(name):
+            env[name] = str(written[name])
+    return env
+
+
 def main() -> None:
     """Run dask-gateway-server as a child and the gate in this process until stopped."""
     cfg = GateConfig.from_env()
     port = urllib.parse.urlparse(os.environ["JUPYTERHUB_SERVICE_URL"]).port
     config = Path(os.environ["OCEANDATA_GATEWAY_CONFIG"])
-    gateway = subprocess.Popen([sys.executable, "-m", "dask_gateway_server", "-f", str(config)])
+    gateway = subprocess.Popen([sys.executable, "-m", "dask_gateway_server", "-f", str(config)],
+                               env=gateway_environment())
 
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

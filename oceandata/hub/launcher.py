@@ -17,7 +17,16 @@ foreground. It never writes a secret to the terminal or the logs:
   ``sqlite:///<data dir>/audit.sqlite``) is fixed here and handed to the hub, which hands
   it to its services (dask-gateway, allocations, data), so every record of the platform
   lands in one chain (the users' servers do not get it; the SQLite file is 0600, the
-  platform account's).
+  platform account's);
+- the compute backend (:data:`BACKENDS`): ``local`` (default) runs notebook servers and
+  gateway clusters on this machine; ``slurm`` runs them as Slurm jobs. The choice and
+  its values reach the hub and the gateway as ``OCEANDATA_HUB_BACKEND``,
+  ``OCEANDATA_HUB_INTERNAL_HOST`` (the address compute nodes reach the hub's API and
+  the gateway's API on), ``OCEANDATA_SLURM_PARTITION``, ``OCEANDATA_SLURM_ACCOUNT``,
+  ``OCEANDATA_SLURM_QOS`` (optional) and ``SLURM_CONF`` (passed through); they are also
+  written to ``<hub dir>/backend.json`` (no secret in it), which the gateway service
+  reads for any of them its environment lacks. ``slurm`` is refused in one line when
+  ``scontrol ping`` does not answer.
 
 Ctrl-C (SIGINT) or SIGTERM stops JupyterHub, which stops the proxy, the services and the
 single-user servers it started.
@@ -49,6 +58,16 @@ HUB_CONFIG = CHECKOUT / "hub_config" / "jupyterhub_config.py"
 NODE_PREFIX = CHECKOUT / ".venv" / "node"
 
 
+#: the compute backends ``hub up --backend`` accepts
+BACKENDS = ("local", "slurm")
+#: the environment variables of the backend choice (see the module docstring)
+BACKEND_ENV = ("OCEANDATA_HUB_BACKEND", "OCEANDATA_HUB_INTERNAL_HOST",
+               "OCEANDATA_SLURM_PARTITION", "OCEANDATA_SLURM_ACCOUNT", "OCEANDATA_SLURM_QOS",
+               "SLURM_CONF")
+#: file under the hub dir holding the backend's variables (read by the gateway service)
+BACKEND_FILE = "backend.json"
+
+
 class HubAlreadyRunning(OceandataError):
     """Another ``hub up`` holds this data dir."""
 
@@ -66,6 +85,16 @@ class HubRuntime:
     accounts: str = "single"
     #: the audit trail of this platform (default: the setting, else SQLite under the data dir)
     audit_url: str = ""
+    #: ``local`` or ``slurm`` (:data:`BACKENDS`): where servers and gateway clusters run
+    backend: str = "local"
+    #: address the compute nodes reach the hub's API and the gateway's API on
+    internal_host: str = "127.0.0.1"
+    #: Slurm partition, account and QOS of the jobs (``slurm`` backend; empty: Slurm's default)
+    slurm_partition: str = ""
+    slurm_account: str = ""
+    slurm_qos: str = ""
+    #: ``SLURM_CONF`` of the Slurm cluster (empty: Slurm's default, /etc/slurm/slurm.conf)
+    slurm_conf: str = ""
 
     def __post_init__(self) -> None:
         if not self.audit_url:
@@ -87,6 +116,22 @@ class HubRuntime:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def backend_environment(self) -> dict[str, str]:
+        """The backend choice as environment variables (:data:`BACKEND_ENV`; no secret).
+
+        The Slurm values only when set (an unset one is left to the inherited
+        environment, or Slurm's default).
+        """
+        env = {"OCEANDATA_HUB_BACKEND": self.backend,
+               "OCEANDATA_HUB_INTERNAL_HOST": self.internal_host}
+        for name, value in (("OCEANDATA_SLURM_PARTITION", self.slurm_partition),
+                            ("OCEANDATA_SLURM_ACCOUNT", self.slurm_account),
+                            ("OCEANDATA_SLURM_QOS", self.slurm_qos),
+                            ("SLURM_CONF", self.slurm_conf)):
+            if value:
+                env[name] = value
+        return env
 
     def environment(self) -> dict[str, str]:
         """Environment of the ``jupyterhub`` process (secrets as file paths or values)."""
@@ -112,10 +157,19 @@ class HubRuntime:
             "PATH": f"{NODE_PREFIX / 'node_modules' / '.bin'}:{Path(sys.executable).parent}:"
                     f"{env.get('PATH', '')}",
         })
+        env.update(self.backend_environment())
         if settings.sample_data is not None:
             env["OCEANDATA_SAMPLE_DATA"] = str(settings.sample_data)
         env.pop("JUPYTERHUB_API_TOKEN", None)
         return env
+
+    def write_backend_file(self) -> Path:
+        """Write :meth:`backend_environment` to ``<hub dir>/backend.json`` (mode 0644)."""
+        path = self.hub_dir / BACKEND_FILE
+        self.hub_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(json.dumps(self.backend_environment(), indent=1) + "\n",
+                        encoding="utf-8")
+        return path
 
 
 def _port_taken(port: int) -> bool:
@@ -172,8 +226,87 @@ def register_admin(db_url: str, name: str, password: str) -> bool:
         engine.dispose()
 
 
+def backend_settings(backend: str | None = None,
+                     environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The backend choice: *backend* (``--backend``), else the environment, else ``local``.
+
+    Parameters
+    ----------
+    backend
+        ``local`` or ``slurm``; None reads ``OCEANDATA_HUB_BACKEND``.
+    environ
+        Where the other values are read (default ``os.environ``): ``OCEANDATA_HUB_INTERNAL_HOST``
+        (default 127.0.0.1), ``OCEANDATA_SLURM_PARTITION``, ``OCEANDATA_SLURM_ACCOUNT``,
+        ``OCEANDATA_SLURM_QOS`` and ``SLURM_CONF``.
+
+    Returns
+    -------
+    dict of str to str
+        Keyword arguments of :class:`HubRuntime` (``backend``, ``internal_host``,
+        ``slurm_partition``, ``slurm_account``, ``slurm_qos``, ``slurm_conf``).
+
+    Raises
+    ------
+    UsageError
+        An unknown backend, or ``slurm`` when ``scontrol ping`` does not answer UP.
+    """
+    environ = os.environ if environ is None else environ
+    chosen = (backend or environ.get("OCEANDATA_HUB_BACKEND") or "local").strip().lower()
+    if chosen not in BACKENDS:
+        raise UsageError(f"--backend {chosen[:40]!r} is not a backend: give "
+                         f"{' or '.join(BACKENDS)}")
+    values = {"backend": chosen,
+              "internal_host": environ.get("OCEANDATA_HUB_INTERNAL_HOST") or "127.0.0.1",
+              "slurm_partition": environ.get("OCEANDATA_SLURM_PARTITION", ""),
+              "slurm_account": environ.get("OCEANDATA_SLURM_ACCOUNT", ""),
+              "slurm_qos": environ.get("OCEANDATA_SLURM_QOS", ""),
+              "slurm_conf": environ.get("SLURM_CONF", "")}
+    if chosen == "slurm":
+        check_slurm_reachable(values["slurm_conf"])
+    return values
+
+
+def check_slurm_reachable(slurm_conf: str = "") -> None:
+    """Refuse (one line) when ``scontrol ping`` does not report the controller UP.
+
+    Parameters
+    ----------
+    slurm_conf
+        ``SLURM_CONF`` to use (empty: Slurm's default).
+
+    Raises
+    ------
+    UsageError
+        ``scontrol`` missing, failing, or the controller not UP.
+    """
+    import shutil
+
+    scontrol = shutil.which("scontrol")
+    where = f" (SLURM_CONF={slurm_conf})" if slurm_conf else ""
+    if scontrol is None:
+        raise UsageError("--backend slurm needs Slurm's client commands (scontrol, sbatch, "
+                         "squeue, sacct) on PATH: install slurm-client, or use --backend "
+                         "local")
+    if slurm_conf and not Path(slurm_conf).is_file():
+        raise UsageError(f"--backend slurm: SLURM_CONF={slurm_conf} is not a file: give the "
+                         "cluster's slurm.conf, or use --backend local")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_"))}
+    if slurm_conf:
+        env["SLURM_CONF"] = slurm_conf
+    try:
+        done = subprocess.run([scontrol, "ping"], env=env, capture_output=True, text=True,
+                              timeout=15)
+    except subprocess.TimeoutExpired:
+        done = None
+    said = "" if done is None else " ".join((done.stdout + done.stderr).split())
+    if done is None or done.returncode != 0 or " is UP" not in said:
+        why = "no answer in 15 s" if done is None else (said[:160] or f"exit {done.returncode}")
+        raise UsageError(f"--backend slurm: Slurm is not reachable{where}: scontrol ping: "
+                         f"{why}; start Slurm, set SLURM_CONF, or use --backend local")
+
+
 def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
-                    db_url: str | None = None) -> HubRuntime:
+                    db_url: str | None = None, backend: str | None = None) -> HubRuntime:
     """Create the runtime folders, secrets and free ports.
 
     Parameters
@@ -184,7 +317,10 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
         Public port of the hub on 127.0.0.1.
     db_url
         SQLAlchemy URL of the hub database; default SQLite under the data dir.
+    backend
+        ``local`` or ``slurm`` (:func:`backend_settings`; default from the environment).
     """
+    chosen = backend_settings(backend)
     if not 1 <= port <= 65535:
         raise UsageError(f"--port {port} is not a TCP port: give 1-65535")
     if db_url is not None and not db_url.startswith(("sqlite:", "postgresql:",
@@ -197,7 +333,7 @@ def prepare_runtime(data_dir: Path | None = None, port: int = 8000,
     data = (data_dir or get_settings().data_dir).resolve()
     runtime = HubRuntime(data_dir=data, port=port, db_url=db_url,
                          admin=os.environ.get("OCEANDATA_HUB_ADMIN", "admin"),
-                         accounts=accounts.account_mode())
+                         accounts=accounts.account_mode(), **chosen)
     accounts.prepare_data_dir(data)
     if runtime.accounts != "single":
         _check_reachable(runtime)
@@ -382,6 +518,7 @@ def start_hub(runtime: HubRuntime, *, log_to_file: bool = True) -> subprocess.Po
     if _port_taken(runtime.port):
         raise UsageError(f"port {runtime.port} on 127.0.0.1 is in use: stop what uses it or "
                          "give --port")
+    runtime.write_backend_file()
     log = open(runtime.hub_dir / "jupyterhub.log", "ab")
     try:
         return subprocess.Popen(hub_command(runtime), env=runtime.environment(),
@@ -408,9 +545,13 @@ def stop_hub(proc: subprocess.Popen, timeout: float = 30) -> None:
         pass
 
 
-def hub_up(data_dir: Path | None = None, port: int = 8000, db_url: str | None = None) -> int:
-    """Run the platform in the foreground until Ctrl-C; return the exit code."""
-    runtime = prepare_runtime(data_dir, port, db_url)
+def hub_up(data_dir: Path | None = None, port: int = 8000, db_url: str | None = None,
+           backend: str | None = None) -> int:
+    """Run the platform in the foreground until Ctrl-C; return the exit code.
+
+    *backend* is ``local`` or ``slurm`` (default: ``OCEANDATA_HUB_BACKEND``, else local).
+    """
+    runtime = prepare_runtime(data_dir, port, db_url, backend)
     notice = single_account_notice(runtime)
     if notice:
         print(notice, flush=True)
