@@ -241,6 +241,16 @@ c.Spawner.environment = {
 c.Spawner.args.extend(["--LabApp.news_url=None",
                        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"])
 
+# --- Slurm mode (OCEANDATA_HUB_BACKEND=slurm): each server is a Slurm job under the user's
+# account (batchspawner, oceandata/hub/slurm_spawner.py; the production overlay shares it);
+# the hub API listens on OCEANDATA_HUB_INTERNAL_HOST, where the compute nodes reach it
+if os.environ.get("OCEANDATA_HUB_BACKEND") == "slurm":
+    from oceandata.hub import slurm_spawner
+
+    slurm_spawner.configure(
+        c, internal_host=os.environ.get("OCEANDATA_HUB_INTERNAL_HOST") or "127.0.0.1",
+        hub_api_port=PORTS["hub_api"])
+
 
 def _prepare_user(spawner):
     """The user's account (per-user mode) and folder, with the example notebooks."""
