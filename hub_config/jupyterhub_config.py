@@ -257,7 +257,20 @@ def _prepare_user(spawner):
     return prepare_user(spawner, NOTEBOOKS, DATA)
 
 
-c.Spawner.pre_spawn_hook = _prepare_user
+# --- a login rush waits in a queue instead of failing (docs/operations.md, "A login rush"):
+# SPAWN_QUEUE.slots servers start at once (OCEANDATA_HUB_SPAWN_SLOTS, default one per core,
+# at least 2); the other spawns wait in arrival order in the pre-spawn hook, before the
+# clocks of start_timeout/http_timeout start, on our waiting page (templates/spawn_pending.html:
+# place in the queue, reloads itself). concurrent_spawn_limit bounds starting + waiting
+# spawns (OCEANDATA_HUB_SPAWN_QUEUE, default 500 waiting); only beyond it JupyterHub's 429.
+from oceandata.hub.authenticator import TEMPLATES  # noqa: E402
+from oceandata.hub.spawnqueue import SpawnQueue  # noqa: E402
+
+SPAWN_QUEUE = SpawnQueue.from_environment()
+c.JupyterHub.concurrent_spawn_limit = SPAWN_QUEUE.spawn_limit()
+c.JupyterHub.template_paths = [str(TEMPLATES)]  # before JupyterHub's own
+c.JupyterHub.template_vars = {"spawn_queue": SPAWN_QUEUE}
+c.Spawner.pre_spawn_hook = SPAWN_QUEUE.hook(_prepare_user)
 
 # --- audit trail (oceandata/hub/auditing.py): server start/stop from JupyterHub's event
 # logging and a post-stop hook; admin, group and token changes from the hub's database
