@@ -7,8 +7,9 @@ answers 404, as if it did not exist; admins see every job.
 ``POST /jobs`` takes either
 
 - ``multipart/form-data``: a ``script`` file and the fields ``cores``, ``memory``,
-  ``walltime``, ``allocation_id``, ``backend``, ``name`` and ``args`` (a JSON list, or
-  the field repeated), or
+  ``walltime``, ``allocation_id``, ``backend``, ``name``, ``args`` (a JSON list, or
+  the field repeated) and, for a job with Dask workers, ``workers``, ``worker_cores``
+  and ``worker_memory`` (:mod:`oceandata.jobs.workers`), or
 - JSON: ``{"script": "<text>", "script_name": "run.py", "args": [...], "cores": 2,
   "memory": "4GB", "walltime": "1:00:00", "allocation_id": 1, "backend": "local"}``.
 
@@ -75,7 +76,11 @@ SUBMIT_SCHEMA = {
         "cores": {"type": "integer"}, "memory": {"type": "string"},
         "walltime": {"type": "string"}, "allocation_id": {"type": "integer"},
         "backend": {"type": "string", "enum": ["local", "slurm"]},
-        "name": {"type": "string"}}}
+        "name": {"type": "string"},
+        "workers": {"type": "integer", "minimum": 1,
+                    "description": "Dask workers of the job's cluster."},
+        "worker_cores": {"type": "integer", "minimum": 1},
+        "worker_memory": {"type": "string", "description": "e.g. 4GB"}}}
 
 
 @contextmanager
@@ -172,11 +177,12 @@ async def _read_request(request: Request) -> tuple[str, bytes, dict[str, Any]]:
         name = str(fields.get("script_name") or "job.py")
     else:
         raise HTTPException(415, "send the job as multipart/form-data or application/json")
-    for key in ("name", "memory", "walltime", "backend"):
+    for key in ("name", "memory", "walltime", "backend", "worker_memory"):
         if fields.get(key) is not None and not isinstance(fields[key], str):
             raise UsageError(f"{key}: give text, not {type(fields[key]).__name__}")
-    if isinstance(fields.get("cores"), (dict, list, bool)):
-        raise UsageError("cores: give a whole number")
+    for key in ("cores", "workers", "worker_cores"):
+        if isinstance(fields.get(key), (dict, list, bool)):
+            raise UsageError(f"{key}: give a whole number")
     if len(data) > MAX_SCRIPT_BYTES:
         raise UsageError(f"script is larger than {MAX_SCRIPT_BYTES // 2**20} MiB")
     name = Path(str(name).replace("\\", "/")).name
@@ -212,7 +218,11 @@ async def submit_job(request: Request, user: HubUser = Depends(current_user)) ->
                                  walltime=fields.get("walltime", "1:00:00"),
                                  max_cores=engine.max_cores(),
                                  max_walltime_s=runtime.settings.max_walltime_s,
-                                 name=fields.get("name") or None)
+                                 name=fields.get("name") or None,
+                                 workers=fields.get("workers"),
+                                 worker_cores=fields.get("worker_cores"),
+                                 worker_memory=fields.get("worker_memory"),
+                                 max_workers=runtime.settings.max_workers)
                 with db.session_scope(url) as session:
                     audit.set_source(session, source)
                     job = service.submit(session, user.name, spec,

@@ -65,11 +65,14 @@ class JobSettings:
         Seconds between two polls of Slurm and of the local processes
         (``OCEANDATA_JOBS_POLL_INTERVAL``; default 2 s for Slurm, local processes are
         watched 20 times faster).
-    partition, account
-        ``#SBATCH --partition`` / ``--account`` (``OCEANDATA_SLURM_PARTITION``,
-        ``OCEANDATA_SLURM_ACCOUNT``), unset by default.
+    partition, account, qos
+        ``#SBATCH --partition`` / ``--account`` / ``--qos`` (``OCEANDATA_SLURM_PARTITION``,
+        ``OCEANDATA_SLURM_ACCOUNT``, ``OCEANDATA_SLURM_QOS``), unset by default. A job's
+        Dask workers (``--workers``) are submitted with the job's own, as Slurm gave them.
     kill_grace_s
         Seconds between SIGTERM and SIGKILL when a local job is cancelled or times out.
+    max_workers
+        Most Dask workers of one job (``OCEANDATA_JOBS_MAX_WORKERS``; default 64).
     """
 
     max_concurrent: int = max(1, os.cpu_count() or 1)
@@ -79,6 +82,8 @@ class JobSettings:
     partition: str | None = None
     account: str | None = None
     kill_grace_s: float = 5.0
+    qos: str | None = None
+    max_workers: int = 64
 
     @classmethod
     def from_env(cls) -> JobSettings:
@@ -101,4 +106,6 @@ class JobSettings:
             poll_interval=_env_float("OCEANDATA_JOBS_POLL_INTERVAL", 2.0),
             partition=os.environ.get("OCEANDATA_SLURM_PARTITION") or None,
             account=os.environ.get("OCEANDATA_SLURM_ACCOUNT") or None,
+            qos=os.environ.get("OCEANDATA_SLURM_QOS") or None,
+            max_workers=_env_int("OCEANDATA_JOBS_MAX_WORKERS", 64) or 64,
         )

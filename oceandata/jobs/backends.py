@@ -38,10 +38,28 @@ without the service's secrets (hub tokens, database URL, dask-gateway address), 
     map onto :class:`~oceandata.alloc.models.JobState` (NODE_FAIL, OUT_OF_MEMORY,
     BOOT_FAIL, DEADLINE, PREEMPTED ... become FAILED with the Slurm state as reason).
     The charge uses Slurm's own elapsed time. A job's Dask cluster is a LocalCluster
-    on its node within its allocation (one node, ``--cpus-per-task`` cores); for
-    computations spanning several nodes the production path is dask-jobqueue's
-    ``SLURMCluster`` started from the job (workers as further Slurm jobs, charged as
-    their own jobs), which these backends do not require.
+    on its node within its allocation (one node, ``--cpus-per-task`` cores), unless it
+    was submitted with ``--workers N``: then ``oceandata.compute.cluster()`` in the job
+    starts a dask-jobqueue ``SLURMCluster`` whose N workers are Slurm jobs of their own
+    (:mod:`oceandata.jobs.workers`), submitted by the job (the owner's account) with the
+    job's Slurm account, partition and QOS and named ``oceandata-<job id>-worker``.
+
+Workers of a Slurm job end with it, whichever way it ends (three layers): the job's own
+``SLURMCluster`` cancels them when the script closes it or exits; when the backend sees
+the job end (completed, failed, cancelled, past its walltime, even after a service
+restart) it runs ``scancel --name oceandata-<job id>-worker --user <owner's account>``
+as the owner (and at once on ``cancel``); and a worker's ``--time`` is what was left of
+the job's walltime when it was submitted, so Slurm itself ends it within a minute of the
+job's end if nothing else did. The job stays RUNNING until all its workers have ended
+and slurmdbd has their final records (bounded by :data:`WORKER_END_WAIT_S` and
+:data:`ACCOUNTING_WAIT_S`); then, in one transaction, it moves to its final state and is
+charged its own ``cores x elapsed`` plus each worker's ``AllocCPUS x ElapsedRaw`` from
+``sacct`` (``NumCPUs x RunTime`` from ``scontrol`` without accounting), one usage row
+per worker (reference ``<job id>/worker/<Slurm id>``).
+
+On the local backend ``--workers N`` is a LocalCluster of N workers inside the job's
+``--cores`` and ``--memory`` (refused at submission when they do not fit), charged as
+the job.
 """
 
 from __future__ import annotations
@@ -70,17 +88,22 @@ from sqlalchemy.orm import Session
 from ..alloc import core
 from ..alloc.db import session_scope
 from ..alloc.models import Job, JobState, utcnow
-from ..errors import OceandataError
+from ..errors import OceandataError, UsageError
 from ..hub import accounts
 from ..testing.slurm import parse_duration, parse_scontrol_record
 from . import JobSettings
 from .notebook import RUNNER as NOTEBOOK_RUNNER
 from .notebook import failure_reason, is_notebook
-from .spec import format_walltime
+from .spec import JobSpec, format_walltime
+from .workers import WorkerRequest, load_request, worker_environment, worker_job_name
 
 log = logging.getLogger(__name__)
 
 UNFINISHED = (JobState.PENDING, JobState.RUNNING)
+#: seconds after a job's end that its Slurm workers may take to end (then charged as is)
+WORKER_END_WAIT_S = 300.0
+#: seconds after a job's end to wait for slurmdbd's final records of its workers
+ACCOUNTING_WAIT_S = 120.0
 LOST_REASON = "lost: the service restarted while it ran"
 EXIT_FILE = ".exit_code"
 #: environment variables never passed to a job (the service's secrets and routing)
@@ -93,15 +116,48 @@ _EXTRA_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/s
 # ---------------------------------------------------------------------------- shared
 
 
+@dataclass(frozen=True)
+class WorkerJob:
+    """Slurm's record of one worker job of a batch job (:meth:`SlurmBackend.worker_jobs`).
+
+    Attributes
+    ----------
+    slurm_id
+        The worker's Slurm job id.
+    state
+        Its Slurm state.
+    cpus
+        CPUs Slurm allocated to it (``AllocCPUS``, ``NumCPUs``).
+    elapsed_s
+        Seconds it ran (``ElapsedRaw``, ``RunTime``).
+    source
+        ``sacct`` (the accounting database) or ``scontrol`` (the controller).
+    """
+
+    slurm_id: str
+    state: str
+    cpus: int
+    elapsed_s: float
+    source: str
+
+    @property
+    def finished(self) -> bool:
+        """Whether Slurm says it has ended."""
+        return map_slurm_state(self.state).finished
+
+
 def transition(db_url: str, job_id: str, to: JobState, *,
                from_states: Iterable[JobState] = UNFINISHED,
-               elapsed_s: float | None = None, **values: Any) -> bool:
+               elapsed_s: float | None = None, workers: Iterable[WorkerJob] = (),
+               **values: Any) -> bool:
     """Move a job to state *to* if it is in one of *from_states*; charge when it ends.
 
     One transaction: the conditional update and, when *to* is a final state and
-    *elapsed_s* is given, the charge of ``cores * elapsed_s`` to the job's allocation.
-    Two callers racing for the same change (watcher and cancel, two pollers) cannot
-    both win, so a job is charged at most once.
+    *elapsed_s* is given, the charge of ``cores * elapsed_s`` to the job's allocation,
+    plus ``cpus * elapsed_s`` of each of its Slurm *workers* (reference
+    ``<job id>/worker/<Slurm id>``). Two callers racing for the same change (watcher and
+    cancel, two pollers) cannot both win, so a job and its workers are charged at most
+    once.
 
     Parameters
     ----------
@@ -115,6 +171,8 @@ def transition(db_url: str, job_id: str, to: JobState, *,
         States the job may be in for the change to happen.
     elapsed_s
         Seconds the job ran (charged when *to* is final; None: nothing to charge).
+    workers
+        The job's Dask worker jobs on Slurm, each charged when *to* is final.
     **values
         Further columns to set (``started_at``, ``ended_at``, ``exit_code``, ...).
 
@@ -135,6 +193,14 @@ def transition(db_url: str, job_id: str, to: JobState, *,
             core.charge(session, user=job.owner, allocation_id=job.allocation_id,
                         source="batch", ref=job.id, cores=job.cores,
                         seconds=max(0.0, float(elapsed_s)))
+        if to.finished:
+            job = session.get(Job, job_id)
+            assert job is not None
+            for worker in workers:
+                if worker.elapsed_s > 0 and worker.cpus > 0:
+                    core.charge(session, user=job.owner, allocation_id=job.allocation_id,
+                                source="batch", ref=f"{job.id}/worker/{worker.slurm_id}",
+                                cores=worker.cpus, seconds=float(worker.elapsed_s))
         return True
 
 
@@ -165,6 +231,7 @@ def job_environment(job: Job) -> dict[str, str]:
         "OCEANDATA_JOB_MEMORY": f"{job.memory_mb}MiB",
         "OMP_NUM_THREADS": str(job.cores),
     })
+    env.update(worker_environment(job.id, workdir, load_request(workdir), job.backend))
     return env
 
 
@@ -293,6 +360,34 @@ class LocalBackend:
     def available(self) -> bool:
         """Always: the service's machine."""
         return True
+
+    def check_workers(self, spec: JobSpec) -> None:
+        """Refuse ``--workers`` that do not fit in the job: here the workers are a
+        LocalCluster inside the job's own cores and memory.
+
+        Raises
+        ------
+        UsageError
+            With what to ask for instead.
+        """
+        if not spec.workers:
+            return
+        cores = spec.workers * spec.worker_cores
+        memory = spec.workers * spec.worker_memory_mb
+        if cores > spec.cores:
+            raise UsageError(
+                f"--workers {spec.workers} x --worker-cores {spec.worker_cores} need {cores} "
+                f"cores; on the local backend the workers share the job's --cores "
+                f"{spec.cores}: give --cores {cores} or more, fewer workers, or --backend slurm")
+        if memory > spec.memory_mb:
+            raise UsageError(
+                f"--workers {spec.workers} x --worker-memory {spec.worker_memory_mb}MiB need "
+                f"{memory}MiB; on the local backend the workers share the job's --memory "
+                f"{spec.memory_mb}MiB: give --memory {memory}MiB or more, or less per worker")
+
+    def extra_cores(self, spec: JobSpec) -> int:
+        """Cores beyond the job's own: none, the workers run inside the job."""
+        return 0
 
     # -- life
 
@@ -589,6 +684,7 @@ class SlurmBackend:
         self.python = python
         self._available: bool | None = None
         self._max_cores: int | None = None
+        self._max_memory_mb: int | None = None
         self._misses: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -674,6 +770,48 @@ class SlurmBackend:
             self._max_cores = max(counts) if counts else self.settings.max_cores
         return self._max_cores
 
+    def max_memory_mb(self) -> int | None:
+        """Memory (MiB) of the partition's largest node (``sinfo -o %m``); None: unknown."""
+        if self._max_memory_mb is None:
+            args = ["-h", "-o", "%m"]
+            if self.settings.partition:
+                args += ["-p", self.settings.partition]
+            done = self.run("sinfo", *args, check=False, timeout=30)
+            sizes = [int(m) for m in re.findall(r"\d+", done.stdout)]
+            self._max_memory_mb = max(sizes) if sizes else 0
+        return self._max_memory_mb or None
+
+    def check_workers(self, spec: JobSpec) -> None:
+        """Refuse ``--workers`` Slurm could never start: a worker larger than the
+        partition's largest node, or no dask-jobqueue in the jobs' environment.
+
+        Raises
+        ------
+        UsageError
+            With what would be valid.
+        """
+        if not spec.workers:
+            return
+        cores = self.max_cores()
+        if spec.worker_cores > cores:
+            raise UsageError(f"--worker-cores {spec.worker_cores} is more than the {cores} of "
+                             f"the partition's largest node; give 1 to {cores}")
+        memory = self.max_memory_mb()
+        if memory is not None and spec.worker_memory_mb > memory:
+            raise UsageError(f"--worker-memory {spec.worker_memory_mb}MiB is more than the "
+                             f"{memory}MiB of the partition's largest node; give at most "
+                             f"{memory}MiB")
+        found = subprocess.run([self.python, "-c", "import dask_jobqueue"],
+                               capture_output=True, timeout=60)
+        if found.returncode != 0:
+            raise UsageError("--workers: dask-jobqueue is not installed in the jobs' Python "
+                             f"({self.python}), so Slurm workers cannot be started; leave "
+                             "--workers out (the job's own LocalCluster)")
+
+    def extra_cores(self, spec: JobSpec) -> int:
+        """Cores beyond the job's own: every worker is a Slurm job of its own."""
+        return spec.workers * spec.worker_cores if spec.workers else 0
+
     def start(self) -> None:
         """Nothing to start: Slurm keeps its queue; the service's poller reads it."""
 
@@ -699,17 +837,44 @@ class SlurmBackend:
             lines.append(f"#SBATCH --partition={self.settings.partition}")
         if self.settings.account:
             lines.append(f"#SBATCH --account={self.settings.account}")
+        if self.settings.qos:
+            lines.append(f"#SBATCH --qos={self.settings.qos}")
         env = job_environment(job)
-        lines.append("# the job's Dask cluster: a LocalCluster within this allocation")
+        request = load_request(workdir)
+        if request is None:
+            lines.append("# the job's Dask cluster: a LocalCluster within this allocation")
         for key in ("OCEANDATA_CATALOG", "OCEANDATA_JOB_ID", "OCEANDATA_OUTPUT_DIR",
                     "OCEANDATA_JOB_MEMORY"):
             lines.append(f"export {key}={shlex.quote(env[key])}")
         lines.append(f'export OCEANDATA_JOB_CORES="${{SLURM_CPUS_PER_TASK:-{job.cores}}}"')
         lines.append('export OMP_NUM_THREADS="$OCEANDATA_JOB_CORES"')
+        if request is not None:
+            lines += self._worker_lines(job, request)
         lines.append("unset JUPYTERHUB_API_TOKEN DASK_GATEWAY__ADDRESS")
         lines.append(f"mkdir -p {shlex.quote(str(workdir / 'outputs'))}")
         lines.append(shlex.join(job_command(job, self.python)))
         return "\n".join(lines) + "\n"
+
+    def _worker_lines(self, job: Job, request: WorkerRequest) -> list[str]:
+        """The batch script's lines telling :func:`oceandata.compute.cluster` the job's
+        workers: their number and size, their Slurm job name, and the job's own account,
+        partition and QOS as Slurm gave them (for the workers to use the same)."""
+        env = worker_environment(job.id, job.workdir, request, self.name)
+        lines = [f"# the job's Dask cluster: a SLURMCluster of {request.workers} worker "
+                 "job(s) named as below, with this job's account, partition and QOS, ending "
+                 "by the end of this job's walltime (oceandata.jobs.workers)"]
+        lines += [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+        for var, slurm_var, fallback in (
+                ("OCEANDATA_JOB_SLURM_ACCOUNT", "SLURM_JOB_ACCOUNT", self.settings.account),
+                ("OCEANDATA_JOB_SLURM_PARTITION", "SLURM_JOB_PARTITION",
+                 self.settings.partition),
+                ("OCEANDATA_JOB_SLURM_QOS", "SLURM_JOB_QOS", self.settings.qos)):
+            default = shlex.quote(fallback) if fallback else ""
+            lines.append(f'export {var}="${{{slurm_var}:-}}"')
+            if default:
+                lines.append(f'[ -n "${var}" ] || export {var}={default}')
+        lines.append(f'export OCEANDATA_JOB_DEADLINE="$(( $(date +%s) + {job.walltime_s} ))"')
+        return lines
 
     def submit(self, session: Session, job: Job) -> None:
         """Submit *job* with ``sbatch --parsable``; its Slurm id goes to ``backend_id``."""
@@ -727,20 +892,121 @@ class SlurmBackend:
         if accounts.per_user():
             entry = job_owner_account(job.owner, workdir)
             os.lchown(script, entry.pw_uid, entry.pw_gid)
+            # the owner's home, not the service's: caches (numba's, dask's) go there
+            env.update(USER=entry.pw_name, LOGNAME=entry.pw_name, HOME=entry.pw_dir)
         out = self.run("sbatch", "--parsable", str(script), env=env,
                        as_user=job.owner).stdout.strip()
         job.backend_id = out.splitlines()[-1].split(";")[0].strip()
         session.flush()
 
     def cancel(self, job_id: str) -> None:
-        """``scancel`` the job; its state follows at the next poll."""
+        """``scancel`` the job, and its workers; its state follows at the next poll."""
         with session_scope(self.db_url) as session:
             job = session.get(Job, job_id)
             slurm_id = job.backend_id if job is not None else None
             owner = job.owner if job is not None else None
+            workdir = job.workdir if job is not None else None
         if slurm_id:
             self.run("scancel", slurm_id, as_user=owner)
+        if owner is not None and load_request(workdir) is not None:
+            self.cancel_workers(job_id, owner)
         self.poll()
+
+    # -- workers
+
+    def cancel_workers(self, job_id: str, owner: str) -> None:
+        """``scancel --name oceandata-<job id>-worker`` as the job's owner (their jobs
+        only: ``--user`` their account in per-user mode)."""
+        args = ["--name", worker_job_name(job_id)]
+        if accounts.per_user():
+            args += ["--user", accounts.unix_name(owner)]
+        done = self.run("scancel", *args, check=False, as_user=owner)
+        if done.returncode != 0:
+            log.warning("scancel of job %s's workers: %s", job_id,
+                        (done.stderr or done.stdout).strip())
+
+    def worker_jobs(self, job_id: str, owner: str,
+                    since: dt.datetime | None = None) -> tuple[dict[str, WorkerJob], bool]:
+        """The Slurm jobs named ``oceandata-<job id>-worker`` under the owner's account.
+
+        From the controller (``scontrol show job -o``: the jobs it still holds) and from
+        the accounting database (``sacct -X --name ... -o JobID,State,ElapsedRaw,AllocCPUS``),
+        whose record of a finished job is preferred.
+
+        Parameters
+        ----------
+        job_id
+            The batch job.
+        owner
+            Its owner (hub user name).
+        since
+            When the job was submitted (``sacct -S``, less an hour for clock skew).
+
+        Returns
+        -------
+        tuple of (dict of str to WorkerJob, bool)
+            The worker jobs by Slurm id, and whether ``sacct`` answered (accounting on).
+        """
+        name = worker_job_name(job_id)
+        account = accounts.unix_name(owner) if accounts.per_user() else None
+        found: dict[str, WorkerJob] = {}
+        done = self.run("scontrol", "show", "job", "-o", check=False, timeout=60)
+        for line in done.stdout.splitlines():
+            fields = parse_scontrol_record(line)
+            if fields.get("JobName") != name or not fields.get("JobId"):
+                continue
+            if account and not fields.get("UserId", "").startswith(f"{account}("):
+                continue
+            cpus = fields.get("NumCPUs", "0")
+            found[fields["JobId"]] = WorkerJob(
+                fields["JobId"], fields.get("JobState", ""),
+                int(cpus) if cpus.isdigit() else 0,
+                parse_duration(fields.get("RunTime", "")) or 0.0, "scontrol")
+        start = (since or utcnow()) - dt.timedelta(hours=1)
+        names = ("JobID", "State", "ElapsedRaw", "AllocCPUS")
+        args = ["-X", "-n", "-P", "--name", name, "-S",
+                start.astimezone().strftime("%Y-%m-%dT%H:%M:%S"), "-o", ",".join(names)]
+        args += ["--user", account] if account else ["--allusers"]
+        done = self.run("sacct", *args, check=False, timeout=60)
+        for line in done.stdout.splitlines() if done.returncode == 0 else ():
+            values = line.split("|")
+            if len(values) != len(names) or not values[0].isdigit():
+                continue
+            slurm_id, state, elapsed, cpus = values
+            record = WorkerJob(slurm_id, state, int(cpus) if cpus.isdigit() else 0,
+                               float(elapsed) if elapsed.isdigit() else 0.0, "sacct")
+            known = found.get(slurm_id)
+            if known is None or record.finished or not known.finished:
+                found[slurm_id] = record
+        return found, done.returncode == 0
+
+    def _end_workers(self, job_id: str, owner: str, submitted: dt.datetime | None,
+                     ended: dt.datetime | None) -> tuple[list[WorkerJob], str | None] | None:
+        """Tear down the workers of a job that ended; their records once all have ended.
+
+        Cancels them (again: a no-op once gone), then reads their records. While one
+        still runs (up to :data:`WORKER_END_WAIT_S` after the job's end), or while
+        slurmdbd has not yet the final record of one (up to :data:`ACCOUNTING_WAIT_S`),
+        returns None: the job stays RUNNING until the next poll, so that the job and all
+        its workers are charged in one transaction.
+
+        Returns
+        -------
+        tuple of (list of WorkerJob, str or None) or None
+            The records to charge and a note for the job's reason; None: not yet.
+        """
+        self.cancel_workers(job_id, owner)
+        jobs, accounting = self.worker_jobs(job_id, owner, submitted)
+        waited = (utcnow() - (ended or utcnow())).total_seconds()
+        running = [j.slurm_id for j in jobs.values() if not j.finished]
+        if running and waited < WORKER_END_WAIT_S:
+            return None
+        if accounting and waited < ACCOUNTING_WAIT_S and any(
+                j.source != "sacct" for j in jobs.values()):
+            return None
+        note = (f"worker job(s) {', '.join(running)} still ending {waited:.0f} s after the "
+                "job: charged up to now" if running else None)
+        return sorted(jobs.values(), key=lambda j: int(j.slurm_id)), note
 
     # -- records
 
@@ -795,18 +1061,20 @@ class SlurmBackend:
         """Bring the unfinished Slurm jobs' states up to date; charge those that ended."""
         with self._lock:
             with session_scope(self.db_url) as session:
-                jobs = [(j.id, j.backend_id, j.state, _aware(j.submitted_at), j.workdir)
+                jobs = [(j.id, j.backend_id, j.state, _aware(j.submitted_at), j.workdir,
+                         j.owner)
                         for j in session.scalars(select(Job).where(
                             Job.backend == self.name, Job.state.in_(UNFINISHED)))]
-            ids = [b for _, b, _, _, _ in jobs if b]
+            ids = [b for _, b, _, _, _, _ in jobs if b]
             records = self.records(ids) if ids else {}
-            for job_id, slurm_id, state, submitted, workdir in jobs:
+            for job_id, slurm_id, state, submitted, workdir, owner in jobs:
                 record = records.get(slurm_id or "")
                 if record is None:
                     self._unknown(job_id, slurm_id, submitted)
                     continue
                 self._misses.pop(job_id, None)
-                self._apply(job_id, state, record, Path(workdir) if workdir else None)
+                self._apply(job_id, state, record, Path(workdir) if workdir else None,
+                            owner=owner, submitted=submitted)
 
     def _unknown(self, job_id: str, slurm_id: str | None, submitted: dt.datetime | None) -> None:
         misses = self._misses[job_id] = self._misses.get(job_id, 0) + 1
@@ -817,7 +1085,8 @@ class SlurmBackend:
                        reason=f"lost: Slurm no longer knows job {slurm_id}")
 
     def _apply(self, job_id: str, current: JobState, record: SlurmRecord,
-               workdir: Path | None = None) -> None:
+               workdir: Path | None = None, owner: str | None = None,
+               submitted: dt.datetime | None = None) -> None:
         new = map_slurm_state(record.state)
         slurm_name = record.state.split()[0] if record.state.strip() else ""
         if new == current:
@@ -840,8 +1109,16 @@ class SlurmBackend:
         if sig.isdigit() and int(sig):
             reason = f"{reason or 'Slurm'}; signal {sig}"
         elapsed = record.elapsed_s if record.elapsed_s else None
+        workers: list[WorkerJob] = []
+        if owner is not None and load_request(workdir) is not None:
+            ended = self._end_workers(job_id, owner, submitted, record.end)
+            if ended is None:
+                return  # its workers are still ending: charged together at a later poll
+            workers, note = ended
+            if note:
+                reason = f"{reason}; {note}" if reason else note
         values: dict[str, Any] = {"ended_at": record.end or utcnow(), "exit_code": exit_code,
                                   "reason": reason}
         if record.start is not None and elapsed:
             values["started_at"] = record.start
-        transition(self.db_url, job_id, new, elapsed_s=elapsed, **values)
+        transition(self.db_url, job_id, new, elapsed_s=elapsed, workers=workers, **values)

@@ -7,6 +7,7 @@ The commands talk to the allocations service's REST API at ``OCEANDATA_ALLOC_URL
     oceandata submit run.py --cores 4 --memory 8GB --walltime 2:00:00 --allocation 3 \\
         -- --year 2020
     oceandata submit analysis.ipynb -p year 1997 -p region nino34 --cores 2
+    oceandata submit clim.py --backend slurm --workers 4 --worker-cores 2 --worker-memory 8GB
     oceandata jobs list
     oceandata jobs logs 3f2a...
     oceandata jobs outputs 3f2a... --get maps/sst.nc --to results/
@@ -32,7 +33,7 @@ from typer.core import TyperCommand
 
 from ..errors import OceandataError, UsageError
 from .notebook import PARAMETER_OPTIONS, check_parameters, is_notebook
-from .spec import check_script, parse_cores, parse_memory, parse_walltime
+from .spec import check_script, check_workers, parse_cores, parse_memory, parse_walltime
 
 DEFAULT_URL = "http://127.0.0.1:8000/services/allocations"
 
@@ -109,8 +110,9 @@ def _print_json(obj: Any) -> None:
 
 def _show(job: dict[str, Any]) -> None:
     for key in ("id", "state", "reason", "exit_code", "script", "args", "backend",
-                "backend_id", "cores", "memory_mb", "walltime_s", "allocation_id",
-                "submitted_at", "started_at", "ended_at"):
+                "backend_id", "cores", "memory_mb", "walltime_s", "workers", "worker_cores",
+                "worker_memory_mb", "allocation_id", "submitted_at", "started_at",
+                "ended_at"):
         out.print(f"{key:14} {job.get(key)}", markup=False, highlight=False)
 
 
@@ -192,6 +194,15 @@ def submit_command(
     allocation: Annotated[int | None, typer.Option(
         help="Allocation to charge (default your active one).")] = None,
     backend: Annotated[str, typer.Option(help="local or slurm.")] = "local",
+    workers: Annotated[str | None, typer.Option(
+        help="Dask workers of the job's cluster (oceandata.compute.cluster()): on slurm "
+             "each a Slurm job of its own under your account and allocation, started and "
+             "torn down with the job and charged to it; on local, inside the job's "
+             "--cores and --memory.")] = None,
+    worker_cores: Annotated[str | None, typer.Option(
+        help="Cores of each worker (default 1; needs --workers).")] = None,
+    worker_memory: Annotated[str | None, typer.Option(
+        help="Memory of each worker with a unit (default 2GB; needs --workers).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a batch job or a notebook (checked against your allocation before it is
@@ -210,10 +221,15 @@ def submit_command(
     parse_cores(cores, None)
     parse_memory(memory)
     parse_walltime(walltime, None)
+    check_workers(workers, worker_cores, worker_memory)
     if backend not in ("local", "slurm"):
         raise UsageError(f"--backend {backend!r} is not a backend; give local or slurm")
     data = {"cores": cores, "memory": memory, "walltime": walltime, "backend": backend,
             "args": json.dumps(list(args or []))}
+    for key, value in (("workers", workers), ("worker_cores", worker_cores),
+                       ("worker_memory", worker_memory)):
+        if value is not None:
+            data[key] = value
     if allocation is not None:
         data["allocation_id"] = str(allocation)
     with open(path, "rb") as handle:

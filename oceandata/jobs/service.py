@@ -42,6 +42,7 @@ from ..hub import accounts
 from . import JobSettings
 from .backends import UNFINISHED, LocalBackend, SlurmBackend
 from .spec import JobSpec, parse_cores, parse_walltime
+from .workers import WorkerRequest, load_request, remove_request, save_request
 
 log = logging.getLogger(__name__)
 
@@ -243,11 +244,19 @@ def give_to_account(data_dir: Path, user: str, workdir: Path) -> None:
 
 
 def reserved_core_hours(session: Session, allocation_id: int) -> float:
-    """Core-hours the allocation's unfinished jobs may still use (cores x walltime)."""
+    """Core-hours the allocation's unfinished jobs may still use (cores x walltime, plus
+    their Slurm workers' cores x walltime)."""
     total = session.scalar(select(func.coalesce(func.sum(Job.cores * Job.walltime_s), 0))
                            .where(Job.allocation_id == allocation_id,
                                   Job.state.in_(list(UNFINISHED))))
-    return float(total or 0) / 3600
+    seconds = float(total or 0)
+    for backend, walltime, workdir in session.execute(
+            select(Job.backend, Job.walltime_s, Job.workdir)
+            .where(Job.allocation_id == allocation_id, Job.state.in_(list(UNFINISHED)))):
+        request = load_request(workdir) if backend == "slurm" else None
+        if request is not None:
+            seconds += request.total_cores * walltime
+    return seconds / 3600
 
 
 def submit(session: Session, user: str, spec: JobSpec, allocation_id: int | None = None,
@@ -288,6 +297,12 @@ def submit(session: Session, user: str, spec: JobSpec, allocation_id: int | None
     parse_cores(spec.cores, engine.max_cores())
     parse_walltime(f"{spec.walltime_s // 60}:{spec.walltime_s % 60:02d}",
                    runtime.settings.max_walltime_s)
+    if spec.workers:
+        if spec.workers > runtime.settings.max_workers:
+            raise UsageError(f"--workers {spec.workers} is more than the "
+                             f"{runtime.settings.max_workers} a job may have; give 1 to "
+                             f"{runtime.settings.max_workers}")
+        engine.check_workers(spec)
     try:
         job = _submit_within_quota(session, user, spec, allocation_id, backend, runtime)
     except NotAuthorized as exc:  # over quota: the refusal is audited, nothing queued
@@ -295,34 +310,56 @@ def submit(session: Session, user: str, spec: JobSpec, allocation_id: int | None
                      if allocation_id is not None else f"user:{user}", outcome="denied",
                      source=session.info.get(audit.SOURCE_KEY),
                      detail={"backend": backend, "cores": spec.cores, "script": spec.script.name,
-                             "walltime_s": spec.walltime_s, "reason": str(exc)})
+                             "walltime_s": spec.walltime_s, "workers": spec.workers,
+                             "reason": str(exc)})
         raise
     audit.record_on_commit(session, "job.submit", actor=user, target=f"job:{job.id}",
                            detail={"allocation_id": job.allocation_id, "backend": backend,
                                    "script": job.script, "cores": job.cores,
-                                   "memory_mb": job.memory_mb, "walltime_s": job.walltime_s})
+                                   "memory_mb": job.memory_mb, "walltime_s": job.walltime_s,
+                                   **({"workers": spec.workers,
+                                       "worker_cores": spec.worker_cores,
+                                       "worker_memory_mb": spec.worker_memory_mb}
+                                      if spec.workers else {})})
     return job
 
 
 def _submit_within_quota(session: Session, user: str, spec: JobSpec,
                          allocation_id: int | None, backend: str, runtime: JobRuntime) -> Job:
-    """The quota checks and the queueing of :func:`submit`."""
+    """The quota checks and the queueing of :func:`submit`.
+
+    A job's Slurm workers count with it: ``cores + workers x worker cores`` at once
+    against the allocation's ``max_cores``, each worker's memory against
+    ``memory_per_job_gb``, and all those cores for the walltime against the core-hours
+    left. Local workers share the job's cores and memory: nothing more to count.
+    """
     engine = runtime.backend(backend)
-    grant = core.check_compute(session, user, cores=spec.cores, memory_gb=spec.memory_gb,
-                               hours=spec.hours, allocation_id=allocation_id)
+    extra = engine.extra_cores(spec)
+    cores = spec.cores + extra
+    memory_gb = max(spec.memory_gb, spec.worker_memory_gb) if extra else spec.memory_gb
+    try:
+        grant = core.check_compute(session, user, cores=cores, memory_gb=memory_gb,
+                                   hours=spec.hours, allocation_id=allocation_id)
+    except core.QuotaExceeded as exc:
+        if not extra:
+            raise
+        raise core.QuotaExceeded(
+            f"the job and its {spec.workers} worker(s) need {cores} cores at once "
+            f"({spec.cores} + {spec.workers} x {spec.worker_cores}) and "
+            f"{memory_gb:g} GB per Slurm job: {exc}") from None
     # serialise the submissions to one allocation until the caller commits: a no-op
     # UPDATE takes the row lock (PostgreSQL) or the database's write lock (SQLite); then
     # check again against what the submissions before this one reserved
     session.execute(update(Allocation).where(Allocation.id == grant.allocation_id)
                     .values(core_hours=Allocation.core_hours)
                     .execution_options(synchronize_session=False))
-    grant = core.check_compute(session, user, cores=spec.cores, memory_gb=spec.memory_gb,
+    grant = core.check_compute(session, user, cores=cores, memory_gb=memory_gb,
                                hours=spec.hours, allocation_id=grant.allocation_id)
     reserved = reserved_core_hours(session, grant.allocation_id)
-    asked = spec.cores * spec.hours
+    asked = cores * spec.hours
     if reserved + asked > grant.core_hours_left:
         raise core.QuotaExceeded(
-            f"{spec.cores} cores for {spec.hours:g} h may use {asked:g} core-hours; "
+            f"{cores} cores for {spec.hours:g} h may use {asked:g} core-hours; "
             f"allocation {grant.allocation_id} has {grant.core_hours_left:.3g} left, of which "
             f"{reserved:.3g} are reserved by your queued and running jobs")
     job_id = uuid.uuid4().hex[:16]
@@ -333,6 +370,9 @@ def _submit_within_quota(session: Session, user: str, spec: JobSpec,
         shutil.copy2(spec.script, target)
         (workdir / "job.log").touch(mode=0o600)
         give_to_account(runtime.data_dir, user, workdir)
+        if spec.workers:
+            save_request(workdir, WorkerRequest(spec.workers, spec.worker_cores,
+                                                spec.worker_memory_mb))
         job = Job(id=job_id, owner=user, allocation_id=grant.allocation_id, backend=backend,
                   script=spec.script.name, args=list(spec.args), cores=spec.cores,
                   memory_mb=spec.memory_mb, walltime_s=spec.walltime_s,
@@ -342,6 +382,7 @@ def _submit_within_quota(session: Session, user: str, spec: JobSpec,
         engine.submit(session, job)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
+        remove_request(workdir)
         raise
     return job
 
@@ -539,6 +580,7 @@ def job_dict(job: Job) -> dict[str, Any]:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
 
+    request = load_request(job.workdir)
     return {
         "id": job.id, "owner": job.owner, "allocation_id": job.allocation_id,
         "backend": job.backend, "backend_id": job.backend_id, "script": job.script,
@@ -547,4 +589,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "exit_code": job.exit_code, "reason": job.reason,
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at),
         "ended_at": iso(job.ended_at),
+        "workers": request.workers if request else 0,
+        "worker_cores": request.cores if request else None,
+        "worker_memory_mb": request.memory_mb if request else None,
     }

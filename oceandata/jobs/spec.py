@@ -44,6 +44,12 @@ class JobSpec:
         Longest run time in seconds.
     name
         A short name (default the script's file name).
+    workers
+        Dask workers of the job's cluster (``--workers``; 0: none, the job's own
+        LocalCluster). On Slurm each is a Slurm job of its own; on the local backend
+        they share the job's cores and memory.
+    worker_cores, worker_memory_mb
+        Cores and memory (MiB) of each worker (``--worker-cores``, ``--worker-memory``).
     """
 
     script: Path
@@ -52,6 +58,9 @@ class JobSpec:
     walltime_s: int
     args: tuple[str, ...] = field(default_factory=tuple)
     name: str | None = None
+    workers: int = 0
+    worker_cores: int = 1
+    worker_memory_mb: int = 2048
 
     @property
     def memory_gb(self) -> float:
@@ -62,6 +71,11 @@ class JobSpec:
     def hours(self) -> float:
         """Walltime in hours."""
         return self.walltime_s / 3600
+
+    @property
+    def worker_memory_gb(self) -> float:
+        """Memory of one worker in GiB."""
+        return self.worker_memory_mb / 1024
 
 
 def format_walltime(seconds: int) -> str:
@@ -222,10 +236,80 @@ def check_script(path: object, *, option: str = "SCRIPT") -> Path:
     return script.resolve()
 
 
+def parse_workers(value: object, max_workers: int | None = None, *,
+                  option: str = "--workers") -> int:
+    """Check a number of Dask workers (1 or more).
+
+    Parameters
+    ----------
+    value
+        What was given (an int or its text).
+    max_workers
+        The most a job may ask for (None: no upper bound).
+    option
+        The option's name in messages.
+
+    Returns
+    -------
+    int
+        The workers.
+    """
+    valid = (f"give a whole number from 1 to {max_workers}" if max_workers else
+             "give a whole number, 1 or more")
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text):
+        raise UsageError(f"{option} {text!r} is not a whole number of workers; {valid}")
+    workers = int(text)
+    if workers < 1:
+        raise UsageError(f"{option} {workers} is less than 1; {valid} (leave it out for "
+                         "the job's own LocalCluster)")
+    if max_workers is not None and workers > max_workers:
+        raise UsageError(f"{option} {workers} is more than the {max_workers} a job may "
+                         f"have; {valid}")
+    return workers
+
+
+def check_workers(workers: object = None, worker_cores: object = None,
+                  worker_memory: object = None, *, max_workers: int | None = None,
+                  max_worker_cores: int | None = None) -> tuple[int, int, int]:
+    """Check ``--workers``, ``--worker-cores`` and ``--worker-memory`` together.
+
+    Parameters
+    ----------
+    workers, worker_cores, worker_memory
+        As given (None or ``""``: not given). The worker options need ``--workers``.
+    max_workers
+        The most workers a job may have.
+    max_worker_cores
+        The most cores a worker may have (a node's, on Slurm).
+
+    Returns
+    -------
+    tuple of int
+        Workers (0 when not asked for), cores and memory (MiB) of each worker.
+    """
+    given = {name: value for name, value in (("--worker-cores", worker_cores),
+                                             ("--worker-memory", worker_memory))
+             if value not in (None, "")}
+    if workers in (None, ""):
+        if given:
+            option = next(iter(given))
+            raise UsageError(f"{option} {given[option]!s}: give --workers N too (the worker "
+                             "options size the workers of --workers)")
+        return 0, 1, 2048
+    count = parse_workers(workers, max_workers)
+    cores = parse_cores(worker_cores if worker_cores not in (None, "") else 1,
+                        max_worker_cores, option="--worker-cores")
+    memory = parse_memory(worker_memory if worker_memory not in (None, "") else "2GB",
+                          option="--worker-memory")
+    return count, cores, memory
+
+
 def make_spec(script: object, args: list[str] | tuple[str, ...] = (), *, cores: object = 1,
               memory: object = "2GB", walltime: object = "1:00:00",
               max_cores: int | None = None, max_walltime_s: int | None = 7 * 86400,
-              name: str | None = None) -> JobSpec:
+              name: str | None = None, workers: object = None, worker_cores: object = None,
+              worker_memory: object = None, max_workers: int | None = None) -> JobSpec:
     """Parse and check a whole request.
 
     Parameters
@@ -240,6 +324,9 @@ def make_spec(script: object, args: list[str] | tuple[str, ...] = (), *, cores: 
         Upper bounds of the machine or partition (None: none).
     name
         A short name for the job.
+    workers, worker_cores, worker_memory, max_workers
+        Dask workers of the job (:func:`check_workers`; a worker has at most
+        *max_cores* cores).
 
     Returns
     -------
@@ -257,11 +344,20 @@ def make_spec(script: object, args: list[str] | tuple[str, ...] = (), *, cores: 
     args = [str(a) for a in args]
     if is_notebook(path):  # a notebook's arguments are its -p NAME VALUE parameters
         args = check_parameters(path, args)
+    job_cores = parse_cores(cores, max_cores)
+    memory_mb = parse_memory(memory)
+    walltime_s = parse_walltime(walltime, max_walltime_s)
+    n, per_worker, worker_mb = check_workers(workers, worker_cores, worker_memory,
+                                             max_workers=max_workers,
+                                             max_worker_cores=max_cores)
     return JobSpec(
         script=path,
         args=tuple(args),
-        cores=parse_cores(cores, max_cores),
-        memory_mb=parse_memory(memory),
-        walltime_s=parse_walltime(walltime, max_walltime_s),
+        cores=job_cores,
+        memory_mb=memory_mb,
+        walltime_s=walltime_s,
         name=name,
+        workers=n,
+        worker_cores=per_worker,
+        worker_memory_mb=worker_mb,
     )
