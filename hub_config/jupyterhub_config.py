@@ -247,9 +247,18 @@ c.Spawner.args.extend(["--LabApp.news_url=None",
 if os.environ.get("OCEANDATA_HUB_BACKEND") == "slurm":
     from oceandata.hub import slurm_spawner
 
-    slurm_spawner.configure(
-        c, internal_host=os.environ.get("OCEANDATA_HUB_INTERNAL_HOST") or "127.0.0.1",
-        hub_api_port=PORTS["hub_api"])
+    INTERNAL_HOST = os.environ.get("OCEANDATA_HUB_INTERNAL_HOST") or "127.0.0.1"
+    slurm_spawner.configure(c, internal_host=INTERNAL_HOST, hub_api_port=PORTS["hub_api"])
+    # servers on the nodes reach the hub's services through the proxy on the internal host
+    # (production's use the public URL): the proxy listens on every interface then
+    NODES_URL = f"http://{INTERNAL_HOST}:{PUBLIC_PORT}"
+    if not INTERNAL_HOST.startswith("127."):
+        c.JupyterHub.bind_url = f"http://0.0.0.0:{PUBLIC_PORT}/"
+    c.Spawner.environment.update({
+        "DASK_GATEWAY__ADDRESS": f"{NODES_URL}/services/dask-gateway",
+        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{INTERNAL_HOST}:{PORTS['gateway_tcp']}",
+        "OCEANDATA_ALLOC_URL": f"{NODES_URL}/services/allocations",
+    })
 
 
 def _prepare_user(spawner):

@@ -14,9 +14,14 @@ missing); with ``CI=true`` that is a failure.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import pwd
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hub_helpers import HubClient, admin_client, new_user, reachable_by_accounts, running_hub
@@ -32,6 +37,7 @@ from oceandata.testing.slurm import (
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
+CHECKOUT = Path(__file__).resolve().parents[1]
 #: the Slurm account the servers' jobs are charged to (OCEANDATA_SLURM_ACCOUNT)
 ACCOUNT = "bs-interactive"
 #: what the tests measured (printed at the end of the module, for the report)
@@ -61,6 +67,8 @@ def hub(cluster: MultiNodeSlurmCluster, tmp_path_factory: pytest.TempPathFactory
     with running_hub(data, slurm=cluster, account=ACCOUNT) as running:
         TIMES["hub_start_s"] = time.monotonic() - started
         yield running
+        leftovers = cluster.run("squeue", "-h", "-n", JOB_NAME, "-o", "%i %u").stdout.strip()
+        assert not leftovers, f"server jobs left behind: {leftovers}"
     print(f"\nmeasured: {TIMES}")
 
 
@@ -127,10 +135,16 @@ def test_a_server_is_a_slurm_job_of_the_users_account_reached_through_the_hub(
     # the hub reaches the server at the node's bridge address (NodeAddr), not its name
     target = _proxy_target(admin, "bsann")
     assert target.startswith(f"http://{cluster.node_addresses[job['node']]}:"), target
-    # the user's kernel runs on that node as the user's account
-    out = ann.run_code("import os, socket; print(os.getuid(), socket.gethostname())")
-    uid, host = out.split()
+    # the user's kernel runs on that node as the user's account, and reaches the hub's
+    # services from there (the allocations service, through the proxy on the bridge)
+    out = ann.run_code(
+        "import os, socket, urllib.request\n"
+        "print(os.getuid(), socket.gethostname())\n"
+        "url = os.environ['OCEANDATA_ALLOC_URL'] + '/api/health'\n"
+        "print(url.split('/')[2], urllib.request.urlopen(url, timeout=30).status)")
+    uid, host, service, status = out.split()
     assert (int(uid), host) == (pwd.getpwnam(account).pw_uid, job["node"])
+    assert (service, status) == (f"{cluster.host_address}:{hub.runtime.port}", "200")
     # stopping the server ends the job; sacct has it as the user's, on that node
     started = time.monotonic()
     _stop(cluster, ann)
@@ -186,8 +200,69 @@ def test_two_users_servers_run_on_two_nodes_and_neither_reads_the_others_home(
             _stop(cluster, user)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_jobs_left(cluster: MultiNodeSlurmCluster, hub) -> Iterator[None]:
-    yield
-    leftovers = cluster.run("squeue", "-h", "-n", JOB_NAME, "-o", "%i %u").stdout.strip()
-    assert not leftovers, f"server jobs left behind: {leftovers}"
+_OVERLAY = """
+import json, sys
+from traitlets.config.loader import PyFileConfigLoader
+
+import oceandata.hub.launcher
+
+# the first admin's registration is the one step that needs the site's PostgreSQL
+oceandata.hub.launcher.bootstrap_admin = lambda runtime: False
+c = PyFileConfigLoader(sys.argv[1]).load_config()
+spawner = c.UserAccountSlurmSpawner
+print(json.dumps({
+    "class": f"{c.JupyterHub.spawner_class.__module__}.{c.JupyterHub.spawner_class.__name__}",
+    "hub_bind_url": c.JupyterHub.hub_bind_url, "hub_connect_url": c.JupyterHub.hub_connect_url,
+    "per_user_accounts": spawner.per_user_accounts,
+    "req": {k: spawner[k] for k in ("req_partition", "req_account", "req_qos", "req_memory",
+                                    "req_nprocs", "req_runtime")},
+    "start_timeout": c.Spawner.start_timeout, "env_keep": c.Spawner.env_keep.get_value([]),
+    "notebook_dir": c.Spawner.notebook_dir,
+    "alloc_url": c.Spawner.environment["OCEANDATA_ALLOC_URL"],
+}))
+"""
+
+
+def test_the_production_overlay_runs_servers_with_the_same_slurm_spawner(
+        tmp_path: Path) -> None:
+    """hub_config/production/ with OCEANDATA_HUB_SPAWNER=slurm: the embedded Slurm mode's
+    spawner and hub API settings (one piece of code), production's sizes, sudo always.
+
+    The configuration is loaded as JupyterHub loads it, in a process of its own, without
+    the site's PostgreSQL (the first admin's registration is skipped)."""
+    catalog = tmp_path / "ocean.yaml"
+    catalog.write_text("sources: {}\n")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OCEANDATA_", "SLURM_", "JUPYTERHUB_"))}
+    env.update({
+        "OCEANDATA_DATA_DIR": str(reachable_by_accounts(tmp_path / "srv")),
+        "OCEANDATA_HUB_PUBLIC_URL": "https://ocean.example.org",
+        "OCEANDATA_HUB_BIND_URL": "http://127.0.0.1:8000",
+        "OCEANDATA_HUB_DB_URL": "postgresql://jupyterhub@db.example.org/jupyterhub",
+        "OCEANDATA_GATEWAY_DB_URL": "postgresql://dask_gateway@db.example.org/dask_gateway",
+        "OCEANDATA_HUB_INTERNAL_HOST": "10.1.0.5", "OCEANDATA_CATALOG": str(catalog),
+        "OCEANDATA_HUB_SPAWNER": "slurm", "OCEANDATA_SLURM_PARTITION": "interactive",
+        "OCEANDATA_SLURM_ACCOUNT": "oceandata", "OCEANDATA_SLURM_QOS": "short",
+        "SLURM_CONF": "/etc/slurm/slurm.conf"})
+    config = CHECKOUT / "hub_config" / "production" / "jupyterhub_config.py"
+    done = subprocess.run([sys.executable, "-c", _OVERLAY, str(config)], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["class"] == "oceandata.hub.slurm_spawner.UserAccountSlurmSpawner"
+    assert got["hub_bind_url"] == got["hub_connect_url"] == "http://10.1.0.5:8081"
+    assert got["per_user_accounts"] is True  # the service account submits through sudo
+    assert got["req"] == {"req_partition": "interactive", "req_account": "oceandata",
+                          "req_qos": "short", "req_memory": "8G", "req_nprocs": "2",
+                          "req_runtime": "08:00:00"}
+    assert got["start_timeout"] == 600 and "SLURM_CONF" in got["env_keep"]
+    assert got["notebook_dir"] == "~"  # the account's home, on the shared filesystem
+    assert got["alloc_url"] == "https://ocean.example.org/services/allocations"
+    # a required value missing: one line naming it, no traceback
+    del env["OCEANDATA_SLURM_ACCOUNT"]
+    done = subprocess.run([sys.executable, "-c", _OVERLAY, str(config)], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "oceandata production hub: set OCEANDATA_SLURM_ACCOUNT (e.g. OCEANDATA_SLURM_ACCOUNT="
+        "oceandata) in the hub's environment; see docs/operations.md, 'Production'"]

@@ -16,7 +16,6 @@ the hub with a message naming it.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,7 +23,6 @@ from oceandata.hub.siteenv import optional, require
 
 HERE = Path(__file__).resolve().parent
 BASE = HERE.parent / "jupyterhub_config.py"
-BIN = Path(sys.executable).parent
 
 
 def _require(name: str, example: str) -> str:
@@ -65,9 +63,9 @@ SPAWNER = _optional("OCEANDATA_HUB_SPAWNER", "slurm")
 if SPAWNER not in ("slurm", "systemd"):
     raise SystemExit(f"oceandata production hub: OCEANDATA_HUB_SPAWNER={SPAWNER!r}: give "
                      "'slurm' (batchspawner) or 'systemd' (systemdspawner)")
-if SPAWNER == "slurm":
-    PARTITION = _require("OCEANDATA_SLURM_PARTITION", "interactive")
-    ACCOUNT = _require("OCEANDATA_SLURM_ACCOUNT", "oceandata")
+if SPAWNER == "slurm":  # required here, read by oceandata.hub.slurm_spawner.configure
+    _require("OCEANDATA_SLURM_PARTITION", "interactive")
+    _require("OCEANDATA_SLURM_ACCOUNT", "oceandata")
 _require("OCEANDATA_GATEWAY_DB_URL", "postgresql://dask_gateway@db.example.org/dask_gateway")
 
 # fixed ports (the embedded platform picks free ones at each start)
@@ -78,6 +76,9 @@ PORTS = {
     "gateway_http": _port("OCEANDATA_GATEWAY_HTTP_PORT", 8011),
     "gateway_api": _port("OCEANDATA_GATEWAY_API_PORT", 8012),
     "gateway_tcp": _port("OCEANDATA_GATEWAY_TCP_PORT", 8786),
+    # the allocations/jobs and the open-data services (on 127.0.0.1, behind the proxy)
+    "allocations": _port("OCEANDATA_ALLOC_PORT", 8013),
+    "data": _port("OCEANDATA_DATA_SERVICE_PORT", 8014),
 }
 _bind = urlparse(BIND_URL)
 BIND_PORT = _bind.port or (443 if _bind.scheme == "https" else 80)
@@ -99,10 +100,7 @@ c.JupyterHub.bind_url = f"{BIND_URL}/"
 if _bind.scheme == "https":
     c.JupyterHub.ssl_cert = _existing_file("OCEANDATA_HUB_TLS_CERT", "/etc/oceandata/tls/hub.crt")
     c.JupyterHub.ssl_key = _existing_file("OCEANDATA_HUB_TLS_KEY", "/etc/oceandata/tls/hub.key")
-if SPAWNER == "slurm":
-    # user servers run on compute nodes and call the hub API from there
-    c.JupyterHub.hub_bind_url = f"http://{INTERNAL_HOST}:{PORTS['hub_api']}"
-    c.JupyterHub.hub_connect_url = f"http://{INTERNAL_HOST}:{PORTS['hub_api']}"
+# (Slurm: the hub API on the cluster network, set with the spawner below)
 
 # --- restarts (upgrades) leave users' servers running; the hub finds them again ---------
 c.JupyterHub.cleanup_servers = False
@@ -111,18 +109,16 @@ c.JupyterHub.cleanup_servers = False
 c.Spawner.pre_spawn_hook = None  # the embedded hook writes into <data dir>/users as the hub
 c.Spawner.args = []  # never --allow-root
 if SPAWNER == "slurm":
-    c.JupyterHub.spawner_class = "batchspawner.SlurmSpawner"
-    c.SlurmSpawner.req_partition = PARTITION
-    _qos = _optional("OCEANDATA_SLURM_QOS", "")
-    # SlurmSpawner's default script has no --account/--qos lines: they go in req_options
-    c.SlurmSpawner.req_options = f"--account={ACCOUNT}" + (f" --qos={_qos}" if _qos else "")
-    c.SlurmSpawner.req_runtime = _optional("OCEANDATA_SLURM_RUNTIME", "08:00:00")
-    c.SlurmSpawner.req_memory = _optional("OCEANDATA_SLURM_MEMORY", "8G")
-    c.SlurmSpawner.req_nprocs = _optional("OCEANDATA_SLURM_CPUS", "2")
-    c.SlurmSpawner.req_prologue = _optional("OCEANDATA_SLURM_SETUP", "")
-    c.SlurmSpawner.batchspawner_singleuser_cmd = str(BIN / "batchspawner-singleuser")
-    c.Spawner.start_timeout = int(_optional("OCEANDATA_SLURM_START_TIMEOUT", "600"))
-    c.Spawner.http_timeout = 300
+    # each server a Slurm job under the user's account: the embedded hub's Slurm mode
+    # (oceandata/hub/slurm_spawner.py), with the hub API on the cluster network; the
+    # service account submits through sudo (docs/operations.md, "JupyterLab servers as
+    # Slurm jobs") whatever its own account mode
+    from oceandata.hub import slurm_spawner
+
+    slurm_spawner.configure(c, internal_host=INTERNAL_HOST, hub_api_port=PORTS["hub_api"],
+                            defaults={"OCEANDATA_SLURM_MEMORY": "8G",
+                                      "OCEANDATA_SLURM_CPUS": "2"})
+    c.UserAccountSlurmSpawner.per_user_accounts = True
 else:
     c.JupyterHub.spawner_class = "systemdspawner.SystemdSpawner"
     c.SystemdSpawner.isolate_tmp = True
@@ -139,6 +135,8 @@ _env.update({
                                        f"{PUBLIC_URL}/services/dask-gateway"),
     "DASK_GATEWAY__PUBLIC_ADDRESS": f"{PUBLIC_URL}/services/dask-gateway",
     "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{INTERNAL_HOST}:{PORTS['gateway_tcp']}",
+    # the embedded value is the loopback URL of `hub up`: servers reach the public one
+    "OCEANDATA_ALLOC_URL": f"{PUBLIC_URL}/services/allocations",
 })
 _env.pop("OCEANDATA_DATA_DIR", None)  # the hub's state is not the users' business
 for _key in [k for k, v in _env.items() if v == ""]:

@@ -206,6 +206,7 @@ class UserAccountSlurmSpawner(SlurmSpawner):
 
 def configure(c: Any, *, internal_host: str, hub_api_port: int,
               environ: Mapping[str, str] | None = None,
+              defaults: Mapping[str, str] | None = None,
               bin_dir: Path | None = None) -> None:
     """Run the users' servers as Slurm jobs: the spawner, its job and the hub API.
 
@@ -228,14 +229,19 @@ def configure(c: Any, *, internal_host: str, hub_api_port: int,
         The hub API's port.
     environ
         Where the values are read (default ``os.environ``).
+    defaults
+        Values for the variables *environ* leaves unset (the production overlay's
+        ``OCEANDATA_SLURM_MEMORY=8G``, ``OCEANDATA_SLURM_CPUS=2``).
     bin_dir
         Folder of ``batchspawner-singleuser`` (default: this Python's).
     """
     environ = os.environ if environ is None else environ
     bin_dir = bin_dir or Path(sys.executable).parent
 
+    defaults = defaults or {}
+
     def value(name: str, fallback: str = "") -> str:
-        return (environ.get(name) or "").strip() or fallback
+        return (environ.get(name) or "").strip() or defaults.get(name, fallback)
 
     timeout = value("OCEANDATA_SLURM_START_TIMEOUT", "600")
     if not timeout.isdigit() or int(timeout) < 1:
