@@ -200,6 +200,37 @@ def test_two_users_servers_run_on_two_nodes_and_neither_reads_the_others_home(
             _stop(cluster, user)
 
 
+def test_the_account_a_server_runs_as_and_its_job_script() -> None:
+    """Who submits (the site's account, the platform's, or the hub's own without sudo)
+    and the job script's Slurm lines (batchspawner's own script has no account or QOS)."""
+    from types import SimpleNamespace
+
+    from batchspawner.batchspawner import format_template
+
+    from oceandata.hub.slurm_spawner import BATCH_SCRIPT, UserAccountSlurmSpawner
+
+    site = UserAccountSlurmSpawner(user=SimpleNamespace(name="bsann"), user_account="{username}")
+    assert (site.req_username, site.exec_prefix) == ("bsann", "sudo -E -n -u {username}")
+    platform = UserAccountSlurmSpawner(user=SimpleNamespace(name="bsann"))
+    assert platform.req_username == "oceandata-bsann"  # per-user mode (root, CI)
+    own = pwd.getpwuid(os.geteuid()).pw_name
+    hub_itself = UserAccountSlurmSpawner(user=SimpleNamespace(name=own), user_account="{username}")
+    assert hub_itself.exec_prefix == ""  # no sudo to oneself
+    script = format_template(
+        BATCH_SCRIPT, homedir="/home/bsann", keepvars="PATH,HOME", partition="interactive",
+        account="ocean", qos="short", runtime="08:00:00", memory="8G", nprocs="2", gres="",
+        reservation="", options="", path="'/opt/ocean/.venv/bin:/usr/bin'",
+        prologue="module load x", srun="srun", cmd="batchspawner-singleuser lab", epilogue="")
+    lines = script.splitlines()
+    for line in ("#SBATCH --job-name=spawner-jupyterhub", "#SBATCH --account=ocean",
+                 "#SBATCH --qos=short", "#SBATCH --partition=interactive",
+                 "#SBATCH --mem=8G", "#SBATCH --cpus-per-task=2",
+                 "#SBATCH --chdir=/home/bsann", "export PATH='/opt/ocean/.venv/bin:/usr/bin'",
+                 "srun batchspawner-singleuser lab"):
+        assert line in lines, (line, script)
+    assert lines.index("module load x") < lines.index("srun batchspawner-singleuser lab")
+
+
 _OVERLAY = """
 import json, sys
 from traitlets.config.loader import PyFileConfigLoader
@@ -213,7 +244,7 @@ spawner = c.UserAccountSlurmSpawner
 print(json.dumps({
     "class": f"{c.JupyterHub.spawner_class.__module__}.{c.JupyterHub.spawner_class.__name__}",
     "hub_bind_url": c.JupyterHub.hub_bind_url, "hub_connect_url": c.JupyterHub.hub_connect_url,
-    "per_user_accounts": spawner.per_user_accounts,
+    "user_account": spawner.user_account,
     "req": {k: spawner[k] for k in ("req_partition", "req_account", "req_qos", "req_memory",
                                     "req_nprocs", "req_runtime")},
     "start_timeout": c.Spawner.start_timeout, "env_keep": c.Spawner.env_keep.get_value([]),
@@ -226,7 +257,7 @@ print(json.dumps({
 def test_the_production_overlay_runs_servers_with_the_same_slurm_spawner(
         tmp_path: Path) -> None:
     """hub_config/production/ with OCEANDATA_HUB_SPAWNER=slurm: the embedded Slurm mode's
-    spawner and hub API settings (one piece of code), production's sizes, sudo always.
+    spawner and hub API settings (one piece of code), production's sizes, the site's accounts.
 
     The configuration is loaded as JupyterHub loads it, in a process of its own, without
     the site's PostgreSQL (the first admin's registration is skipped)."""
@@ -251,7 +282,7 @@ def test_the_production_overlay_runs_servers_with_the_same_slurm_spawner(
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["class"] == "oceandata.hub.slurm_spawner.UserAccountSlurmSpawner"
     assert got["hub_bind_url"] == got["hub_connect_url"] == "http://10.1.0.5:8081"
-    assert got["per_user_accounts"] is True  # the service account submits through sudo
+    assert got["user_account"] == "{username}"  # the site's accounts, as the gateway's
     assert got["req"] == {"req_partition": "interactive", "req_account": "oceandata",
                           "req_qos": "short", "req_memory": "8G", "req_nprocs": "2",
                           "req_runtime": "08:00:00"}

@@ -112,13 +112,14 @@ if SPAWNER == "slurm":
     # each server a Slurm job under the user's account: the embedded hub's Slurm mode
     # (oceandata/hub/slurm_spawner.py), with the hub API on the cluster network; the
     # service account submits through sudo (docs/operations.md, "JupyterLab servers as
-    # Slurm jobs") whatever its own account mode
+    # Slurm jobs")
     from oceandata.hub import slurm_spawner
 
     slurm_spawner.configure(c, internal_host=INTERNAL_HOST, hub_api_port=PORTS["hub_api"],
                             defaults={"OCEANDATA_SLURM_MEMORY": "8G",
                                       "OCEANDATA_SLURM_CPUS": "2"})
-    c.UserAccountSlurmSpawner.per_user_accounts = True
+    # the hub names are the site's Unix accounts (LDAP), as for the gateway's clusters
+    c.UserAccountSlurmSpawner.user_account = "{username}"
 else:
     c.JupyterHub.spawner_class = "systemdspawner.SystemdSpawner"
     c.SystemdSpawner.isolate_tmp = True

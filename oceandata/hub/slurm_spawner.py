@@ -8,7 +8,9 @@ with the platform's accounts and network:
   ``sudo -E -n -u oceandata-<name> sbatch|squeue|scancel``, so Slurm records the job
   as the user's (``squeue``, ``sacct``) and its processes run as that account; the job's
   working folder and log (``jupyterhub_slurmspawner_<job>.log``) are in the account's
-  home. In single-account mode the hub's own account submits, without ``sudo``;
+  home. Production names the site's accounts instead (:attr:`~UserAccountSlurmSpawner.
+  user_account`, e.g. the hub name itself, as the gateway's ``LimitedSlurmBackend``); in
+  single-account mode the hub's own account submits, without ``sudo``;
 * the job script names the Slurm account and QOS (``--account``, ``--qos``: batchspawner's
   own script has neither) and puts back the platform's ``PATH``, which ``sudo``'s
   ``secure_path`` replaces;
@@ -36,7 +38,7 @@ from typing import Any
 
 from batchspawner import SlurmSpawner
 from tornado import web
-from traitlets import Bool, Unicode, default
+from traitlets import Unicode, default
 
 from .accounts import per_user, unix_name
 
@@ -112,32 +114,36 @@ class UserAccountSlurmSpawner(SlurmSpawner):
     """batchspawner's ``SlurmSpawner`` running hub user ``<name>`` as ``oceandata-<name>``.
 
     The job is submitted, queried and cancelled as that account (``exec_prefix``, ``sudo``
-    with ``{username}`` the account); the hub connects to the server at its node's
-    ``NodeAddr``.
+    with ``{username}`` the account; :attr:`user_account` names another one); the hub
+    connects to the server at its node's ``NodeAddr``.
     """
 
-    per_user_accounts = Bool(
-        help="Submit as the user's own Unix account (oceandata-<name>, through sudo); "
-             "False: as the hub's account. Default: the account mode "
-             "(OCEANDATA_ACCOUNTS, see oceandata.hub.accounts)."
+    user_account = Unicode(
+        "",
+        help="The Unix account of hub user {username} (production: '{username}', the "
+             "site's accounts); empty: oceandata-<name> in per-user mode "
+             "(OCEANDATA_ACCOUNTS, see oceandata.hub.accounts), else the hub's own account.",
     ).tag(config=True)
 
-    @default("per_user_accounts")
-    def _per_user_accounts_default(self) -> bool:
-        return per_user()
-
     batch_script = Unicode(BATCH_SCRIPT).tag(config=True)
+
+    def _own_account(self) -> str:
+        return pwd.getpwuid(os.geteuid()).pw_name
 
     @default("exec_prefix")
     def _exec_prefix_default(self) -> str:
         # -n: fail at once rather than wait for a password nobody types
-        return "sudo -E -n -u {username}" if self.per_user_accounts else ""
+        if self.req_username == self._own_account():
+            return ""
+        return "sudo -E -n -u {username}"
 
     @default("req_username")
     def _req_username_default(self) -> str:
-        if self.per_user_accounts:
+        if self.user_account:
+            return self.user_account.format(username=self.user.name)
+        if per_user():
             return unix_name(self.user.name)
-        return pwd.getpwuid(os.geteuid()).pw_name
+        return self._own_account()
 
     @default("req_homedir")
     def _req_homedir_default(self) -> str:
