@@ -3,6 +3,11 @@
 Run by ``python -m oceandata.hub.gateway_service``, which also runs the gate in front of
 the gateway's HTTP proxy (owner-only dashboards). Values that differ in production are
 marked PRODUCTION; docs/operations.md gives the switches.
+
+``OCEANDATA_HUB_BACKEND=slurm`` (``oceandata hub up --backend slurm``): clusters are Slurm
+jobs submitted as the user (``LimitedSlurmBackend``), set up by the same code as the
+production overlay (:func:`oceandata.hub.gateway.configure_slurm_gateway`), with the API and
+the scheduler proxy on ``OCEANDATA_HUB_INTERNAL_HOST``.
 """
 
 # ruff: noqa: F821 - `c` is injected by dask-gateway's config loader
@@ -15,7 +20,7 @@ import sys
 from pathlib import Path
 
 from oceandata.hub.accounts import per_user
-from oceandata.hub.gateway import GROUP_LIMITS, cluster_options
+from oceandata.hub.gateway import GROUP_LIMITS, cluster_options, configure_slurm_gateway
 
 PORTS = json.loads(os.environ["OCEANDATA_HUB_PORTS"])
 HUB_DIR = Path(os.environ["OCEANDATA_HUB_DIR"])
@@ -37,6 +42,7 @@ c.JupyterHubAuthenticator.jupyterhub_service_name = "dask-gateway"
 
 # --- backend: local processes with per-user limits (PRODUCTION: LimitedSlurmBackend);
 # as the users' Unix accounts in per-user mode (OCEANDATA_ACCOUNTS, oceandata/hub/accounts.py)
+SLURM = os.environ.get("OCEANDATA_HUB_BACKEND", "local") == "slurm"
 BACKEND = "LimitedUserLocalBackend" if per_user() else "LimitedLocalBackend"
 c.DaskGateway.backend_class = f"oceandata.hub.gateway.{BACKEND}"
 c.DBBackendBase.db_url = f"sqlite:///{HUB_DIR / 'dask-gateway.sqlite'}"
@@ -46,8 +52,9 @@ c.DBBackendBase.db_encrypt_keys = [
 c.LocalBackend.clusters_directory = str(DATA / "dask-clusters")
 c.Backend.cluster_options = cluster_options(GROUP_LIMITS)
 # core-hours of running clusters charged to the allocations database every this many s
-c[BACKEND].usage_period = float(os.environ.get("OCEANDATA_GATEWAY_USAGE_PERIOD",
-                                                          "60"))
+# (on Slurm: what sacct recorded since the last charge)
+for _backend in ("LimitedLocalBackend", "LimitedUserLocalBackend", "LimitedSlurmBackend"):
+    c[_backend].usage_period = float(os.environ.get("OCEANDATA_GATEWAY_USAGE_PERIOD", "60"))
 
 # current `distributed` ships no dask-scheduler/dask-worker executables
 c.ClusterConfig.scheduler_cmd = [str(BIN / "dask"), "scheduler"]
@@ -58,3 +65,11 @@ c.ClusterConfig.idle_timeout = 1800  # seconds; per group in GROUP_LIMITS
 c.ClusterConfig.environment = {
     k: os.environ[k] for k in ("OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
                                "OCEANDATA_SAMPLE_CACHE") if os.environ.get(k)}
+
+# --- Slurm mode: scheduler and workers as Slurm jobs of the user, on the compute nodes
+if SLURM:
+    configure_slurm_gateway(
+        c, internal_host=os.environ.get("OCEANDATA_HUB_INTERNAL_HOST") or "127.0.0.1",
+        ports=PORTS, partition=os.environ.get("OCEANDATA_SLURM_PARTITION", ""),
+        account=os.environ.get("OCEANDATA_SLURM_ACCOUNT", ""),
+        qos=os.environ.get("OCEANDATA_SLURM_QOS", ""))

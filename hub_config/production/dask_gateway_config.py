@@ -14,14 +14,13 @@ reach. The dashboards' HTTP proxy stays on 127.0.0.1: only the gate reaches it.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from oceandata.hub.gateway import configure_slurm_gateway
 from oceandata.hub.siteenv import optional, require
 
 HERE = Path(__file__).resolve().parent
 BASE = HERE.parent / "dask_gateway_config.py"
-BIN = Path(sys.executable).parent
 
 
 def _require(name: str, example: str) -> str:
@@ -46,24 +45,16 @@ if not BASE.is_file():  # load_subconfig silently ignores a missing file
                      "is missing")
 load_subconfig(str(BASE))
 
-# --- backend: Slurm jobs as the user, per-user limits kept ------------------------------
-c.DaskGateway.backend_class = "oceandata.hub.gateway.LimitedSlurmBackend"
+# --- backend: Slurm jobs as the user, per-user limits kept; the API and the scheduler
+# proxy on the cluster network (the same code as the embedded Slurm mode)
 c.DBBackendBase.db_url = DB_URL  # db_encrypt_keys: the base's <data dir>/secrets key
-c.SlurmClusterConfig.partition = PARTITION
-c.SlurmClusterConfig.account = ACCOUNT
-c.SlurmClusterConfig.qos = _optional("OCEANDATA_SLURM_QOS", "")
-# e.g. "module load ...": run in the job before `dask scheduler` / `dask worker`
-c.SlurmClusterConfig.scheduler_setup = _optional("OCEANDATA_SLURM_SETUP", "")
-c.SlurmClusterConfig.worker_setup = _optional("OCEANDATA_SLURM_SETUP", "")
-c.SlurmClusterConfig.staging_directory = _optional("OCEANDATA_SLURM_STAGING",
-                                                   "{home}/.dask-gateway/")
-# run through `sudo -nHu <user>`: an absolute path, the one named in sudoers
-c.JobQueueBackend.dask_gateway_jobqueue_launcher = str(BIN / "dask-gateway-jobqueue-launcher")
-
-# --- addresses: the API and the scheduler proxy on the cluster network -------------------
-# schedulers on compute nodes report to the API directly (not through the dashboards' proxy)
-c.DaskGateway.address = f"{INTERNAL_HOST}:{PORTS['gateway_api']}"
-c.DBBackendBase.api_url = f"http://{INTERNAL_HOST}:{PORTS['gateway_api']}/api"
-# clients reach their schedulers here (TLS, per-cluster certificates, SNI routing)
-c.Proxy.tcp_address = f"{INTERNAL_HOST}:{PORTS['gateway_tcp']}"
+configure_slurm_gateway(
+    c, internal_host=INTERNAL_HOST, ports=PORTS, partition=PARTITION, account=ACCOUNT,
+    qos=_optional("OCEANDATA_SLURM_QOS", ""),
+    # e.g. "module load ...": run in the job before `dask scheduler` / `dask worker`
+    setup=_optional("OCEANDATA_SLURM_SETUP", ""),
+    staging=_optional("OCEANDATA_SLURM_STAGING", "{home}/.dask-gateway/"),
+    start_timeout=float(_optional("OCEANDATA_SLURM_START_TIMEOUT", "600")),
+    # the hub names are the site's Unix accounts (LDAP): jobs run as `sudo -nHu <name>`
+    user_account="{username}")
 # c.Proxy.address stays 127.0.0.1 (from the base): dashboards only through the gate

@@ -24,6 +24,11 @@ past ``max_lifetime``, its allocation exhausted, the gateway shutting down, or f
 to the audit trail (:mod:`oceandata.governance.audit`), with the user, the cluster's
 name, its allocation (if any) and its caps. :class:`AuditedJupyterHubAuthenticator`
 tells the backend who is calling and from which address.
+
+Backends: :class:`LimitedLocalBackend` (one account), :class:`LimitedUserLocalBackend`
+(each user's Unix account) and :class:`LimitedSlurmBackend` (scheduler and workers as
+Slurm jobs of the user's account, charged from ``sacct``), the last set up by
+:func:`configure_slurm_gateway` in both the embedded Slurm mode and production.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +55,13 @@ from traitlets import List as ListTrait
 from traitlets import Unicode as UnicodeTrait
 
 from ..governance import audit
-from .accounts import chown_tree, ensure_account, unix_name, user_home
+from .accounts import chown_tree, ensure_account, per_user, unix_name, user_home
 from .throttle import LOOPBACK, client_address
 
 GIB = 2**30
 DEFAULT_GROUP = "scientists"
+#: the shortest idle timeout (seconds) a user may ask for
+MIN_IDLE_TIMEOUT = 10
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,7 @@ def cluster_options(table: dict[str, GroupLimits] | None = None) -> Options:
     top_cores = max(lim.max_worker_cores for lim in table.values())
     top_mem = max(lim.max_worker_memory for lim in table.values()) / GIB
     top_total = int(max(lim.max_cores for lim in table.values()))
+    top_idle = int(max(lim.idle_timeout for lim in table.values()))
 
     def handler(options: Any, user: Any) -> dict[str, Any]:
         lim = limits_for(set(user.groups), table)
@@ -234,7 +244,8 @@ def cluster_options(table: dict[str, GroupLimits] | None = None) -> Options:
         return {
             "worker_cores": options.worker_cores,
             "worker_memory": memory,
-            "idle_timeout": lim.idle_timeout,
+            # shorter than the group's when the user asks (a cluster stops sooner)
+            "idle_timeout": float(min(options.idle_timeout, lim.idle_timeout)),
             "cluster_max_cores": cluster_cores,
             "cluster_max_memory": int(lim.max_memory * share),
         }
@@ -245,6 +256,8 @@ def cluster_options(table: dict[str, GroupLimits] | None = None) -> Options:
                     label="Memory per worker (GiB)"),
         Integer("cluster_cores", default=4, min=2, max=top_total,
                 label="Most cores of this cluster (scheduler included)"),
+        Integer("idle_timeout", default=top_idle, min=MIN_IDLE_TIMEOUT, max=top_idle,
+                label="Stop after this many seconds idle (at most your group's limit)"),
         handler=handler,
     )
 
@@ -380,6 +393,10 @@ class UserLimitsMixin(HasTraits):
                     await self.stop_for(cluster.name, f"older than max_lifetime "
                                                       f"({self.max_lifetime:g} s)")
 
+    async def adjust_config(self, user: Any, config: Any,
+                            alloc: AllocationView | None) -> None:
+        """Change a new cluster's configuration before it is stored (backends' hook)."""
+
     async def start_cluster(self, user: Any, cluster_options: dict) -> str:
         """Check the user's limits, create the cluster, record ``gateway.cluster_start``."""
         caller = _CALLER.get()
@@ -400,7 +417,10 @@ class UserLimitsMixin(HasTraits):
                              "max_cores": config.get("cluster_max_cores"),
                              "max_memory": config.get("cluster_max_memory"),
                              "worker_cores": config.get("worker_cores"),
-                             "worker_memory": config.get("worker_memory")})
+                             "worker_memory": config.get("worker_memory"),
+                             **({"slurm_account": config.get("account") or None,
+                                 "slurm_qos": config.get("qos") or None}
+                                if "account" in config else {})})
         return name
 
     async def _start_cluster(self, user: Any, cluster_options: dict) -> tuple[str, dict]:
@@ -428,6 +448,7 @@ class UserLimitsMixin(HasTraits):
         config.cluster_max_cores = min(config.cluster_max_cores or math.inf, left_cores)
         config.cluster_max_memory = min(config.cluster_max_memory or math.inf, left_mem)
         alloc = allocation_for(user.name)
+        await self.adjust_config(user, config, alloc)
         stored = {**config.to_dict(),
                   ALLOCATION_KEY: alloc.allocation_id if alloc is not None else None}
         cluster = self.db.create_cluster(user.name, options, stored)
@@ -504,11 +525,434 @@ class LimitedUserLocalBackend(UserLimitsMixin, LocalBackend):
         return env
 
 
+#: Slurm job states that are final (``sacct``'s State, first word)
+SLURM_FINAL_STATES = frozenset({
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+    "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "TIMEOUT"})
+#: prefix of the Slurm job name of every job of a gateway cluster (then the cluster's name)
+SLURM_JOB_PREFIX = "dask-gateway-"
+
+
+@dataclass(frozen=True)
+class SlurmUsage:
+    """What ``sacct`` says about the Slurm jobs of one gateway cluster.
+
+    Attributes
+    ----------
+    core_seconds
+        Sum over the jobs of ``ElapsedRaw x AllocCPUS`` (running jobs up to now).
+    jobs
+        Job id to its state (first word of sacct's ``State``).
+    accounts
+        The Slurm accounts the jobs ran under.
+    """
+
+    core_seconds: float
+    jobs: dict[str, str]
+    accounts: frozenset[str]
+
+    @property
+    def finished(self) -> bool:
+        """Whether every job sacct lists for the cluster is in a final state."""
+        return all(state in SLURM_FINAL_STATES for state in self.jobs.values())
+
+    @property
+    def core_hours(self) -> float:
+        return self.core_seconds / 3600.0
+
+
+def parse_sacct_usage(text: str) -> dict[str, SlurmUsage]:
+    """Parse ``sacct -X -P -n -o JobName,JobID,ElapsedRaw,AllocCPUS,State,Account``.
+
+    Parameters
+    ----------
+    text
+        sacct's output, one allocation a line.
+
+    Returns
+    -------
+    dict of str to SlurmUsage
+        Cluster name (the job name after :data:`SLURM_JOB_PREFIX`) to its usage; lines
+        of other jobs are ignored.
+
+    Examples
+    --------
+    >>> out = "dask-gateway-c1|12|30|1|COMPLETED|a1\\ndask-gateway-c1|13|10|2|RUNNING|a1\\n"
+    >>> parse_sacct_usage(out)["c1"].core_seconds
+    50.0
+    """
+    seconds: dict[str, float] = {}
+    jobs: dict[str, dict[str, str]] = {}
+    accounts: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) != 6 or not fields[0].startswith(SLURM_JOB_PREFIX):
+            continue
+        name, job_id, elapsed, cpus, state, account = fields
+        cluster = name[len(SLURM_JOB_PREFIX):]
+        used = (float(elapsed) if elapsed.isdigit() else 0.0) * (
+            float(cpus) if cpus.isdigit() else 0.0)
+        seconds[cluster] = seconds.get(cluster, 0.0) + used
+        jobs.setdefault(cluster, {})[job_id] = (state.split() or ["UNKNOWN"])[0]
+        accounts.setdefault(cluster, set()).add(account)
+    return {name: SlurmUsage(seconds[name], jobs[name], frozenset(accounts[name]))
+            for name in seconds}
+
+
+def configure_slurm_gateway(c: Any, *, internal_host: str, ports: dict[str, int],
+                            partition: str = "", account: str = "", qos: str = "",
+                            setup: str = "", staging: str = "{home}/.dask-gateway/",
+                            start_timeout: float = 600.0, slurm_conf: str | None = None,
+                            user_account: str = "", bin_dir: Path | None = None) -> None:
+    """Configure dask-gateway for clusters as Slurm jobs (embedded Slurm mode and production).
+
+    The one place both ``hub_config/dask_gateway_config.py`` (``OCEANDATA_HUB_BACKEND=slurm``)
+    and ``hub_config/production/dask_gateway_config.py`` set the Slurm backend up.
+
+    Parameters
+    ----------
+    c
+        The dask-gateway configuration object.
+    internal_host
+        The address compute nodes reach this machine on: the gateway's API (which
+        schedulers call) and the scheduler proxy listen there.
+    ports
+        The hub's ports (``gateway_api``, ``gateway_tcp``).
+    partition, account, qos
+        The jobs' Slurm partition, account and QOS (empty: Slurm's default). A user
+        associated with their allocation's Slurm account is charged there instead
+        (:attr:`LimitedSlurmBackend.allocation_account`).
+    setup
+        Shell lines run in the jobs before ``dask scheduler`` / ``dask worker``.
+    staging
+        The clusters' staging folder (TLS credentials, logs), ``{home}`` being the
+        user's home: on a filesystem the nodes share.
+    start_timeout
+        Seconds a scheduler or worker job may wait in the queue and start.
+    slurm_conf
+        ``SLURM_CONF`` of the Slurm commands (default: the environment's, else Slurm's
+        default).
+    user_account
+        The Unix account of hub user ``{username}`` (production: ``"{username}"``);
+        empty: ``oceandata-<name>`` in per-user mode, else the gateway's own account.
+    bin_dir
+        Folder of ``dask-gateway-jobqueue-launcher`` (default: this interpreter's).
+    """
+    bin_dir = bin_dir or Path(sys.executable).parent
+    backend = "LimitedSlurmBackend"
+    c.DaskGateway.backend_class = f"oceandata.hub.gateway.{backend}"
+    c.SlurmClusterConfig.partition = partition
+    c.SlurmClusterConfig.account = account
+    c.SlurmClusterConfig.qos = qos
+    c.SlurmClusterConfig.scheduler_setup = setup
+    c.SlurmClusterConfig.worker_setup = setup
+    c.SlurmClusterConfig.staging_directory = staging
+    c[backend].slurm_conf = (os.environ.get("SLURM_CONF", "") if slurm_conf is None
+                             else slurm_conf)
+    c[backend].user_account = user_account
+    # run through `sudo -nHu <user>`: an absolute path, the one named in sudoers
+    c.JobQueueBackend.dask_gateway_jobqueue_launcher = str(
+        bin_dir / "dask-gateway-jobqueue-launcher")
+    c.DBBackendBase.cluster_start_timeout = start_timeout
+    c.DBBackendBase.worker_start_timeout = start_timeout
+    # schedulers on compute nodes report to the API directly (not through the
+    # dashboards' proxy, which stays on 127.0.0.1 behind the gate)
+    c.DaskGateway.address = f"{internal_host}:{ports['gateway_api']}"
+    c.DBBackendBase.api_url = f"http://{internal_host}:{ports['gateway_api']}/api"
+    # clients reach their schedulers here (TLS, per-cluster certificates, SNI routing)
+    c.Proxy.tcp_address = f"{internal_host}:{ports['gateway_tcp']}"
+
+
+def _slurm_env(slurm_conf: str) -> dict[str, str]:
+    """The environment of the gateway's own Slurm commands (squeue, sacct, sacctmgr)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if slurm_conf:
+        env["SLURM_CONF"] = slurm_conf
+    return env
+
+
+def _run_slurm(cmd: list[str], slurm_conf: str, timeout: float = 30.0) -> str:
+    """Run a Slurm client command; its stdout, or '' when it fails."""
+    import subprocess
+
+    try:
+        done = subprocess.run(cmd, env=_slurm_env(slurm_conf), capture_output=True,
+                              text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout if done.returncode == 0 else ""
+
+
 try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
     from dask_gateway_server.backends.jobqueue.slurm import SlurmBackend
 
     class LimitedSlurmBackend(UserLimitsMixin, SlurmBackend):
-        """Clusters as Slurm jobs, submitted as the user (production)."""
+        """Clusters as Slurm jobs submitted as the user, charged from ``sacct``.
+
+        dask-gateway's jobqueue ``SlurmBackend`` with the per-user limits, and:
+
+        - the jobs run as the user's Unix account (:meth:`unix_user`): hub user
+          ``<name>`` is account ``oceandata-<name>`` (made on first use) in per-user mode,
+          or :attr:`user_account` (production: the hub name itself), and
+          ``dask-gateway-jobqueue-launcher`` runs through ``sudo -nHu <account>``
+          (single-account mode: as the gateway's own account, without sudo); the staging
+          folder is in that account's home;
+        - every job of a cluster is named ``dask-gateway-<cluster name>``;
+        - a user whose Unix account is associated (``sacctmgr``) with the Slurm account of
+          their allocation (:attr:`allocation_account`) runs the cluster there, with that
+          association's default QOS; anyone else under the configured account and QOS;
+        - the Slurm commands get ``SLURM_CONF`` (:attr:`slurm_conf`);
+        - core-hours come from ``sacct`` (``ElapsedRaw x AllocCPUS`` of the cluster's
+          scheduler and worker jobs), charged as the difference with what the ledger
+          already holds for the cluster, until every job of a stopped cluster is final:
+          the ledger's total is then sacct's. An exhausted allocation still stops the
+          cluster.
+        """
+
+        slurm_conf = UnicodeTrait(
+            os.environ.get("SLURM_CONF", ""), config=True,
+            help="SLURM_CONF of the Slurm commands (empty: Slurm's default).")
+        user_account = UnicodeTrait(
+            "", config=True,
+            help="The Unix account of hub user {username} (e.g. '{username}' where the "
+                 "hub names are the site's accounts); empty: oceandata-<name> in per-user "
+                 "mode (OCEANDATA_ACCOUNTS), else the gateway's own account.")
+        settle_delay = Float(
+            60.0, config=True,
+            help="Seconds after a cluster stopped during which sacct is still read for "
+                 "its jobs, even when they all look final.")
+        allocation_account = UnicodeTrait(
+            "alloc-{id}", config=True,
+            help="The Slurm account of allocation {id}; used for a user whose Unix "
+                 "account is associated with it (empty: never).")
+
+        # --- who runs the jobs ---------------------------------------------------------
+        def unix_user(self, username: str) -> str:
+            """The Unix account the jobs of hub user *username* run as.
+
+            :attr:`user_account` when set (production: ``{username}``), else
+            ``oceandata-<name>`` in per-user mode, else the gateway's own account.
+            """
+            if self.user_account:
+                return self.user_account.format(username=username)
+            if per_user():
+                return unix_name(username)
+            import pwd
+
+            return pwd.getpwuid(os.geteuid()).pw_name
+
+        def _sudo(self) -> bool:
+            return bool(self.user_account) or per_user()
+
+        def get_staging_directory(self, cluster: Any) -> str:
+            """``staging_directory`` in the user's account's home, one folder a cluster."""
+            import pwd
+
+            home = pwd.getpwnam(self.unix_user(cluster.username)).pw_dir
+            staging = cluster.config.staging_directory.format(
+                home=home, username=self.unix_user(cluster.username))
+            return os.path.join(staging, cluster.name)
+
+        async def do_as_user(self, user: str, action: str, **kwargs: Any) -> Any:
+            """dask-gateway's launcher as the user's Unix account (``sudo -nHu``)."""
+            if self._sudo():
+                return await super().do_as_user(self.unix_user(user), action, **kwargs)
+            import json
+
+            kwargs["action"] = action
+            proc = await asyncio.create_subprocess_exec(
+                self.dask_gateway_jobqueue_launcher, env={"HOME": os.path.expanduser("~")},
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate(json.dumps(kwargs).encode())
+            if proc.returncode != 0:
+                raise Exception(f"dask-gateway-jobqueue-launcher exited {proc.returncode}: "
+                                f"{err.decode(errors='replace')[-2000:]}")
+            result = json.loads(out)
+            if not result["ok"]:
+                raise Exception(result["error"])
+            return result["returncode"], result["stdout"], result["stderr"]
+
+        async def do_start_cluster(self, cluster: Any) -> Any:
+            if per_user() and not self.user_account:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, ensure_account, cluster.username)
+            async for state in super().do_start_cluster(cluster):
+                yield state
+
+        # --- the jobs ------------------------------------------------------------------
+        def get_submit_cmd_env_stdin(self, cluster: Any, worker: Any = None) -> Any:
+            """dask-gateway's ``sbatch`` line, named after the cluster, with ``SLURM_CONF``."""
+            cmd, env, script = super().get_submit_cmd_env_stdin(cluster, worker)
+            cmd = [f"--job-name={SLURM_JOB_PREFIX}{cluster.name}"
+                   if arg == "--job-name=dask-gateway" else arg for arg in cmd]
+            if self.slurm_conf:
+                env = {**env, "SLURM_CONF": self.slurm_conf}
+            return cmd, env, script
+
+        def get_env(self, cluster: Any) -> dict[str, str]:
+            """dask-gateway's environment with the account's ``USER`` and ``HOME``."""
+            import pwd
+
+            env = super().get_env(cluster)
+            account = self.unix_user(cluster.username)
+            env["USER"] = account
+            env["HOME"] = pwd.getpwnam(account).pw_dir
+            return env
+
+        def get_stop_cmd_env(self, job_id: str) -> Any:
+            return [self.cancel_command, job_id], _slurm_env(self.slurm_conf)
+
+        def get_status_cmd_env(self, job_ids: list[str]) -> Any:
+            cmd, _ = super().get_status_cmd_env(job_ids)
+            return cmd, _slurm_env(self.slurm_conf)
+
+        async def check_jobs(self, job_ids: list[str]) -> dict[str, bool]:
+            """squeue's view of the jobs; a single job Slurm has forgotten is not running.
+
+            ``squeue --job=ID`` fails for one id the controller no longer knows
+            (``MinJobAge`` passed); with several ids it lists the known ones.
+            """
+            try:
+                return await super().check_jobs(job_ids)
+            except Exception:
+                if len(job_ids) != 1:
+                    raise
+                cmd, env = self.get_status_cmd_env(job_ids)
+                proc = await asyncio.create_subprocess_exec(
+                    *cmd, env=env, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE)
+                _, err = await proc.communicate()
+                if b"Invalid job id" in err:
+                    return {job_ids[0]: False}
+                raise
+
+        # --- the Slurm account of the allocation ---------------------------------------
+        def association(self, username: str, account: str) -> tuple[bool, str]:
+            """Whether the user's Unix account may use Slurm *account*, and its default QOS."""
+            out = _run_slurm(["sacctmgr", "-n", "-P", "show", "associations",
+                              f"user={self.unix_user(username)}", f"account={account}",
+                              "format=Account,DefaultQOS"], self.slurm_conf)
+            for line in out.splitlines():
+                found, _, qos = line.partition("|")
+                if found.strip().lower() == account.lower():
+                    return True, qos.strip()
+            return False, ""
+
+        async def adjust_config(self, user: Any, config: Any,
+                                alloc: AllocationView | None) -> None:
+            """The allocation's Slurm account and QOS when the user is associated with it."""
+            if alloc is None or not self.allocation_account:
+                return
+            account = self.allocation_account.format(id=alloc.allocation_id)
+            ok, qos = await asyncio.get_running_loop().run_in_executor(
+                None, self.association, user.name, account)
+            if ok:
+                config.account = account
+                config.qos = qos
+
+        # --- charging from sacct -------------------------------------------------------
+        def sacct_usage(self, clusters: list[Any]) -> dict[str, SlurmUsage] | None:
+            """``sacct``'s records of the clusters' jobs (None when sacct did not answer)."""
+            import datetime as dt
+
+            if not clusters:
+                return {}
+            first = min(c.start_time for c in clusters) / 1000 - 300
+            since = dt.datetime.fromtimestamp(first).strftime("%Y-%m-%dT%H:%M:%S")
+            names = ",".join(f"{SLURM_JOB_PREFIX}{c.name}" for c in clusters)
+            import subprocess
+
+            try:
+                done = subprocess.run(
+                    ["sacct", "-X", "-a", "-P", "-n", "-S", since, "-E", "now",
+                     f"--name={names}", "-o", "JobName,JobID,ElapsedRaw,AllocCPUS,State,Account"],
+                    env=_slurm_env(self.slurm_conf), capture_output=True, text=True,
+                    timeout=60)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.log.warning("sacct did not answer: %s", exc)
+                return None
+            if done.returncode != 0:
+                self.log.warning("sacct failed: %s", done.stderr.strip()[:500])
+                return None
+            return parse_sacct_usage(done.stdout)
+
+        def _settled(self) -> set[str]:
+            settled = getattr(self, "_settled_clusters", None)
+            if settled is None:
+                settled = self._settled_clusters = set()
+            return settled
+
+        def _known_jobs(self, cluster: Any) -> set[str]:
+            """The job ids the gateway submitted for *cluster* and still remembers."""
+            ids = {str(cluster.state.get("job_id"))} if cluster.state.get("job_id") else set()
+            ids |= {str(w.state["job_id"]) for w in cluster.workers.values()
+                    if w.state and w.state.get("job_id")}
+            return ids
+
+        async def charge_running(self, seconds: float) -> None:
+            """Charge each cluster's new core-hours according to ``sacct`` (see the class).
+
+            A stopped cluster is settled (left alone afterwards) once every job the
+            gateway remembers for it is final in sacct and its charge is sacct's total.
+            """
+            from ..alloc import core, db
+            from ..alloc.models import Allocation
+
+            settled = self._settled()
+            clusters = [c for c in self.db.name_to_cluster.values()
+                        if c.name not in settled and c.status > JobStatus.CREATED]
+            if not clusters:
+                return
+            usage = await asyncio.get_running_loop().run_in_executor(
+                None, self.sacct_usage, clusters)
+            if usage is None:
+                return
+            for cluster in clusters:
+                found = usage.get(cluster.name, SlurmUsage(0.0, {}, frozenset()))
+                alloc_id = cluster.config.get(ALLOCATION_KEY)
+                with db.session_scope() as session:
+                    charged = _charged(session, cluster.name)
+                    delta = found.core_hours - charged
+                    if delta > 1e-12:
+                        if alloc_id is None:
+                            active = core.active_allocation(session, cluster.username)
+                            alloc_id = active.id if active is not None else None
+                        core.charge(session, user=cluster.username, allocation_id=alloc_id,
+                                    source="gateway", ref=cluster.name,
+                                    cores=delta * 3600.0 / max(seconds, 1e-9),
+                                    seconds=max(seconds, 1e-9))
+                    alloc = (session.get(Allocation, alloc_id) if alloc_id is not None
+                             else None)
+                    exhausted = alloc is not None and (
+                        core.used_core_hours(session, alloc.id) >= alloc.core_hours)
+                if not cluster.is_active():
+                    # settled once sacct has every job final, some time after the stop
+                    # (slurmctld sends records to slurmdbd asynchronously)
+                    known = self._known_jobs(cluster)
+                    stopped_ms = cluster.stop_time or cluster.start_time
+                    if (found.finished and known <= set(found.jobs)
+                            and time.time() - stopped_ms / 1000 > self.settle_delay):
+                        settled.add(cluster.name)
+                    continue
+                if cluster.status != JobStatus.RUNNING:
+                    continue
+                partner = alloc_id is None and self._needs_allocation(cluster.username)
+                if exhausted or partner:
+                    why = "allocation exhausted" if exhausted else "no allocation in force"
+                    self.log.info("Stopping cluster %s of %s: %s", cluster.name,
+                                  cluster.username, why)
+                    await self.stop_for(cluster.name, why)
+
+    def _charged(session: Any, ref: str) -> float:
+        """Core-hours the ledger holds for gateway cluster *ref*."""
+        from sqlalchemy import func, select
+
+        from ..alloc.models import Usage
+
+        total = session.scalar(select(func.coalesce(func.sum(Usage.core_hours), 0.0))
+                               .where(Usage.source == "gateway", Usage.ref == ref))
+        return float(total or 0.0)
 
 except ImportError:  # pragma: no cover - the extra is part of [hub]
     LimitedSlurmBackend = None  # type: ignore[assignment,misc]
