@@ -5,7 +5,10 @@ slurmdbd for ``sacct``) and one hub in Slurm mode against it. A user's server is
 job (batchspawner, :class:`oceandata.hub.slurm_spawner.UserAccountSlurmSpawner`) submitted
 as the user's Unix account under the platform's Slurm account; the hub reaches it at its
 node's bridge address and proxies the user's kernels to it; stopping the server ends the
-job. A user without a Slurm association is refused at once with Slurm's reason.
+job. Two users' servers run on two nodes, neither reading the other's home; from a server,
+a dask-gateway cluster (scheduler and worker as Slurm jobs) puts its worker on another
+node. A user without a Slurm association is refused at once with Slurm's reason. The
+production overlay sets the same spawner up (loaded in a process of its own).
 
 Outside CI these tests are skipped where the cluster cannot start (not root, programs
 missing); with ``CI=true`` that is a failure.
@@ -198,6 +201,56 @@ def test_two_users_servers_run_on_two_nodes_and_neither_reads_the_others_home(
     finally:
         for user in (ann, bob):
             _stop(cluster, user)
+
+
+_GATEWAY_FROM_THE_SERVER = """
+import json, os, socket
+from dask_gateway import Gateway
+
+gateway = Gateway()  # DASK_GATEWAY__* of the server: the hub and the gateway on the bridge
+options = gateway.cluster_options()
+options.worker_cores, options.worker_memory = 1, 1
+cluster = gateway.new_cluster(options)
+try:
+    cluster.scale(1)
+    client = cluster.get_client()
+    client.wait_for_workers(1, timeout=240)
+    print(json.dumps({
+        "name": cluster.name, "server": socket.gethostname(),
+        "scheduler": client.run_on_scheduler(socket.gethostname),
+        "workers": sorted(client.run(socket.gethostname).values()),
+        "uids": sorted(set(client.run(os.getuid).values())),
+        "sum": client.submit(sum, range(10)).result()}))
+    client.close()
+finally:
+    cluster.shutdown()
+    gateway.close()
+"""
+
+
+def test_a_gateway_cluster_opened_from_the_server_has_its_worker_on_another_node(
+        cluster: MultiNodeSlurmCluster, hub) -> None:
+    ann = _user(hub, "bsann")
+    account = _associate(cluster, hub, "bsann")
+    ann.start_server(timeout=300)
+    try:
+        server_node = _jobs_of(cluster, account)[0]["node"]
+        started = time.monotonic()
+        got = json.loads(ann.run_code(_GATEWAY_FROM_THE_SERVER, timeout=400).split("\n")[-2])
+        TIMES["gateway_cluster_from_server_s"] = time.monotonic() - started
+        assert got["server"] == server_node
+        # three 1-CPU nodes: the server, the scheduler and the worker each hold one
+        assert len(got["workers"]) == 1
+        assert {got["scheduler"], got["workers"][0], server_node} == set(cluster.node_names)
+        assert got["uids"] == [pwd.getpwnam(account).pw_uid]
+        assert got["sum"] == 45
+        # shut down from the server: no Slurm job of the cluster is left
+        deadline = time.monotonic() + 120
+        while cluster.run("squeue", "-h", "-n", f"dask-gateway-{got['name']}").stdout.strip():
+            assert time.monotonic() < deadline, "the gateway cluster's jobs are still queued"
+            time.sleep(0.5)  # poll interval of Slurm's state
+    finally:
+        _stop(cluster, ann)
 
 
 def test_the_account_a_server_runs_as_and_its_job_script() -> None:
