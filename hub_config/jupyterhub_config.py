@@ -267,8 +267,8 @@ def _prepare_user(spawner):
 
 
 # --- a login rush waits in a queue instead of failing (docs/operations.md, "A login rush"):
-# SPAWN_QUEUE.slots servers start at once (OCEANDATA_HUB_SPAWN_SLOTS, default one per core,
-# at least 2); the other spawns wait in arrival order in the pre-spawn hook, before the
+# SPAWN_QUEUE.slots servers start at once (OCEANDATA_HUB_SPAWN_SLOTS, default two per core,
+# 2 to 100); the other spawns wait in arrival order in the pre-spawn hook, before the
 # clocks of start_timeout/http_timeout start, on our waiting page (templates/spawn_pending.html:
 # place in the queue, reloads itself). concurrent_spawn_limit bounds starting + waiting
 # spawns (OCEANDATA_HUB_SPAWN_QUEUE, default 500 waiting); only beyond it JupyterHub's 429.

@@ -23,6 +23,8 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from oceandata.hub.spawnqueue import SpawnQueue
 from tests.hub_helpers import Hub, HubClient, admin_client, running_hub
@@ -34,9 +36,9 @@ USERS = [f"rush{i:02d}" for i in range(1, 31)]
 RUSH_TIMEOUT = 900
 #: what the hub log says when a spawn fails (JupyterHub's messages) or is refused
 SPAWN_FAILURES = re.compile(
-    r"failed to start|Unhandled error starting|Error starting server|Failed to add .* to "
-    r"proxy|api_request to (the )?proxy failed|Too many users trying|Active user limit|"
-    r"Spawner failed to start|timed out|TimeoutError|Aborting due to", re.IGNORECASE)
+    r"failed to start|never showed up|Unhandled error|Error starting server|Spawner failed|"
+    r"Failed to add .* to proxy|api_request to (the )?proxy failed|Repeated api_request|"
+    r"Too many users trying|Active user limit|Aborting due to|\b429 (GET|POST)")
 POSITION = re.compile(r'id="queue-position">(\d+)<')
 REFRESH = re.compile(r'<meta http-equiv="refresh" content="(\d+)">')
 
@@ -130,15 +132,23 @@ def _browse(hub: Hub, name: str, start: threading.Barrier) -> Journey:
     """Log in, click the spawn URL, follow the waiting page until JupyterLab answers."""
     journey = Journey(name)
     user = HubClient(hub, name)
+    # a browser sends a GET again when the server closed the kept-alive connection just as
+    # the request went out (the proxy closes idle connections after 5 s; the page reloads
+    # every 3-15 s): the same for this session
+    user.session.mount("http://", HTTPAdapter(max_retries=Retry(
+        total=3, connect=3, read=2, status=0, allowed_methods={"GET"}, backoff_factor=0.2)))
+    step = "login"
     try:
         start.wait(60)
         assert user.login(), f"{name} could not log in"
+        step = "spawn URL"
         journey.clicked = time.monotonic()
         r = user.session.get(f"{hub.url}/hub/spawn/{name}", allow_redirects=False, timeout=60)
         assert r.status_code == 302, f"spawn URL answered {r.status_code}: {r.text[:300]}"
         url = requests.compat.urljoin(hub.url, r.headers["Location"])
         assert f"/hub/spawn-pending/{name}" in url, url
         deadline = journey.clicked + RUSH_TIMEOUT
+        step = "waiting page"
         while time.monotonic() < deadline:
             r = user.session.get(url, allow_redirects=False, timeout=60)
             journey.pages += 1
@@ -154,13 +164,14 @@ def _browse(hub: Hub, name: str, start: threading.Barrier) -> Journey:
         else:
             raise TimeoutError(f"{name} still waiting after {RUSH_TIMEOUT} s")
         # the page sends the user to the server: JupyterLab (after the server's OAuth)
+        step = "JupyterLab"
         lab = user.session.get(requests.compat.urljoin(hub.url, r.headers["Location"]),
                                timeout=120)
         assert lab.status_code == 200 and lab.url.endswith(f"/user/{name}/lab"), (
             f"landed on {lab.status_code} {lab.url}")
         journey.landed = time.monotonic()
     except Exception as exc:  # reported for all users together below
-        journey.error = f"{type(exc).__name__}: {exc}"
+        journey.error = f"at the {step}: {type(exc).__name__}: {exc}"
     return journey
 
 
