@@ -259,6 +259,7 @@ def test_the_account_a_server_runs_as_and_its_job_script() -> None:
     from types import SimpleNamespace
 
     from batchspawner.batchspawner import format_template
+    from tornado import web
 
     from oceandata.hub.slurm_spawner import BATCH_SCRIPT, UserAccountSlurmSpawner
 
@@ -267,6 +268,13 @@ def test_the_account_a_server_runs_as_and_its_job_script() -> None:
     platform = UserAccountSlurmSpawner(user=SimpleNamespace(name="bsann"))
     assert platform.req_username == "oceandata-bsann"  # per-user mode (root, CI)
     own = pwd.getpwuid(os.geteuid()).pw_name
+    nobody = UserAccountSlurmSpawner(user=SimpleNamespace(name="bs-nobody"),
+                                     user_account="{username}")
+    with pytest.raises(web.HTTPError) as refused:
+        nobody.user_env({})
+    assert (refused.value.status_code, refused.value.log_message) == (
+        403, "there is no Unix account bs-nobody to run your server as; an administrator "
+             "must create it")
     hub_itself = UserAccountSlurmSpawner(user=SimpleNamespace(name=own), user_account="{username}")
     assert hub_itself.exec_prefix == ""  # no sudo to oneself
     script = format_template(

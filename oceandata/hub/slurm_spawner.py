@@ -145,9 +145,18 @@ class UserAccountSlurmSpawner(SlurmSpawner):
             return unix_name(self.user.name)
         return self._own_account()
 
+    def _account_entry(self) -> pwd.struct_passwd:
+        """The password entry of the account the job runs as; one line when it is missing."""
+        try:
+            return pwd.getpwnam(self.req_username)
+        except KeyError:
+            raise web.HTTPError(
+                403, f"there is no Unix account {self.req_username} to run your server as; "
+                     "an administrator must create it") from None
+
     @default("req_homedir")
     def _req_homedir_default(self) -> str:
-        return pwd.getpwnam(self.req_username).pw_dir
+        return self._account_entry().pw_dir
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         """``USER``, ``LOGNAME``, ``HOME`` and ``SHELL`` of the account the job runs as.
@@ -157,7 +166,7 @@ class UserAccountSlurmSpawner(SlurmSpawner):
         env
             The server's environment, changed in place.
         """
-        entry = pwd.getpwnam(self.req_username)
+        entry = self._account_entry()
         env["USER"] = env["LOGNAME"] = entry.pw_name
         env["HOME"] = entry.pw_dir
         # the platform's accounts have no login shell; JupyterLab's terminals use $SHELL
