@@ -78,6 +78,7 @@ bench: $(STAMP) sample
 	$(BIN)/python -m benchmarks analysis
 	$(BIN)/python benchmarks/bench_dataservice_catalog.py
 	$(BIN)/python benchmarks/bench_dataservice_throughput.py
+	$(BIN)/python -m benchmarks scaling
 
 # The README's figure, made by the project's own code (oceandata.analysis + oceandata.viz).
 figure: $(STAMP) sample

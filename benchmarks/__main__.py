@@ -12,6 +12,10 @@ Subcommands
     Only :mod:`benchmarks.bench_climatology` (``--help`` for its options).
 ``mhw [options]``
     Only :mod:`benchmarks.bench_mhw`.
+``scaling [options]``
+    :mod:`benchmarks.bench_scaling`: strong scaling of a climatology on a LocalCluster and
+    on Slurm workers of the multi-node test fixture (root for the Slurm rows). Not part
+    of ``analysis``.
 
 Run from the repository root. Without a subcommand, or with an unknown one, the usage is
 printed and the exit code is 2.
@@ -22,11 +26,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-USAGE = """usage: python -m benchmarks {analysis,climatology,mhw} [options]
+USAGE = """usage: python -m benchmarks {analysis,climatology,mhw,scaling} [options]
 
   analysis     climatology then mhw (mhw gets only --repeat and --data-dir)
   climatology  monthly climatology + anomaly: oceandata vs xarray vs CDO vs raw read
   mhw          marine heatwaves (benchmarks/bench_mhw.py)
+  scaling      climatology on 1 and 2 workers: LocalCluster vs Slurm nodes (root)
 
 Options are those of each benchmark: python -m benchmarks climatology --help
 """
@@ -42,6 +47,12 @@ def _mhw(argv: list[str]) -> int:
     from benchmarks import bench_mhw
 
     return bench_mhw.main(argv)
+
+
+def _scaling(argv: list[str]) -> int:
+    from benchmarks import bench_scaling
+
+    return bench_scaling.main(argv)
 
 
 #: Options of ``analysis`` passed on to the marine heatwave benchmark too (each takes a value).
@@ -86,12 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to the benchmark(s) named by the first argument; return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     benches = {"climatology": _climatology, "mhw": _mhw}
-    if not args or args[0] not in (*benches, "analysis"):
+    alone = {"scaling": _scaling}  # not part of ``analysis``
+    if not args or args[0] not in (*benches, *alone, "analysis"):
         if args and args[0] not in ("-h", "--help"):
             print(f"unknown subcommand {args[0]!r}", file=sys.stderr)
         print(USAGE, file=sys.stderr, end="")
         return 2
     command, rest = args[0], args[1:]
+    if command in alone:
+        return _run(command, alone[command], rest)
     if command != "analysis":
         return _run(command, benches[command], rest)
     codes = [_run("climatology", _climatology, list(rest)),
