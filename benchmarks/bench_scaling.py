@@ -478,7 +478,7 @@ def table(summary: dict) -> str:
         "",
         f"**Load average** (1, 5, 15 min) at the start {summary['load_start']}, at the end "
         f"{summary['load_end']}; per cluster below. "
-        + ("The machine was **loaded** (other test suites running): these figures check the "
+        + ("The machine was **loaded** (other processes running): these figures check the "
            "machinery and are not for quoting; re-measure on an idle machine."
            if max(summary["load_start"][0], summary["load_end"][0]) > 0.5 * m["cores"]
            else "The machine was quiet."),
