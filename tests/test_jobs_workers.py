@@ -469,3 +469,45 @@ def test_bad_worker_requests_are_refused_before_anything_is_queued(
     assert not list((platform.data / "jobs").glob(f"*/{'[0-9a-f]' * 16}/noop.py"))
     queued = platform.cluster.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
     assert queued == [], queued
+
+
+LOCAL_JOB = """\
+import json, os
+from pathlib import Path
+
+from oceandata.compute import cluster
+
+if __name__ == "__main__":  # local workers are processes started from this script
+    with cluster() as c, c.get_client() as client:
+        info = client.scheduler_info()["workers"].values()
+        facts = {"cluster": type(c).__name__, "same": cluster() is c,
+                 "threads": sorted(w["nthreads"] for w in info),
+                 "memory": sorted(w["memory_limit"] for w in info),
+                 "hosts": sorted({w["host"] for w in info}),
+                 "total": client.submit(sum, range(100)).result()}
+        try:
+            cluster(workers=3)
+        except Exception as exc:
+            facts["more"] = f"{type(exc).__name__}: {exc}"
+    Path(os.environ["OCEANDATA_OUTPUT_DIR"], "facts.json").write_text(json.dumps(facts))
+"""
+
+
+def test_local_workers_share_the_jobs_cores(platform: Platform) -> None:
+    path = platform.tmp / "scripts" / "local.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(LOCAL_JOB)
+    result = platform.cli("submit", path, "--backend", "local", "--cores", "2", "--memory",
+                          "2GB", "--walltime", "5:00", "--workers", "2", "--worker-memory",
+                          "512MiB", "--allocation", platform.alloc_id, "--json")
+    assert result.exit_code == 0, result.output
+    job = platform.wait(json.loads(result.stdout)["id"], timeout=120)
+    log = (Path(job.workdir) / "job.log").read_text()
+    assert job.state == JobState.COMPLETED, (job.reason, log[-3000:])
+    facts = json.loads((Path(job.workdir) / "outputs" / "facts.json").read_text())
+    assert facts["cluster"] == "LocalCluster" and facts["same"]
+    assert facts["threads"] == [1, 1] and facts["memory"] == [512 * 2**20] * 2
+    assert facts["hosts"] == ["127.0.0.1"] and facts["total"] == 4950
+    assert facts["more"] == ("UsageError: workers 3 is more than the 2 this job was given; "
+                             "submit it with --workers 3")
+    assert list(platform.charged(job.id)) == [job.id]  # the job's cores only

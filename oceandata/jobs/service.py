@@ -346,7 +346,7 @@ def _submit_within_quota(session: Session, user: str, spec: JobSpec,
         raise core.QuotaExceeded(
             f"the job and its {spec.workers} worker(s) need {cores} cores at once "
             f"({spec.cores} + {spec.workers} x {spec.worker_cores}) and "
-            f"{memory_gb:g} GB per Slurm job: {exc}") from None
+            f"{memory_gb:.3g} GB per Slurm job: {exc}") from None
     # serialise the submissions to one allocation until the caller commits: a no-op
     # UPDATE takes the row lock (PostgreSQL) or the database's write lock (SQLite); then
     # check again against what the submissions before this one reserved
