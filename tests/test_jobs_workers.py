@@ -420,6 +420,32 @@ def test_a_killed_worker_is_survived_and_cancelling_tears_the_rest_down(
     _check_charged_from_sacct(platform, job)
 
 
+#: a job that dies abruptly right after submitting its workers (no atexit, no
+#: SLURMCluster.close()): they wait for a scheduler that is gone (dask's death timeout,
+#: 60 s), unless the service cancels them first
+DYING_JOB = """\
+import os
+
+from oceandata.compute import cluster
+
+c = cluster()  # returns once sbatch accepted the worker jobs
+print("worker jobs:", sorted(job.job_id for job in c.workers.values()), flush=True)
+os._exit(3)
+"""
+
+
+def test_a_job_dying_abruptly_leaves_no_worker_behind(platform: Platform) -> None:
+    job_id = platform.submit(DYING_JOB, "dying.py")
+    job = platform.wait(job_id, timeout=180)
+    log = (Path(job.workdir) / "job.log").read_text()
+    assert job.state == JobState.FAILED and job.exit_code == 3, (job.reason, log[-3000:])
+    workers = _check_workers_gone(platform, job)
+    assert f"worker jobs: {sorted(w['JobID'] for w in workers)}" in log, (workers, log)
+    # nothing of the job cancelled them, nor did they give up on their own: the service
+    assert len(workers) == 2 and all(w["State"].startswith("CANCELLED") for w in workers)
+    _check_charged_from_sacct(platform, job)
+
+
 def test_bad_worker_requests_are_refused_before_anything_is_queued(
         platform: Platform) -> None:
     script = platform.tmp / "scripts" / "noop.py"
