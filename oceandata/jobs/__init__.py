@@ -5,6 +5,9 @@
 - :mod:`oceandata.jobs.backends` runs jobs: :class:`~oceandata.jobs.backends.LocalBackend`
   (a bounded pool of processes on the service's machine) and
   :class:`~oceandata.jobs.backends.SlurmBackend` (``sbatch`` on the supercomputer);
+- :mod:`oceandata.jobs.workers` gives a job Dask workers (``--workers N``): Slurm jobs
+  of their own tied to the job (dask-jobqueue ``SLURMCluster``), or local workers
+  inside the job's cores;
 - :mod:`oceandata.jobs.service` holds the rules shared by the REST API
   (:mod:`oceandata.alloc.jobs_api`) and the command line (:mod:`oceandata.jobs.cli`):
   quota check before anything is queued, ownership, cancel, logs and outputs.

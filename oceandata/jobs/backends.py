@@ -685,6 +685,7 @@ class SlurmBackend:
         self._available: bool | None = None
         self._max_cores: int | None = None
         self._max_memory_mb: int | None = None
+        self._jobqueue: dict[str, bool] = {}
         self._misses: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -801,9 +802,11 @@ class SlurmBackend:
             raise UsageError(f"--worker-memory {spec.worker_memory_mb}MiB is more than the "
                              f"{memory}MiB of the partition's largest node; give at most "
                              f"{memory}MiB")
-        found = subprocess.run([self.python, "-c", "import dask_jobqueue"],
-                               capture_output=True, timeout=60)
-        if found.returncode != 0:
+        if self.python not in self._jobqueue:  # asked once per interpreter
+            found = subprocess.run([self.python, "-c", "import dask_jobqueue"],
+                                   capture_output=True, timeout=60)
+            self._jobqueue[self.python] = found.returncode == 0
+        if not self._jobqueue[self.python]:
             raise UsageError("--workers: dask-jobqueue is not installed in the jobs' Python "
                              f"({self.python}), so Slurm workers cannot be started; leave "
                              "--workers out (the job's own LocalCluster)")
