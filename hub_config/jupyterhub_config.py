@@ -24,7 +24,14 @@ HUB_DIR = Path(os.environ["OCEANDATA_HUB_DIR"])
 PORTS = json.loads(os.environ["OCEANDATA_HUB_PORTS"])
 PUBLIC_PORT = int(os.environ["OCEANDATA_HUB_PORT"])
 ADMIN = os.environ["OCEANDATA_HUB_ADMIN"]
-PUBLIC_URL = f"http://127.0.0.1:{PUBLIC_PORT}"
+# Slurm mode (OCEANDATA_HUB_BACKEND=slurm): servers on the compute nodes reach the hub's
+# proxy on OCEANDATA_HUB_INTERNAL_HOST, the address of the private cluster network, and so
+# do the users' browsers; nothing listens on any other interface (PRODUCTION: the public
+# URL, behind TLS). Otherwise everything stays on loopback.
+SLURM_MODE = os.environ.get("OCEANDATA_HUB_BACKEND") == "slurm"
+INTERNAL_HOST = (os.environ.get("OCEANDATA_HUB_INTERNAL_HOST") or "127.0.0.1"
+                 if SLURM_MODE else "127.0.0.1")
+PUBLIC_URL = f"http://{INTERNAL_HOST}:{PUBLIC_PORT}"
 BIN = Path(sys.executable).parent
 NOTEBOOKS = HERE.parent / "notebooks"
 # one Unix account per user when root (OCEANDATA_ACCOUNTS, set by the launcher)
@@ -244,21 +251,17 @@ c.Spawner.args.extend(["--LabApp.news_url=None",
 # --- Slurm mode (OCEANDATA_HUB_BACKEND=slurm): each server is a Slurm job under the user's
 # account (batchspawner, oceandata/hub/slurm_spawner.py; the production overlay shares it);
 # the hub API listens on OCEANDATA_HUB_INTERNAL_HOST, where the compute nodes reach it
-if os.environ.get("OCEANDATA_HUB_BACKEND") == "slurm":
+if SLURM_MODE:
     from oceandata.hub import slurm_spawner
 
-    INTERNAL_HOST = os.environ.get("OCEANDATA_HUB_INTERNAL_HOST") or "127.0.0.1"
-    slurm_spawner.configure(c, internal_host=INTERNAL_HOST, hub_api_port=PORTS["hub_api"])
-    # servers on the nodes reach the hub's services through the proxy on the internal host
-    # (production's use the public URL): the proxy listens on every interface then
-    NODES_URL = f"http://{INTERNAL_HOST}:{PUBLIC_PORT}"
-    if not INTERNAL_HOST.startswith("127."):
-        c.JupyterHub.bind_url = f"http://0.0.0.0:{PUBLIC_PORT}/"
-    c.Spawner.environment.update({
-        "DASK_GATEWAY__ADDRESS": f"{NODES_URL}/services/dask-gateway",
-        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{INTERNAL_HOST}:{PORTS['gateway_tcp']}",
-        "OCEANDATA_ALLOC_URL": f"{NODES_URL}/services/allocations",
-    })
+    # servers on the nodes reach the hub, its API included, and the hub's services
+    # through the proxy on the internal host (PUBLIC_URL, above); the hub API itself stays
+    # on loopback, where only the proxy calls it. Their schedulers: the gateway's TLS
+    # proxy on the internal host.
+    slurm_spawner.configure(c, internal_host=INTERNAL_HOST, hub_api_port=PORTS["hub_api"],
+                            hub_url=PUBLIC_URL)
+    c.Spawner.environment["DASK_GATEWAY__PROXY_ADDRESS"] = (
+        f"gateway://{INTERNAL_HOST}:{PORTS['gateway_tcp']}")
 
 
 def _prepare_user(spawner):

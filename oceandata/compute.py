@@ -65,11 +65,7 @@ def _job_workers_cluster(grant: Any, workers: int | None, worker_cores: int | No
 
             _job_cluster = slurm_cluster(grant, n, cores, mem_mb)
         else:
-            from distributed import LocalCluster
-
-            _job_cluster = LocalCluster(n_workers=n, threads_per_worker=cores,
-                                        memory_limit=f"{mem_mb}MiB", host="127.0.0.1",
-                                        dashboard_address="127.0.0.1:0")
+            _job_cluster = _local_cluster(n, cores, f"{mem_mb}MiB")
         return _job_cluster
 
 
@@ -133,8 +129,6 @@ def cluster(workers: int | None = None, *, worker_cores: int | None = None,
         if workers:
             gc.scale(workers)
         return gc
-    from distributed import LocalCluster
-
     cores = os.cpu_count() or 1
     job_cores = os.environ.get("OCEANDATA_JOB_CORES")
     job_memory = os.environ.get("OCEANDATA_JOB_MEMORY")
@@ -145,6 +139,18 @@ def cluster(workers: int | None = None, *, worker_cores: int | None = None,
     n = workers if workers is not None else max(1, cores // worker_cores)
     if job_memory:
         memory = min(memory, _memory_gib(job_memory) / max(n, 1))
-    return LocalCluster(n_workers=n, threads_per_worker=worker_cores,
-                        memory_limit=f"{memory}GiB", host="127.0.0.1",
-                        dashboard_address="127.0.0.1:0")
+    return _local_cluster(n, worker_cores, f"{memory}GiB")
+
+
+def _local_cluster(workers: int, threads: int, memory: str) -> Any:
+    """A LocalCluster on 127.0.0.1 speaking TLS with credentials made for it alone.
+
+    Loopback is shared by every account of the machine (the jobs service's host, a
+    node running several users' jobs): without TLS any of them could connect to the
+    scheduler and run code as this process's user. ``security=True`` makes a temporary
+    certificate held only in this process and its workers' memory.
+    """
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers, threads_per_worker=threads, memory_limit=memory,
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0", security=True)

@@ -145,7 +145,10 @@ def running_hub(data_dir: Path, db_url: str | None = None, *, slurm=None,
     # each test platform has its own audit trail, under its data dir (the session's
     # OCEANDATA_GOVERNANCE__AUDIT_URL, tests/conftest.py, is for in-process records)
     runtime.audit_url = f"sqlite:///{runtime.data_dir / 'audit.sqlite'}"
-    with mock.patch.dict(os.environ, {**TEST_HUB_ENV, **backend_env}):
+    test_env = dict(TEST_HUB_ENV)
+    if slurm is not None:  # test clients reach the proxy on the bridge's host address
+        test_env["OCEANDATA_HUB_SIGNUP_EXEMPT"] += f",{runtime.internal_host}/32"
+    with mock.patch.dict(os.environ, {**test_env, **backend_env}):
         proc = start_hub(runtime)
     try:
         try:

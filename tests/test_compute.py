@@ -16,7 +16,7 @@ def test_local_cluster_outside_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with cluster(workers=1, worker_cores=1, worker_memory="1GiB") as c, c.get_client() as client:
         assert type(c).__name__ == "LocalCluster"
-        assert c.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert c.scheduler_address.startswith("tls://127.0.0.1:")
         info = client.scheduler_info()
         assert len(info["workers"]) == 1
         worker = next(iter(info["workers"].values()))
@@ -24,6 +24,24 @@ def test_local_cluster_outside_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
         assert worker["memory_limit"] == 2**30
         x = np.arange(1_000_000, dtype=float)
         assert da.from_array(x, chunks=100_000).mean().compute() == pytest.approx(x.mean())
+
+
+def test_the_local_cluster_refuses_clients_without_its_credentials(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback is every account's: another user's process must not reach the scheduler
+    (it would run code as this user), neither in clear nor with credentials of its own."""
+    from distributed import Client
+    from distributed.security import Security
+
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    with cluster(workers=1, worker_cores=1, worker_memory="1GiB") as c:
+        address = c.scheduler_address
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout=3)
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address, timeout=3, security=Security.temporary())
+        with c.get_client() as client:  # the cluster's own credentials do
+            assert client.submit(sum, [1, 2]).result() == 3
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -35,6 +35,7 @@ from tests.hub_helpers import (
     running_hub,
     wait_for_service,
 )
+from tests.slurm_helpers import multi_node_or_skip
 
 #: the configured Slurm account (users without an allocation's account run there)
 ACCOUNT = "oceandata"
@@ -83,16 +84,27 @@ def test_backend_settings_come_from_the_environment() -> None:
 
 
 def test_sacct_usage_is_parsed_per_cluster() -> None:
-    out = ("dask-gateway-c1|12|30|1|COMPLETED|alloc-1\n"
-           "dask-gateway-c1|13|10|2|CANCELLED by 0|alloc-1\n"
-           "dask-gateway-c2|14|0|0|PENDING|oceandata\n"
-           "other-job|15|100|1|COMPLETED|alloc-1\n")
+    out = ("dask-gateway-c1|12|30|1|COMPLETED|alloc-1|ann\n"
+           "dask-gateway-c1|13|10|2|CANCELLED by 0|alloc-1|ann\n"
+           "dask-gateway-c2|14|0|0|PENDING|oceandata|bob\n"
+           "other-job|15|100|1|COMPLETED|alloc-1|ann\n")
     usage = parse_sacct_usage(out)
     assert set(usage) == {"c1", "c2"}
     assert usage["c1"].core_seconds == 50 and usage["c1"].finished
     assert usage["c1"].jobs == {"12": "COMPLETED", "13": "CANCELLED"}
     assert usage["c1"].accounts == {"alloc-1"}
     assert not usage["c2"].finished and usage["c2"].core_hours == 0
+
+
+def test_a_job_named_after_another_users_cluster_is_not_charged_to_it() -> None:
+    # bob names his job after ann's cluster; ann renames one of the gateway's jobs
+    out = ("dask-gateway-c1|12|30|1|COMPLETED|alloc-1|ann\n"
+           "dask-gateway-c1|16|3600|4|RUNNING|oceandata|bob\n"
+           "not-a-worker|13|10|2|RUNNING|alloc-1|ann\n")
+    usage = parse_sacct_usage(out, owners={"c1": "ann"}, known={"c1": {"12", "13"}})
+    assert usage["c1"].core_seconds == 50
+    assert usage["c1"].jobs == {"12": "COMPLETED", "13": "RUNNING"}
+    assert not usage["c1"].finished  # the renamed job still holds the cluster open
 
 
 
@@ -212,17 +224,11 @@ def _approved(admin: HubClient, user: HubClient, **amounts) -> int:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     from oceandata.hub import accounts
-    from oceandata.testing.slurm import SlurmUnavailable, in_ci, multi_node_slurm
 
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        try:
-            folder = reachable_by_accounts(tmp_path_factory.mktemp("gw-slurm"))
-            slurm = stack.enter_context(multi_node_slurm(folder, nodes=3, cpus_per_node=1))
-        except SlurmUnavailable as exc:
-            if in_ci():
-                pytest.fail(f"the multi-node Slurm is required in CI: {exc}", pytrace=False)
-            pytest.skip(f"no multi-node Slurm here: {exc}")
+        folder = reachable_by_accounts(tmp_path_factory.mktemp("gw-slurm"))
+        slurm = stack.enter_context(multi_node_or_skip(folder, nodes=3, cpus_per_node=1))
         FIGURES["slurm_ready_s"] = time.monotonic() - started
         slurm.add_account(ACCOUNT)
         mp = stack.enter_context(pytest.MonkeyPatch.context())

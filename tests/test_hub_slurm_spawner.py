@@ -28,15 +28,11 @@ from pathlib import Path
 
 import pytest
 from hub_helpers import HubClient, admin_client, new_user, reachable_by_accounts, running_hub
+from slurm_helpers import multi_node_or_skip
 
 from oceandata.hub.accounts import ensure_account, unix_name
 from oceandata.hub.slurm_spawner import JOB_NAME
-from oceandata.testing.slurm import (
-    MultiNodeSlurmCluster,
-    SlurmUnavailable,
-    in_ci,
-    multi_node_slurm,
-)
+from oceandata.testing.slurm import MultiNodeSlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -51,14 +47,8 @@ TIMES: dict[str, float] = {}
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeSlurmCluster]:
     """Three 1-CPU nodes with accounting: a server takes one node whole."""
     with contextlib.ExitStack() as stack:
-        try:
-            running = stack.enter_context(multi_node_slurm(
-                reachable_by_accounts(tmp_path_factory.mktemp("bsmn")), nodes=3,
-                cpus_per_node=1))
-        except SlurmUnavailable as exc:
-            if in_ci():
-                pytest.fail(f"the multi-node Slurm is required in CI: {exc}", pytrace=False)
-            pytest.skip(f"no multi-node Slurm here: {exc}")
+        running = stack.enter_context(multi_node_or_skip(
+            reachable_by_accounts(tmp_path_factory.mktemp("bsmn")), nodes=3, cpus_per_node=1))
         running.add_account(ACCOUNT, description="interactive servers")
         yield running
 
@@ -253,6 +243,22 @@ def test_a_gateway_cluster_opened_from_the_server_has_its_worker_on_another_node
         _stop(cluster, ann)
 
 
+def test_the_hub_listens_on_loopback_and_the_cluster_network_only(hub) -> None:
+    """In Slurm mode the nodes reach the proxy and the gateway on the bridge's host
+    address; nothing of the platform listens on any other interface (no 0.0.0.0), and
+    the hub API, which believes the proxy's X-Forwarded-For, stays on loopback."""
+    import psutil
+
+    tree = psutil.Process(hub.proc.pid)
+    pids = {tree.pid} | {child.pid for child in tree.children(recursive=True)}
+    listening = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in pids}
+    internal = hub.runtime.internal_host
+    assert internal != "127.0.0.1" and (internal, hub.runtime.port) in listening
+    assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1", internal}, listening
+    assert ("127.0.0.1", hub.runtime.ports["hub_api"]) in listening
+
+
 def test_the_account_a_server_runs_as_and_its_job_script() -> None:
     """Who submits (the site's account, the platform's, or the hub's own without sudo)
     and the job script's Slurm lines (batchspawner's own script has no account or QOS)."""
@@ -275,6 +281,13 @@ def test_the_account_a_server_runs_as_and_its_job_script() -> None:
     assert (refused.value.status_code, refused.value.log_message) == (
         403, "there is no Unix account bs-nobody to run your server as; an administrator "
              "must create it")
+    # a site login name with shell characters never reaches batchspawner's shell commands
+    odd = UserAccountSlurmSpawner(user=SimpleNamespace(name="x;touch /tmp/pwned"),
+                                  user_account="{username}")
+    with pytest.raises(web.HTTPError) as refused:
+        odd.req_username  # noqa: B018 - the trait's default is computed on first read
+    assert refused.value.status_code == 403
+    assert "is not a Unix account name" in refused.value.log_message
     hub_itself = UserAccountSlurmSpawner(user=SimpleNamespace(name=own), user_account="{username}")
     assert hub_itself.exec_prefix == ""  # no sudo to oneself
     script = format_template(

@@ -355,17 +355,11 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture(scope="module")
 def multi_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from hub_helpers import reachable_by_accounts
-
-    from oceandata.testing.slurm import SlurmUnavailable, in_ci, multi_node_slurm
+    from slurm_helpers import multi_node_or_skip
 
     with contextlib.ExitStack() as stack:
-        try:
-            folder = reachable_by_accounts(tmp_path_factory.mktemp("mn"))
-            cluster = stack.enter_context(multi_node_slurm(folder, enforce=""))
-        except SlurmUnavailable as exc:
-            if in_ci():
-                pytest.fail(f"the multi-node Slurm is required in CI: {exc}", pytrace=False)
-            pytest.skip(f"no multi-node Slurm here: {exc}")
+        folder = reachable_by_accounts(tmp_path_factory.mktemp("mn"))
+        cluster = stack.enter_context(multi_node_or_skip(folder, enforce=""))
         yield cluster
 
 

@@ -267,17 +267,11 @@ def _result(job: Job) -> xr.DataArray:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory, sample) -> Iterator[Platform]:
     from hub_helpers import reachable_by_accounts
-
-    from oceandata.testing.slurm import SlurmUnavailable, in_ci, multi_node_slurm
+    from slurm_helpers import multi_node_or_skip
 
     with contextlib.ExitStack() as stack:
-        try:
-            folder = reachable_by_accounts(tmp_path_factory.mktemp("mn"))
-            cluster = stack.enter_context(multi_node_slurm(folder, nodes=3, cpus_per_node=1))
-        except SlurmUnavailable as exc:
-            if in_ci():
-                pytest.fail(f"the multi-node Slurm is required in CI: {exc}", pytrace=False)
-            pytest.skip(f"no multi-node Slurm here: {exc}")
+        folder = reachable_by_accounts(tmp_path_factory.mktemp("mn"))
+        cluster = stack.enter_context(multi_node_or_skip(folder, nodes=3, cpus_per_node=1))
         if not accounts.per_user():
             pytest.skip("workers run as their owner's Unix account: needs root")
         tmp = reachable_by_accounts(tmp_path_factory.mktemp("workers"))

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from slurm_helpers import multi_node_or_skip, skip_or_fail
 
 from oceandata.testing import slurm as slurm_module
 from oceandata.testing.slurm import (
@@ -35,7 +36,6 @@ from oceandata.testing.slurm import (
     SlurmError,
     SlurmLayout,
     SlurmUnavailable,
-    in_ci,
     multi_node_slurm,
     render_slurm_conf,
     render_slurmdbd_conf,
@@ -45,29 +45,11 @@ from oceandata.testing.slurm import (
 _START: dict[str, float] = {}
 
 
-def _skip_or_fail(reason: str) -> None:
-    """Skip with *reason*, or fail in CI, where the multi-node Slurm must come up."""
-    if in_ci():
-        pytest.fail(f"the multi-node Slurm is required in CI: {reason}", pytrace=False)
-    pytest.skip(f"no multi-node Slurm here: {reason}")
-
-
-@contextlib.contextmanager
-def _cluster_or_skip(workdir: Path, **options: object) -> Iterator[MultiNodeSlurmCluster]:
-    """Enter :func:`multi_node_slurm`, turning :class:`SlurmUnavailable` into skip/fail."""
-    with contextlib.ExitStack() as stack:
-        try:
-            cluster = stack.enter_context(multi_node_slurm(workdir, **options))  # type: ignore[arg-type]
-        except SlurmUnavailable as exc:
-            _skip_or_fail(str(exc))
-        yield cluster
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeSlurmCluster]:
     """Two 1-CPU nodes with accounting, shared by the module's tests."""
     started = time.monotonic()
-    with _cluster_or_skip(tmp_path_factory.mktemp("mn")) as running:
+    with multi_node_or_skip(tmp_path_factory.mktemp("mn")) as running:
         _START["ready_s"] = time.monotonic() - started
         yield running
 
@@ -344,7 +326,7 @@ def test_jobs_are_charged_to_an_allocation_account(
 @pytest.mark.slow
 def test_stopping_leaves_nothing_behind(tmp_path: Path) -> None:
     before = _netns()
-    with _cluster_or_skip(tmp_path / "second", nodes=2) as second:
+    with multi_node_or_skip(tmp_path / "second", nodes=2) as second:
         network = second.network
         daemons = {name: proc.pid for name, proc in second._procs.items()}
         assert set(daemons) == {
@@ -385,7 +367,7 @@ def test_a_start_failing_halfway_cleans_up(tmp_path: Path, monkeypatch: pytest.M
         with multi_node_slurm(tmp_path / "broken"):
             pytest.fail("must not start")
     if "pids" not in seen:
-        _skip_or_fail(f"the cluster did not get as far as slurmdbd: {failure.value}")
+        skip_or_fail(f"the cluster did not get as far as slurmdbd: {failure.value}")
     assert "injected failure" in str(failure.value)
     assert set(seen["pids"]) == {"munged", "mariadbd", "slurmdbd"}  # type: ignore[arg-type]
     for name, pid in seen["pids"].items():  # type: ignore[attr-defined]
@@ -435,7 +417,7 @@ def test_dask_workers_on_both_nodes_compute_together(
 @pytest.mark.slurm
 def test_networks_of_dead_runs_are_removed(tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        _skip_or_fail("network namespaces need root")
+        skip_or_fail("network namespaces need root")
     dead = subprocess.Popen(["true"])  # a process id that no longer runs
     dead.wait()
     tag = f"{slurm_module._base36(dead.pid)}z"

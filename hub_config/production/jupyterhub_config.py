@@ -106,7 +106,9 @@ if _bind.scheme == "https":
 c.JupyterHub.cleanup_servers = False
 
 # --- users' servers: real Unix accounts ------------------------------------------------
-c.Spawner.pre_spawn_hook = None  # the embedded hook writes into <data dir>/users as the hub
+# the embedded hook's second half writes into <data dir>/users as the hub: production keeps
+# only its first half, the login-rush queue (docs/operations.md, "A login rush")
+c.Spawner.pre_spawn_hook = c.JupyterHub.template_vars["spawn_queue"].hook()
 c.Spawner.args = []  # never --allow-root
 if SPAWNER == "slurm":
     # each server a Slurm job under the user's account: the embedded hub's Slurm mode

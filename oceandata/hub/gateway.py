@@ -561,35 +561,56 @@ class SlurmUsage:
         return self.core_seconds / 3600.0
 
 
-def parse_sacct_usage(text: str) -> dict[str, SlurmUsage]:
-    """Parse ``sacct -X -P -n -o JobName,JobID,ElapsedRaw,AllocCPUS,State,Account``.
+def parse_sacct_usage(text: str, owners: dict[str, str] | None = None,
+                      known: dict[str, set[str]] | None = None) -> dict[str, SlurmUsage]:
+    """Parse ``sacct -X -P -n -o JobName,JobID,ElapsedRaw,AllocCPUS,State,Account,User``.
+
+    A job counts for cluster ``C`` when the gateway submitted it for ``C`` (its id is in
+    ``known[C]``), or when it is named ``dask-gateway-C`` *and* runs as ``C``'s own Unix
+    account (``owners[C]``): a job another user names after someone else's cluster is
+    never charged to that cluster, and renaming a job the gateway submitted does not take
+    it out of its cluster's charge.
 
     Parameters
     ----------
     text
         sacct's output, one allocation a line.
+    owners
+        Cluster name to the Unix account its jobs run as (None: any account, for the
+        names alone).
+    known
+        Cluster name to the Slurm job ids the gateway submitted for it.
 
     Returns
     -------
     dict of str to SlurmUsage
-        Cluster name (the job name after :data:`SLURM_JOB_PREFIX`) to its usage; lines
-        of other jobs are ignored.
+        Cluster name to its usage; lines of other jobs are ignored.
 
     Examples
     --------
-    >>> out = "dask-gateway-c1|12|30|1|COMPLETED|a1\\ndask-gateway-c1|13|10|2|RUNNING|a1\\n"
-    >>> parse_sacct_usage(out)["c1"].core_seconds
+    >>> out = ("dask-gateway-c1|12|30|1|COMPLETED|a1|ann\\n"
+    ...        "dask-gateway-c1|13|10|2|RUNNING|a1|ann\\n"
+    ...        "dask-gateway-c1|14|99|1|RUNNING|a1|bob\\n")
+    >>> parse_sacct_usage(out, owners={"c1": "ann"})["c1"].core_seconds
     50.0
     """
+    owners = owners or {}
+    by_id = {job: name for name, ids in (known or {}).items() for job in ids}
     seconds: dict[str, float] = {}
     jobs: dict[str, dict[str, str]] = {}
     accounts: dict[str, set[str]] = {}
     for line in text.splitlines():
         fields = line.split("|")
-        if len(fields) != 6 or not fields[0].startswith(SLURM_JOB_PREFIX):
+        if len(fields) != 7:
             continue
-        name, job_id, elapsed, cpus, state, account = fields
-        cluster = name[len(SLURM_JOB_PREFIX):]
+        name, job_id, elapsed, cpus, state, account, user = fields
+        cluster = by_id.get(job_id)
+        if cluster is None and name.startswith(SLURM_JOB_PREFIX):
+            named = name[len(SLURM_JOB_PREFIX):]
+            if owners.get(named, user) == user:
+                cluster = named
+        if cluster is None:
+            continue
         used = (float(elapsed) if elapsed.isdigit() else 0.0) * (
             float(cpus) if cpus.isdigit() else 0.0)
         seconds[cluster] = seconds.get(cluster, 0.0) + used
@@ -860,13 +881,17 @@ try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
                 return {}
             first = min(c.start_time for c in clusters) / 1000 - 300
             since = dt.datetime.fromtimestamp(first).strftime("%Y-%m-%dT%H:%M:%S")
-            names = ",".join(f"{SLURM_JOB_PREFIX}{c.name}" for c in clusters)
+            owners = {c.name: self.unix_user(c.username) for c in clusters}
+            known = {c.name: self._known_jobs(c) for c in clusters}
             import subprocess
 
+            # every job of the clusters' accounts (not by name: a renamed job stays its
+            # cluster's, and another user's job named after a cluster is not charged to it)
             try:
                 done = subprocess.run(
-                    ["sacct", "-X", "-a", "-P", "-n", "-S", since, "-E", "now",
-                     f"--name={names}", "-o", "JobName,JobID,ElapsedRaw,AllocCPUS,State,Account"],
+                    ["sacct", "-X", "-P", "-n", "-S", since, "-E", "now",
+                     f"--user={','.join(sorted(set(owners.values())))}",
+                     "-o", "JobName,JobID,ElapsedRaw,AllocCPUS,State,Account,User"],
                     env=_slurm_env(self.slurm_conf), capture_output=True, text=True,
                     timeout=60)
             except (OSError, subprocess.TimeoutExpired) as exc:
@@ -875,7 +900,7 @@ try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
             if done.returncode != 0:
                 self.log.warning("sacct failed: %s", done.stderr.strip()[:500])
                 return None
-            return parse_sacct_usage(done.stdout)
+            return parse_sacct_usage(done.stdout, owners, known)
 
         def _settled(self) -> set[str]:
             settled = getattr(self, "_settled_clusters", None)

@@ -115,7 +115,10 @@ class HubRuntime:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Where the proxy listens: the internal host in Slurm mode (the nodes' servers
+        reach it there), else loopback (hub_config/jupyterhub_config.py, PUBLIC_URL)."""
+        host = self.internal_host if self.backend == "slurm" else "127.0.0.1"
+        return f"http://{host}:{self.port}"
 
     def backend_environment(self) -> dict[str, str]:
         """The backend choice as environment variables (:data:`BACKEND_ENV`; no secret).

@@ -110,6 +110,10 @@ async def node_address(node: str, env: Mapping[str, str] | None = None,
     return match.group(1) if proc.returncode == 0 and match else node
 
 
+#: account names that may reach batchspawner's shell commands (POSIX portable names)
+SAFE_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}")
+
+
 class UserAccountSlurmSpawner(SlurmSpawner):
     """batchspawner's ``SlurmSpawner`` running hub user ``<name>`` as ``oceandata-<name>``.
 
@@ -140,10 +144,17 @@ class UserAccountSlurmSpawner(SlurmSpawner):
     @default("req_username")
     def _req_username_default(self) -> str:
         if self.user_account:
-            return self.user_account.format(username=self.user.name)
-        if per_user():
-            return unix_name(self.user.name)
-        return self._own_account()
+            name = self.user_account.format(username=self.user.name)
+        elif per_user():
+            name = unix_name(self.user.name)
+        else:
+            name = self._own_account()
+        # batchspawner puts the name into shell commands (sudo -u {username} ...): only
+        # a portable POSIX account name gets there, whatever the site's login names are
+        if not SAFE_ACCOUNT.fullmatch(name):
+            raise web.HTTPError(403, f"{name!r} is not a Unix account name this hub runs "
+                                     "servers as (letters, digits, '.', '_', '-')")
+        return name
 
     def _account_entry(self) -> pwd.struct_passwd:
         """The password entry of the account the job runs as; one line when it is missing."""
@@ -222,7 +233,7 @@ class UserAccountSlurmSpawner(SlurmSpawner):
 def configure(c: Any, *, internal_host: str, hub_api_port: int,
               environ: Mapping[str, str] | None = None,
               defaults: Mapping[str, str] | None = None,
-              bin_dir: Path | None = None) -> None:
+              bin_dir: Path | None = None, hub_url: str | None = None) -> None:
     """Run the users' servers as Slurm jobs: the spawner, its job and the hub API.
 
     The Slurm values come from *environ*: ``OCEANDATA_SLURM_PARTITION``,
@@ -249,6 +260,12 @@ def configure(c: Any, *, internal_host: str, hub_api_port: int,
         ``OCEANDATA_SLURM_MEMORY=8G``, ``OCEANDATA_SLURM_CPUS=2``).
     bin_dir
         Folder of ``batchspawner-singleuser`` (default: this Python's).
+    hub_url
+        Where the servers reach the hub instead: the proxy's URL on the cluster network
+        (the embedded Slurm mode). The hub API then stays on its loopback address, so
+        the only peer that connects to it is the proxy, and the client address the proxy
+        forwards (``X-Forwarded-For``) is believed from loopback alone; no process of
+        the hub's machine can claim another address by calling the hub API directly.
     """
     environ = os.environ if environ is None else environ
     bin_dir = bin_dir or Path(sys.executable).parent
@@ -264,8 +281,11 @@ def configure(c: Any, *, internal_host: str, hub_api_port: int,
                          "a number of seconds")
     c.JupyterHub.spawner_class = UserAccountSlurmSpawner
     # the servers on the compute nodes call the hub API (and report their port) here
-    c.JupyterHub.hub_bind_url = f"http://{internal_host}:{hub_api_port}"
-    c.JupyterHub.hub_connect_url = f"http://{internal_host}:{hub_api_port}"
+    if hub_url:
+        c.Spawner.hub_connect_url = hub_url
+    else:
+        c.JupyterHub.hub_bind_url = f"http://{internal_host}:{hub_api_port}"
+        c.JupyterHub.hub_connect_url = f"http://{internal_host}:{hub_api_port}"
     spawner = c.UserAccountSlurmSpawner
     spawner.req_partition = value("OCEANDATA_SLURM_PARTITION")
     spawner.req_account = value("OCEANDATA_SLURM_ACCOUNT")

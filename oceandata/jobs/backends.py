@@ -1073,17 +1073,20 @@ class SlurmBackend:
             for job_id, slurm_id, state, submitted, workdir, owner in jobs:
                 record = records.get(slurm_id or "")
                 if record is None:
-                    self._unknown(job_id, slurm_id, submitted)
+                    self._unknown(job_id, slurm_id, submitted, owner)
                     continue
                 self._misses.pop(job_id, None)
                 self._apply(job_id, state, record, Path(workdir) if workdir else None,
                             owner=owner, submitted=submitted)
 
-    def _unknown(self, job_id: str, slurm_id: str | None, submitted: dt.datetime | None) -> None:
+    def _unknown(self, job_id: str, slurm_id: str | None, submitted: dt.datetime | None,
+                 owner: str | None = None) -> None:
         misses = self._misses[job_id] = self._misses.get(job_id, 0) + 1
         age = (utcnow() - submitted).total_seconds() if submitted else 1e9
         if misses >= 5 and age > 60:
             self._misses.pop(job_id, None)
+            if owner is not None:  # a lost job's workers must not outlive it
+                self.cancel_workers(job_id, owner)
             transition(self.db_url, job_id, JobState.FAILED, ended_at=utcnow(),
                        reason=f"lost: Slurm no longer knows job {slurm_id}")
 
