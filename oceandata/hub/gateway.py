@@ -371,12 +371,19 @@ class UserLimitsMixin(HasTraits):
                             ref=cluster.name, cores=cores, seconds=seconds)
                 exhausted = alloc is not None and (
                     core.used_core_hours(session, alloc.id) >= alloc.core_hours)
-            partner = alloc is None and self._needs_allocation(cluster.username)
-            if exhausted or partner:
-                why = "allocation exhausted" if exhausted else "no allocation in force"
-                self.log.info("Stopping cluster %s of %s: %s", cluster.name,
-                              cluster.username, why)
-                await self.stop_for(cluster.name, why)
+            await self.stop_if_uncovered(cluster, exhausted=exhausted,
+                                         has_allocation=alloc is not None)
+
+    async def stop_if_uncovered(self, cluster: Any, *, exhausted: bool,
+                                has_allocation: bool) -> None:
+        """Stop *cluster* when its allocation is exhausted, or when its user (a partner)
+        has no allocation in force any more; both charging paths end here."""
+        partner = not has_allocation and self._needs_allocation(cluster.username)
+        if exhausted or partner:
+            why = "allocation exhausted" if exhausted else "no allocation in force"
+            self.log.info("Stopping cluster %s of %s: %s", cluster.name,
+                          cluster.username, why)
+            await self.stop_for(cluster.name, why)
 
     def _needs_allocation(self, username: str) -> bool:
         """Whether the cluster's user was a partner when it started (from its options)."""
@@ -962,12 +969,8 @@ try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
                     continue
                 if cluster.status != JobStatus.RUNNING:
                     continue
-                partner = alloc_id is None and self._needs_allocation(cluster.username)
-                if exhausted or partner:
-                    why = "allocation exhausted" if exhausted else "no allocation in force"
-                    self.log.info("Stopping cluster %s of %s: %s", cluster.name,
-                                  cluster.username, why)
-                    await self.stop_for(cluster.name, why)
+                await self.stop_if_uncovered(cluster, exhausted=exhausted,
+                                             has_allocation=alloc_id is not None)
 
     def _charged(session: Any, ref: str) -> float:
         """Core-hours the ledger holds for gateway cluster *ref*."""

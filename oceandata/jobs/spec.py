@@ -115,20 +115,30 @@ def parse_cores(value: object, max_cores: int | None, *, option: str = "--cores"
     int
         The cores.
     """
-    valid = f"give a whole number from 1 to {max_cores}" if max_cores else \
+    return _count(value, option=option, noun="cores", most=max_cores,
+                  most_is="this machine or partition has")
+
+
+def _count(value: object, *, option: str, noun: str, most: int | None, most_is: str,
+           below: str = "") -> int:
+    """A whole number from 1 to *most* (None: no upper bound) of *noun*, or one line.
+
+    *most_is* says whose bound it is ("the 4 <most_is>"); *below* is added to the
+    message of a number under 1.
+    """
+    valid = f"give a whole number from 1 to {most}" if most else \
         "give a whole number, 1 or more"
     if isinstance(value, bool):
-        raise UsageError(f"{option} {value!r} is not a number of cores; {valid}")
+        raise UsageError(f"{option} {value!r} is not a number of {noun}; {valid}")
     text = str(value).strip()
     if not re.fullmatch(r"[+-]?\d+", text):
-        raise UsageError(f"{option} {text!r} is not a whole number of cores; {valid}")
-    cores = int(text)
-    if cores < 1:
-        raise UsageError(f"{option} {cores} is less than 1; {valid}")
-    if max_cores is not None and cores > max_cores:
-        raise UsageError(f"{option} {cores} is more than the {max_cores} this machine or "
-                         f"partition has; {valid}")
-    return cores
+        raise UsageError(f"{option} {text!r} is not a whole number of {noun}; {valid}")
+    count = int(text)
+    if count < 1:
+        raise UsageError(f"{option} {count} is less than 1; {valid}{below}")
+    if most is not None and count > most:
+        raise UsageError(f"{option} {count} is more than the {most} {most_is}; {valid}")
+    return count
 
 
 def parse_memory(value: object, *, option: str = "--memory") -> int:
@@ -254,19 +264,9 @@ def parse_workers(value: object, max_workers: int | None = None, *,
     int
         The workers.
     """
-    valid = (f"give a whole number from 1 to {max_workers}" if max_workers else
-             "give a whole number, 1 or more")
-    text = str(value).strip()
-    if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text):
-        raise UsageError(f"{option} {text!r} is not a whole number of workers; {valid}")
-    workers = int(text)
-    if workers < 1:
-        raise UsageError(f"{option} {workers} is less than 1; {valid} (leave it out for "
-                         "the job's own LocalCluster)")
-    if max_workers is not None and workers > max_workers:
-        raise UsageError(f"{option} {workers} is more than the {max_workers} a job may "
-                         f"have; {valid}")
-    return workers
+    return _count(value, option=option, noun="workers", most=max_workers,
+                  most_is="a job may have",
+                  below=" (leave it out for the job's own LocalCluster)")
 
 
 def check_workers(workers: object = None, worker_cores: object = None,
