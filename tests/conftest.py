@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,35 @@ import pytest
 # hypothesis' pytest plugin imports the package lazily at the end of the session; import it
 # now, while nothing else is being collected (see tests/hub_helpers.py on late collections)
 importlib.import_module("hypothesis")
+
+
+
+def _parse_again_after_cpython_106905(parse):
+    """``ast.parse`` that tries once more on CPython 3.11's spurious SystemError.
+
+    Python 3.11 keeps the AST constructor's recursion depth in interpreter-wide state, so
+    a traceback formatted in another thread (3.11's traceback module parses source lines
+    for its carets) at the moment pytest parses a failing test's source raises
+    "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
+    pytest then stops the whole session with an INTERNALERROR instead of reporting the
+    failure. A second parse of the same text is unaffected; any other error is raised.
+    """
+    import functools
+
+    @functools.wraps(parse)
+    def parse_once_more(*args, **kwargs):
+        try:
+            return parse(*args, **kwargs)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc):
+                raise
+            return parse(*args, **kwargs)
+
+    return parse_once_more
+
+
+if sys.version_info < (3, 12):
+    ast.parse = _parse_again_after_cpython_106905(ast.parse)
 
 REPO = Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "data"

@@ -946,10 +946,9 @@ try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
                 with db.session_scope() as session:
                     charged = _charged(session, cluster.name)
                     delta = found.core_hours - charged
+                    if alloc_id is None:
+                        alloc_id = _charged_to(session, cluster, core)
                     if delta > 1e-12:
-                        if alloc_id is None:
-                            active = core.active_allocation(session, cluster.username)
-                            alloc_id = active.id if active is not None else None
                         core.charge(session, user=cluster.username, allocation_id=alloc_id,
                                     source="gateway", ref=cluster.name,
                                     cores=delta * 3600.0 / max(seconds, 1e-9),
@@ -971,6 +970,24 @@ try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
                     continue
                 await self.stop_if_uncovered(cluster, exhausted=exhausted,
                                              has_allocation=alloc_id is not None)
+
+    def _charged_to(session: Any, cluster: Any, core: Any) -> int | None:
+        """The allocation a cluster started without one is charged to.
+
+        While it runs: the user's allocation in force (as on the local backend). Once it
+        has stopped, sacct's late records go where its last charge went: an allocation
+        approved after the stop never pays for work done before it existed.
+        """
+        from sqlalchemy import select
+
+        from ..alloc.models import Usage
+
+        if cluster.is_active():
+            active = core.active_allocation(session, cluster.username)
+            return active.id if active is not None else None
+        return session.scalar(select(Usage.allocation_id)
+                              .where(Usage.source == "gateway", Usage.ref == cluster.name)
+                              .order_by(Usage.id.desc()).limit(1))
 
     def _charged(session: Any, ref: str) -> float:
         """Core-hours the ledger holds for gateway cluster *ref*."""
