@@ -1,9 +1,16 @@
-"""Climatologies and anomalies, grouped through flox, in any CF calendar.
+"""Climatologies and anomalies, grouped by compiled kernels (or flox), in any CF calendar.
 
 A climatology is the mean of each calendar month (``freq="month"``) or day of the year
-(``freq="dayofyear"``) over a baseline period. Grouped reductions run through
-:func:`flox.xarray.xarray_reduce`, so they stay lazy and chunk-friendly on dask arrays.
-Nothing is loaded: only the time coordinate is read to find groups.
+(``freq="dayofyear"``) over a baseline period. It stays lazy on dask arrays: nothing is
+loaded but the time coordinate, to find the groups.
+
+Float data go through the numba kernels of :mod:`._kernels`: each chunk gives float64
+sums and counts of the groups present in it only (one or two months for a 30-day chunk),
+and the partial results are combined in a tree (:data:`SPLIT_EVERY` at a time), one tree
+per block of the other dimensions. Other dtypes, and tables too large to combine at once
+(:data:`MAX_TABLE_BYTES`), go through :func:`flox.xarray.xarray_reduce`. An anomaly
+subtracts the climatology chunk by chunk with a fused kernel (no expanded copy of the
+table); see docs/analysis.md, "Memory", and benchmarks/bench_climatology.py.
 """
 
 from __future__ import annotations
@@ -21,6 +28,11 @@ from ..times import period
 
 Freq = Literal["month", "dayofyear"]
 _FREQS = ("month", "dayofyear")
+#: Partial results combined per node of the climatology's reduction tree.
+SPLIT_EVERY = 8
+#: Largest float64 sums + int32 counts of one block of the grid (every group) for which
+#: the compiled climatology is used; flox's map-reduce above it.
+MAX_TABLE_BYTES = 512 * 2**20
 
 
 def append_history(attrs: dict[str, Any], line: str) -> dict[str, Any]:
@@ -71,6 +83,107 @@ def _group_key(da: xr.DataArray, freq: str, dim: str) -> xr.DataArray:
     return key.rename(freq)
 
 
+def _kernels():
+    """The compiled kernels module, or None if numba cannot be imported here."""
+    try:
+        from . import _kernels
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+    return _kernels
+
+
+def _as_rows(values: np.ndarray, axis: int) -> np.ndarray:
+    """*values* as a C-contiguous ``(time, point)`` array (a view when it already is)."""
+    moved = np.moveaxis(values, axis, 0)
+    return np.ascontiguousarray(moved).reshape(moved.shape[0], int(np.prod(moved.shape[1:])))
+
+
+def _partial_sums(block: np.ndarray, codes: np.ndarray, ngroups: int, axis: int):
+    """Sums and counts of the groups present in one chunk (see :func:`_kernels.group_sums`)."""
+    return _kernels().group_sums(_as_rows(block, axis), codes, ngroups)
+
+
+def _combine_sums(*parts):
+    """One node of the reduction tree: the partial sums of the union of the groups."""
+    ids = parts[0][0]
+    for part in parts[1:]:
+        ids = np.union1d(ids, part[0])
+    n = parts[0][1].shape[1]
+    sums = np.zeros((ids.size, n), np.float64)
+    counts = np.zeros((ids.size, n), np.int32)
+    for pid, psum, pcount in parts:
+        _kernels().add_rows(sums, counts, np.searchsorted(ids, pid), psum, pcount)
+    return ids, sums, counts
+
+
+def _mean_table(part, ngroups: int, shape: tuple[int, ...], axis: int,
+                dtype: np.dtype) -> np.ndarray:
+    """The group means of a finished reduction: *ngroups* on *axis*, NaN for absent groups."""
+    ids, sums, counts = part
+    n = sums.shape[1]
+    out = np.full((ngroups, n), np.nan, dtype=dtype)
+    if ids.size == ngroups:
+        _kernels().mean_from_sums(sums, counts, out)
+    elif ids.size:
+        rows = np.empty((ids.size, n), dtype=dtype)
+        _kernels().mean_from_sums(sums, counts, rows)
+        out[ids] = rows
+    out = np.moveaxis(out.reshape((ngroups, *shape)), 0, axis)
+    return np.ascontiguousarray(out)
+
+
+def _kernel_mean(data: Any, codes: np.ndarray, ngroups: int, axis: int) -> Any:
+    """Mean of each of *ngroups* groups along *axis* (group *codes*) with the kernels.
+
+    Numpy input gives numpy; dask input a lazy dask array with the groups in one chunk
+    and the other axes chunked as *data*: per block of the other axes, every time chunk
+    gives partial sums of its groups, combined in a tree of :data:`SPLIT_EVERY`.
+    """
+    dtype = np.dtype(data.dtype)
+    other = tuple(d for i, d in enumerate(data.shape) if i != axis)
+    if not hasattr(data, "dask"):
+        part = _partial_sums(np.asarray(data), codes, ngroups, axis)
+        return _mean_table(part, ngroups, other, axis, dtype)
+    import dask
+    import dask.array as dsa
+
+    blocks = data.to_delayed(optimize_graph=False)
+    edges = np.cumsum((0, *data.chunks[axis]))
+    partial = dask.delayed(_partial_sums, pure=True)
+    combine = dask.delayed(_combine_sums, pure=True)
+    finish = dask.delayed(_mean_table, pure=True)
+    spatial = [range(len(c)) for i, c in enumerate(data.chunks) if i != axis]
+    grid = np.empty([len(r) for r in spatial], dtype=object)
+    for where in np.ndindex(*grid.shape):
+        parts = []
+        for it in range(len(data.chunks[axis])):
+            index = (*where[:axis], it, *where[axis:])
+            parts.append(partial(blocks[index], codes[edges[it]:edges[it + 1]], ngroups,
+                                 axis))
+        while len(parts) > 1:
+            parts = [combine(*parts[i:i + SPLIT_EVERY])
+                     for i in range(0, len(parts), SPLIT_EVERY)]
+        shape = tuple(data.chunks[d][where[k]]
+                      for k, d in enumerate(i for i in range(data.ndim) if i != axis))
+        out_shape = (*shape[:axis], ngroups, *shape[axis:])
+        grid[where] = dsa.from_delayed(finish(parts[0], ngroups, shape, axis, dtype),
+                                       shape=out_shape, dtype=dtype,
+                                       meta=np.empty((0,) * data.ndim, dtype=dtype))
+    return dsa.block(np.expand_dims(grid, axis).tolist())
+
+
+def _use_kernel(sel: xr.DataArray, dim: str, ngroups: int) -> bool:
+    """Whether the compiled climatology applies: float data, a table that fits."""
+    if sel.dtype not in (np.float32, np.float64) or _kernels() is None:
+        return False
+    axis = sel.get_axis_num(dim)
+    if sel.chunks is None:
+        block = int(np.prod([n for i, n in enumerate(sel.shape) if i != axis]))
+    else:
+        block = int(np.prod([max(c) for i, c in enumerate(sel.chunks) if i != axis]))
+    return ngroups * block * 12 <= MAX_TABLE_BYTES
+
+
 def climatology(da: xr.DataArray, freq: Freq = "month", baseline: Any = None, *,
                 smooth: int | None = None) -> xr.DataArray:
     """Mean seasonal cycle of *da* over a baseline period.
@@ -119,11 +232,20 @@ def climatology(da: xr.DataArray, freq: Freq = "month", baseline: Any = None, *,
     # along time, whose memory grows with the number of chunks (each chunk's partial
     # fields are held until its cohort is done: 0.5 MiB a chunk on a 1-degree grid,
     # measured); map-reduce combines them in a tree, so memory stays flat.
-    clim = xarray_reduce(sel, key, func="nanmean", expected_groups=expected, keep_attrs=True,
-                         engine="flox", method="map-reduce")
-    if clim.chunks is not None:  # one chunk: 12 (or 366) fields, not one task per group
-        clim = clim.chunk({freq: -1})
-    clim = clim.assign_coords({freq: clim[freq].astype(np.int64)})
+    if _use_kernel(sel, dim, expected.size):
+        codes = pd.Index(expected).get_indexer(key.values).astype(np.int64)
+        axis = sel.get_axis_num(dim)
+        table = _kernel_mean(sel.data, codes, expected.size, axis)
+        coords = {name: c for name, c in sel.coords.items() if dim not in c.dims}
+        coords[freq] = (freq, expected.astype(np.int64))
+        dims = tuple(freq if d == dim else d for d in sel.dims)
+        clim = xr.DataArray(table, dims=dims, coords=coords)
+    else:
+        clim = xarray_reduce(sel, key, func="nanmean", expected_groups=expected,
+                             keep_attrs=True, engine="flox", method="map-reduce")
+        if clim.chunks is not None:  # one chunk: 12 (or 366) fields, not one task per group
+            clim = clim.chunk({freq: -1})
+        clim = clim.assign_coords({freq: clim[freq].astype(np.int64)})
     if smooth is not None and smooth > 1:
         half = smooth // 2
         n = clim.sizes[freq]
@@ -160,7 +282,18 @@ def computed_first(reduced: xr.DataArray) -> xr.DataArray:
 
 def _subtract_groups(block: np.ndarray, codes: np.ndarray, table: np.ndarray,
                      axis: int) -> np.ndarray:
-    return block - np.take(table, codes, axis=axis)
+    """``block - table[codes]`` along *axis*: one fused pass for float data."""
+    dtype = np.result_type(block.dtype, table.dtype)
+    kernels = _kernels()
+    if (kernels is None or dtype not in (np.float32, np.float64)
+            or block.dtype not in (np.float32, np.float64)):
+        return block - np.take(table, codes, axis=axis)
+    rows = _as_rows(block, axis)
+    out = np.empty(rows.shape, dtype=dtype)
+    kernels.subtract_groups(rows, np.asarray(codes, dtype=np.int64), _as_rows(table, axis),
+                            out)
+    moved = np.moveaxis(block, axis, 0).shape
+    return np.moveaxis(out.reshape(moved), 0, axis)
 
 
 def _subtract_groups_blockwise(da: xr.DataArray, clim: xr.DataArray, codes: np.ndarray,
