@@ -250,3 +250,76 @@ def test_matches_reference_implementation(site: str, entry: str, period: str) ->
         np.testing.assert_allclose(events[col], ref[col], rtol=0, atol=1e-3, err_msg=col)
     # more than one category is exercised, not only Moderate
     assert ref["category"].nunique() >= 2
+
+
+def _red_block(npt: int, years: int, seed: int) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """(point, time) float32 daily SST: a seasonal cycle plus AR(1) anomalies."""
+    from scipy.signal import lfilter
+
+    time = pd.date_range("2000-01-01", periods=int(years * 365.25), freq="D")
+    rng = np.random.default_rng(seed)
+    cycle = 18 + 2 * np.cos(2 * np.pi * (time.day_of_year.to_numpy() - 45) / 365.25)
+    red = lfilter([1.0], [1.0, -0.9], rng.normal(0, 0.35, (npt, time.size)), axis=1)
+    return time, (cycle + red).astype(np.float32)
+
+
+def _per_row_numpy(block: np.ndarray, kw: dict, ev_kw: dict) -> tuple[dict, np.ndarray,
+                                                                      np.ndarray]:
+    """The numpy path point by point (as the 1-D detection), concatenated."""
+    from oceandata.analysis.mhw import _block_events
+
+    parts = [_block_events(block[i:i + 1], kw, ev_kw, compiled=False)
+             for i in range(block.shape[0])]
+    ev = {k: np.concatenate([p[0][k] + (i if k == "row" else 0) for i, p in enumerate(parts)])
+          for k in parts[0][0]}
+    return ev, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
+@pytest.mark.parametrize("case", ["full", "sub-period", "mid-year", "gaps", "float64"])
+def test_compiled_block_equals_numpy_bit_for_bit(case: str) -> None:
+    """The numba path of the gridded detection gives the 1-D numpy path's numbers exactly."""
+    from oceandata.analysis.mhw import _block_events, _doy366
+
+    time, block = _red_block(6, 12, seed=19)
+    in_clim = np.ones(time.size, bool)
+    if case == "sub-period":
+        in_clim = (time.year >= 2002) & (time.year <= 2008)
+    elif case == "mid-year":
+        in_clim = (time >= "2001-07-01") & (time < "2009-03-15")
+    data: np.ndarray = block
+    if case == "gaps":
+        data = block.copy()
+        data[1] = np.nan  # an all-NaN point
+        data[2, 400:430] = np.nan
+        data[3, :5] = np.nan
+        data[4, -3:] = np.nan
+    elif case == "float64":
+        data = block.astype(np.float64) + 1e-7
+    kw = {"doy": _doy366(time), "in_clim": in_clim, "pctile": 90, "window_half_width": 5,
+          "smooth_width": 31}
+    ev_kw = {"min_duration": 5, "join_gaps": True, "max_gap": 2}
+    ev0, seas0, thresh0 = _per_row_numpy(data, kw, ev_kw)
+    ev1, seas1, thresh1 = _block_events(data, kw, ev_kw)
+    np.testing.assert_array_equal(seas1, seas0)
+    np.testing.assert_array_equal(thresh1, thresh0)
+    assert len(ev0["row"]) > 20
+    assert ev0.keys() == ev1.keys()
+    for key in ev0:
+        np.testing.assert_array_equal(ev1[key], ev0[key], err_msg=key)
+    if case == "gaps":
+        assert np.isnan(seas1[1]).all() and 1 not in ev1["row"]
+
+
+def test_compiled_helpers_equal_numpy() -> None:
+    """Pairwise sums equal ``np.add.reduceat``; the batched running mean equals np.convolve."""
+    from oceandata.analysis import _mhw_kernels as kern
+    from oceandata.analysis.mhw import _runavg_circular, _runavg_circular_batched
+
+    rng = np.random.default_rng(5)
+    for n in [*range(1, 140), 255, 256, 257, 1000, 4099]:
+        a = rng.normal(size=n) * 10.0 ** rng.uniform(-3, 3, n)
+        assert kern.reduceat_sum(a, 0, n) == np.add.reduceat(a, [0])[0], n
+    for width in (31, 30, 5):
+        x = 20 + 3 * rng.normal(size=(7, 366))
+        np.testing.assert_array_equal(_runavg_circular_batched(x, width),
+                                      _runavg_circular(x, width))

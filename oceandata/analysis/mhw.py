@@ -116,8 +116,9 @@ def _percentile_linear(pool: np.ndarray, pctile: float) -> np.ndarray:
 def _climatology_block(
     data: np.ndarray, doy: np.ndarray, **kw: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seasonal climatology and threshold for a (point, time) block, on the time axis."""
-    seas_y, thresh_y = _climatology_doy(data, doy, **kw)
+    """Seasonal climatology and threshold for a gap-filled (point, time) block, on the time axis."""
+    smooth_width = kw.pop("smooth_width")
+    seas_y, thresh_y = _smooth_doy(*_climatology_filled(data, doy, **kw), smooth_width)
     return seas_y[..., doy - 1], thresh_y[..., doy - 1]
 
 
@@ -130,7 +131,28 @@ def _climatology_doy(
     smooth_width: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seasonal climatology and threshold of a (point, time) block per day of year (366)."""
-    data = _interp_nans(data)
+    seas_y, thresh_y = _climatology_filled(_interp_nans(data), doy, in_clim, pctile,
+                                           window_half_width)
+    return _smooth_doy(seas_y, thresh_y, smooth_width)
+
+
+def _smooth_doy(seas_y: np.ndarray, thresh_y: np.ndarray,
+                smooth_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The circular running mean of ``seas_y``/``thresh_y`` (none for a width of 0 or 1)."""
+    if smooth_width and smooth_width > 1:
+        return (_runavg_circular(seas_y, smooth_width),
+                _runavg_circular(thresh_y, smooth_width))
+    return seas_y, thresh_y
+
+
+def _climatology_filled(
+    data: np.ndarray,
+    doy: np.ndarray,
+    in_clim: np.ndarray,
+    pctile: float,
+    window_half_width: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unsmoothed ``seas``/``thresh`` per day of year of a gap-filled (point, time) block."""
     t = data.shape[-1]
     # SST is mostly stored as float32: sorting float32 is about twice as fast, and when
     # every value is exactly a float32 the order statistics (hence the percentile, whose
@@ -159,9 +181,6 @@ def _climatology_doy(
         seas_y[..., d - 1] = pool.mean(axis=-1, dtype=np.float64)
     thresh_y[..., 59] = 0.5 * (thresh_y[..., 58] + thresh_y[..., 60])
     seas_y[..., 59] = 0.5 * (seas_y[..., 58] + seas_y[..., 60])
-    if smooth_width and smooth_width > 1:
-        thresh_y = _runavg_circular(thresh_y, smooth_width)
-        seas_y = _runavg_circular(seas_y, smooth_width)
     return seas_y, thresh_y
 
 
@@ -316,14 +335,83 @@ def _events_frame(ev: dict[str, np.ndarray], time: pd.DatetimeIndex,
 
 
 def _block_events(
-    block: np.ndarray, clim_kw: dict, ev_kw: dict
+    block: np.ndarray, clim_kw: dict, ev_kw: dict, compiled: bool = True
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Events of one (point, time) block of raw SST, and its climatology per day of year."""
+    """Events of one (point, time) block of raw SST, and its climatology per day of year.
+
+    With ``compiled`` (the default) the numba kernels of :mod:`._mhw_kernels` compute
+    the climatology (a sliding pool per point), the smoothing is one batched
+    ``np.convolve`` and the events are found and measured per point without
+    ``(point, time)`` temporaries. Every point's results are those of the 1-D path on
+    its series, bit for bit. Pooling windows wider than half a year take the numpy path.
+    """
     temp = _interp_nans(block)
-    seas_y, thresh_y = _climatology_doy(temp, **clim_kw)
     doy = clim_kw["doy"]
-    events = _event_metrics(temp, seas_y[:, doy - 1], thresh_y[:, doy - 1], **ev_kw)
-    return events, seas_y, thresh_y
+    if not compiled or temp.ndim != 2 or 2 * clim_kw["window_half_width"] + 1 > 365:
+        kw = {k: v for k, v in clim_kw.items() if k != "smooth_width"}
+        seas_y, thresh_y = _smooth_doy(*_climatology_filled(temp, **kw),
+                                       clim_kw["smooth_width"])
+        events = _event_metrics(temp, seas_y[:, doy - 1], thresh_y[:, doy - 1], **ev_kw)
+        return events, seas_y, thresh_y
+    from . import _mhw_kernels as kern
+
+    seas_y, thresh_y = _climatology_compiled(temp, **clim_kw)
+    names = ("row", "first", "last", "duration", "peak", "intensity_max", "intensity_mean",
+             "intensity_var", "intensity_cumulative", "rate_onset", "rate_decline",
+             "category", "share")
+    arrays = kern.event_metrics(temp, seas_y, thresh_y, (doy - 1).astype(np.int64),
+                                int(ev_kw["min_duration"]), bool(ev_kw["join_gaps"]),
+                                int(ev_kw["max_gap"]))
+    return dict(zip(names, arrays, strict=True)), seas_y, thresh_y
+
+
+def _climatology_compiled(
+    temp: np.ndarray,
+    doy: np.ndarray,
+    in_clim: np.ndarray,
+    pctile: float,
+    window_half_width: int,
+    smooth_width: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_climatology_doy` of a gap-filled (point, time) float64 block, compiled.
+
+    Each row gives the 1-D path's result (``marine_heatwaves`` on that series) bit for
+    bit, see :func:`._mhw_kernels.clim_doy_sliding`.
+    """
+    from . import _mhw_kernels as kern
+
+    npt, nt = temp.shape
+    a, b, n, lo, gamma = kern.pool_plan(doy, in_clim, pctile, window_half_width, nt)
+    exact = kern.exact_rows(temp, float(n.max() + 2 * window_half_width + 1))
+    seas_y = np.full((npt, 366), np.nan)
+    thresh_y = np.full((npt, 366), np.nan)
+    kern.clim_doy_sliding(temp, exact, a, b, n, lo, gamma, seas_y, thresh_y, 16, 96)
+    thresh_y[:, 59] = 0.5 * (thresh_y[:, 58] + thresh_y[:, 60])
+    seas_y[:, 59] = 0.5 * (seas_y[:, 58] + seas_y[:, 60])
+    if smooth_width and smooth_width > 1:
+        both = _runavg_circular_batched(np.concatenate([seas_y, thresh_y]), smooth_width)
+        seas_y, thresh_y = both[:npt], both[npt:]
+    return seas_y, thresh_y
+
+
+def _runavg_circular_batched(a: np.ndarray, width: int) -> np.ndarray:
+    """:func:`_runavg_circular` of a (row, n) array in one ``np.convolve`` call.
+
+    Each output of ``np.convolve(..., mode="same")`` inside the tripled series is one dot
+    product of the same ``width`` values with the kernel; here the rows are padded
+    circularly by the kernel's half widths, laid end to end, and convolved once in mode
+    ``"valid"``, which computes every wanted output with the same dot product (same
+    values, same order), so the result is the same bit for bit (checked in the tests).
+    """
+    rows, n = a.shape
+    if width > n or rows == 0:
+        return _runavg_circular(a, width)
+    h0, h1 = width // 2, (width - 1) // 2
+    padded = np.concatenate([a[:, n - h0:], a, a[:, :h1]], axis=1)
+    kernel = np.ones(width) / width
+    full = np.convolve(padded.ravel(), kernel, mode="valid")
+    stride = n + width - 1
+    return full[np.arange(rows)[:, None] * stride + np.arange(n)[None, :]]
 
 
 def _event_mask_block(
