@@ -136,15 +136,28 @@ def catalog_validate(
     path: Annotated[Path | None, typer.Argument(help="Catalog YAML (default: root).")] = None,
     schema_only: Annotated[bool, typer.Option(help="Check the YAML and schema only.")] = False,
     remote: Annotated[bool, typer.Option(help="Also open OPeNDAP/http entries.")] = False,
+    index: Annotated[bool, typer.Option(help=(
+        "Build or refresh the reference index of each many-file NetCDF entry first "
+        "(`oceandata catalog index`)."))] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the schema, and that every local entry opens and matches its metadata."""
+    """Check the schema, and that every local entry opens and matches its metadata.
+
+    Many-file NetCDF entries get their reference index built or refreshed first (see
+    docs/catalogs-references.md), so they are validated as users will open them.
+    """
     from .catalog import open_catalog
     from .governance.rules import load_negative_list
     from .io.validate import validate_catalog
 
     cat = open_catalog(path)
     load_negative_list(root=cat.path)  # a malformed negative list is a catalog error too
+    if index and not schema_only:  # registration: many-file entries get a reference index
+        from .catalog.references import build_indexes
+
+        for result in build_indexes(list(cat.entries.values())):
+            if result.error is not None or result.built:
+                err.print(str(result), markup=False)
     problems = [] if schema_only else validate_catalog(cat, remote=remote)
     if as_json:
         _print_json({"catalog": str(cat.path), "entries": len(cat),
@@ -156,6 +169,45 @@ def catalog_validate(
         out.print(f"{cat.path}: {len(cat)} entries, {len(problems)} problems: {status}",
                   markup=False)
     if problems:
+        raise typer.Exit(1)
+
+
+@catalog_app.command("index")
+def catalog_index(
+    names: Annotated[list[str] | None, typer.Argument(help=(
+        "Entries to index (default: every NetCDF entry of several files)."))] = None,
+    catalog: CatalogOpt = None,
+    force: Annotated[bool, typer.Option(help="Build again even if the index is current.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the reference index of many-file NetCDF entries (opened without every header).
+
+    An index is kept under OCEANDATA_DATA_DIR/references and rebuilt only when an entry's
+    files or arguments changed. Exit 1 if a named entry could not be indexed.
+    """
+    from .catalog import open_catalog
+    from .catalog.references import build_indexes, indexable
+
+    cat = open_catalog(catalog)
+    if names:
+        entries = [cat.entry(n) for n in names]
+        for entry in entries:
+            if not indexable(entry):
+                raise UsageError(f"entry {entry.name!r} is not a NetCDF entry of several "
+                                 "local files: it has no reference index")
+    else:
+        entries = list(cat.entries.values())
+    results = build_indexes(entries, force=force)
+    if as_json:
+        _print_json([{"entry": r.entry, "path": r.path, "built": r.built, "error": r.error}
+                     for r in results])
+    else:
+        for result in results:
+            (err if result.error else out).print(str(result), markup=False)
+        if not results:
+            out.print("no NetCDF entry of several files in the catalog", markup=False)
+    if any(r.error for r in results):
         raise typer.Exit(1)
 
 

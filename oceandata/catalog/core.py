@@ -321,12 +321,20 @@ class Entry:
                 raise UsageError(f"dataset {self.name!r} is not a versioned store (driver "
                                  f"{self.driver}); version= applies to icechunk entries")
             args["version"] = version
-        paths = self.paths()
-        if layout is not None:
-            if layout not in self.layouts:
-                raise UsageError(f"dataset {self.name!r} has no layout {layout!r}; layouts: "
-                                 f"{', '.join(self.layouts) or 'none'}")
-            paths = [self.layouts[layout]]
+        if layout is not None and layout not in self.layouts:
+            raise UsageError(f"dataset {self.name!r} has no layout {layout!r}; layouts: "
+                             f"{', '.join(self.layouts) or 'none'}")
+        if self.driver == "netcdf" and layout is None:
+            # a many-file entry opens from its reference index when that is current
+            from .references import load_index
+
+            index = load_index(self)
+            if index.usable:
+                ds = open_source(self.driver, [str(index.path)], args, chunks=chunks,
+                                 fix_attrs=self.metadata.fix_attrs, references=index.refs)
+                ds.attrs.setdefault("oceandata_entry", self.name)
+                return ds
+        paths = self.paths() if layout is None else [self.layouts[layout]]
         ds = open_source(self.driver, paths, args, chunks=chunks,
                          fix_attrs=self.metadata.fix_attrs)
         ds.attrs.setdefault("oceandata_entry", self.name)

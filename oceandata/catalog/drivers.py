@@ -193,7 +193,8 @@ def driver_for_path(path: str | Path) -> str:
 
 def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
                 chunks: Any = "auto",
-                fix_attrs: dict[str, dict[str, Any]] | None = None) -> xr.Dataset:
+                fix_attrs: dict[str, dict[str, Any]] | None = None,
+                references: dict[str, Any] | None = None) -> xr.Dataset:
     """Open *paths* with *driver* lazily, applying attribute fixes before CF decoding.
 
     Parameters
@@ -209,6 +210,9 @@ def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
     fix_attrs
         ``{variable: {attribute: value}}`` set before decoding, for files whose CF
         metadata are incomplete (e.g. a calendar only stated in a global attribute).
+    references
+        For a many-file ``netcdf`` source: its current kerchunk reference index
+        (:mod:`oceandata.catalog.references`), opened instead of every file's header.
 
     Returns
     -------
@@ -221,6 +225,13 @@ def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
         raise DataError(f"unknown driver {driver!r}; valid drivers: {', '.join(DRIVERS)}") from None
     if not paths:
         raise DataError(f"no files to open for driver {driver!r}")
+    if references is not None:
+        if driver != "netcdf":
+            raise DataError(f"a reference index opens netcdf sources, not {driver!r} ones")
+        from .references import open_references
+
+        def opener(_paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.Dataset:
+            return open_references(references, args, chunks)
     if not fix_attrs:
         return opener(paths, args, chunks)
     raw_args = dict(args)

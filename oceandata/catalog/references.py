@@ -1,0 +1,508 @@
+"""Reference indexes: a many-file NetCDF entry opened from one small JSON, not every header.
+
+A catalog entry made of many NetCDF files (``cobe_sst2``: 60 yearly files) used to be
+opened with :func:`xarray.open_mfdataset`, which opens every file and reads its header
+and coordinates: about 10-40 ms a file before any value is read, and every file of the
+entry whatever period is asked for. A reference index replaces that:
+
+- :func:`build_index` (run by ``oceandata catalog index`` and by ``oceandata catalog
+  validate``, the registration step of ``make up``) scans each file once with kerchunk
+  (:class:`kerchunk.hdf.SingleHdf5ToZarr` for NetCDF-4/HDF5,
+  :class:`kerchunk.netCDF3.NetCDF3ToZarr` for classic files) and combines them with
+  :class:`kerchunk.combine.MultiZarrToZarr` along the entry's concatenation dimension.
+  The result maps every chunk of every variable to ``(file, offset, length)``;
+  coordinates and small arrays are stored inline, so opening and decoding the time axis
+  reads no file at all. The combined dataset is checked against
+  :func:`xarray.open_mfdataset` of the same files (dimensions, variables, coordinates,
+  attributes, the first and last step of each data variable) before the index is
+  written, under a temporary name then renamed, to
+  ``<OCEANDATA_DATA_DIR>/references/<entry>-<key>.json`` (*key*: a hash of the entry's
+  definition, so an entry defined otherwise never reads an index built for another).
+- :func:`load_index` reads it back when the entry is opened, and uses it only if it is
+  still true: same index format, same entry definition (driver and arguments), the same
+  list of files as the entry resolves to now, and for every file the size and
+  modification time recorded at build time (and, for sample files, the registry's
+  sha256 that the build verified). Anything else is *stale*: a warning is logged naming
+  the first difference and the entry is opened from its files as before, so a stale
+  index never yields wrong values. A missing index is not an error either.
+- :func:`open_references` opens the index as a lazy Zarr dataset
+  (:class:`fsspec.implementations.reference.ReferenceFileSystem` under
+  :class:`zarr.storage.FsspecStore`): a chunk is read from its file only when dask
+  computes it, so a time subset opens only the files of that period.
+
+The access check of :meth:`oceandata.catalog.Entry.to_dask` runs before any of this;
+the index changes how an entry is read, never who may read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import xarray as xr
+
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from .core import Entry
+
+__all__ = ["INDEX_FORMAT", "IndexResult", "IndexStatus", "build_index", "build_indexes",
+           "index_path", "indexable", "load_index", "open_references"]
+
+log = logging.getLogger(__name__)
+
+#: Version of the index file layout; an index of another version is stale.
+INDEX_FORMAT = 1
+
+#: Arrays (and chunks) up to this many bytes are stored in the index itself, so the
+#: coordinates of an entry are read without opening a data file.
+INLINE_BYTES = 16384
+
+#: Arguments that do not change what the files hold (chunking is chosen at open time).
+_OPEN_TIME_ARGS = ("chunks",)
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """What :func:`load_index` found for an entry.
+
+    Attributes
+    ----------
+    path
+        Where the entry's index is (or would be).
+    refs
+        The kerchunk references when the index is present and current, else None.
+    reason
+        Why the index is not used: ``"missing"``, or the first stale detail.
+    """
+
+    path: Path
+    refs: dict[str, Any] | None
+    reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether the entry can be opened from this index."""
+        return self.refs is not None
+
+
+def indexable(entry: Entry) -> bool:
+    """Whether *entry* is a NetCDF entry of several local files (the kind an index serves).
+
+    Decided from the entry's definition only (no file is fetched): sample patterns or
+    ``urlpath`` globs/lists that resolve to two or more local files.
+    """
+    if entry.driver != "netcdf":
+        return False
+    try:
+        files = _expected_files(entry)
+    except (DataError, OSError):
+        return False
+    return len(files) > 1 and not any("://" in path for path, _ in files)
+
+
+def index_path(entry: Entry) -> Path:
+    """``<OCEANDATA_DATA_DIR>/references/<entry>-<key>.json``.
+
+    *key* is 16 hex digits of the sha256 of the entry's definition (driver, arguments,
+    sample patterns): two catalogs defining an entry alike share its index, an entry
+    defined otherwise gets another one.
+    """
+    from ..config import get_settings
+
+    name = f"{entry.name}-{_definition(entry)[:16]}.json"
+    return get_settings().data_dir / "references" / name
+
+
+def _definition(entry: Entry) -> str:
+    """sha256 of what decides the index's content: the driver and the arguments.
+
+    Sample entries are made of the registry files their patterns match, wherever the
+    catalog is, so their ``urlpath`` (which names the catalog's folder) is left out.
+    """
+    skip = _OPEN_TIME_ARGS + (("urlpath",) if entry.metadata.sample else ())
+    args = {k: v for k, v in entry.args.items() if k not in skip}
+    text = json.dumps({"driver": entry.driver, "args": args,
+                       "sample": list(entry.metadata.sample or [])},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _expected_files(entry: Entry) -> list[tuple[str, str | None]]:
+    """The files the entry resolves to now, with the registry sha256 of sample files.
+
+    Nothing is fetched or hashed: sample patterns are matched against the registry and
+    mapped to their cache paths; ``urlpath`` globs are expanded.
+    """
+    if entry.metadata.sample:
+        import fnmatch
+
+        from .. import sample_data
+        from ..config import get_settings
+
+        cache = get_settings().sample_cache
+        registry = sample_data._registry()
+        found: list[tuple[str, str | None]] = []
+        for pattern in entry.metadata.sample:
+            chosen = sorted((f for f in registry.values()
+                             if fnmatch.fnmatchcase(f.name, pattern)
+                             or fnmatch.fnmatchcase(f.path, pattern)), key=lambda f: f.path)
+            found.extend((str(cache / f.path), f.sha256) for f in chosen)
+        return found
+    return [(path, None) for path in entry.paths()]
+
+
+def _stat(path: str) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of *path*, links followed."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def load_index(entry: Entry) -> IndexStatus:
+    """The entry's index if it is present and current (see the module's staleness rule).
+
+    A stale or unreadable index is reported with a logged warning and not used; a
+    missing one silently. Never raises for a bad index.
+    """
+    path = index_path(entry)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return IndexStatus(path, None, "missing")
+    except OSError as exc:
+        return _stale(entry, path, f"cannot be read ({exc.strerror})")
+    try:
+        doc = json.loads(text)
+        recorded = doc["files"]
+        refs = doc["refs"]
+        if doc.get("format") != INDEX_FORMAT:
+            return _stale(entry, path, f"has format {doc.get('format')!r}, "
+                          f"not {INDEX_FORMAT}")
+        if doc.get("definition") != _definition(entry):
+            return _stale(entry, path, "was built for another definition of the entry")
+        expected = _expected_files(entry)
+        if [r["path"] for r in recorded] != [p for p, _ in expected]:
+            return _stale(entry, path, f"lists {len(recorded)} files, the entry now "
+                          f"resolves to {len(expected)} (or to other files)")
+        for rec, (file, sha256) in zip(recorded, expected, strict=True):
+            if sha256 is not None and rec.get("sha256") != sha256:
+                return _stale(entry, path, f"recorded another sha256 for {file} than the "
+                              "sample registry now expects")
+            try:
+                size, mtime = _stat(file)
+            except OSError:
+                return _stale(entry, path, f"names {file}, which is missing")
+            if size != rec["size"] or mtime != rec["mtime_ns"]:
+                return _stale(entry, path, f"records {file} with size {rec['size']}, "
+                              f"the file now has size {size} and another modification time"
+                              if size != rec["size"] else
+                              f"records another modification time for {file}")
+    except (ValueError, KeyError, TypeError) as exc:
+        return _stale(entry, path, f"is malformed ({type(exc).__name__}: {exc})")
+    return IndexStatus(path, refs)
+
+
+def _stale(entry: Entry, path: Path, why: str) -> IndexStatus:
+    log.warning("reference index %s of entry %r %s: opening its files directly; rebuild "
+                "it with `oceandata catalog index %s`", path, entry.name, why, entry.name)
+    return IndexStatus(path, None, why)
+
+
+def open_references(refs: dict[str, Any], args: dict[str, Any], chunks: Any) -> xr.Dataset:
+    """Open kerchunk references as a lazy dataset; chunks are read from the files on demand.
+
+    Parameters
+    ----------
+    refs
+        Kerchunk references (version 1: ``{"version": 1, "refs": {...}}``).
+    args
+        The entry's arguments; ``xarray_kwargs`` other than ``engine`` apply (e.g.
+        ``decode_cf``, ``decode_times``).
+    chunks
+        Dask chunks, as for :func:`xarray.open_dataset`.
+    """
+    import fsspec
+    from zarr.storage import FsspecStore
+
+    kwargs = {k: v for k, v in (args.get("xarray_kwargs") or {}).items()
+              if k not in ("engine", "lock", "format", "group")}
+    kwargs.setdefault("chunks", chunks)
+    # skip_instance_cache: the references are not tokenised (hashed) at every open
+    fs = fsspec.filesystem("reference", fo=refs, asynchronous=True, skip_instance_cache=True)
+    store = FsspecStore(fs, read_only=True, path="")
+    try:
+        return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=2,
+                               **kwargs)
+    except NotImplementedError:
+        if kwargs.get("chunks") != "auto":
+            raise
+        return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=2,
+                               **{**kwargs, "chunks": {}})
+
+
+# -- building ------------------------------------------------------------------------------
+
+def _scan(path: str) -> dict[str, Any]:
+    """Kerchunk references of one NetCDF file (HDF5-based or classic)."""
+    with open(path, "rb") as fh:
+        classic = fh.read(3) == b"CDF"
+    try:
+        if classic:
+            from kerchunk.netCDF3 import NetCDF3ToZarr
+
+            from .drivers import _check_classic_complete
+
+            _check_classic_complete(path)
+            return NetCDF3ToZarr(path, inline_threshold=INLINE_BYTES).translate()
+        from kerchunk.hdf import SingleHdf5ToZarr
+
+        with open(path, "rb") as fh:
+            return SingleHdf5ToZarr(fh, path, inline_threshold=INLINE_BYTES).translate()
+    except DataError:
+        raise
+    except Exception as exc:  # kerchunk/h5py raise many kinds for files they cannot map
+        raise DataError(f"cannot index {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _dims_of(refs: dict[str, Any]) -> dict[str, list[str]]:
+    """Variable name -> its dimensions, from one file's references."""
+    out: dict[str, list[str]] = {}
+    for key, value in refs["refs"].items():
+        if key.endswith("/.zattrs") and key.count("/") == 1:
+            attrs = json.loads(value) if isinstance(value, str | bytes) else value
+            out[key.split("/")[0]] = list(attrs.get("_ARRAY_DIMENSIONS", []))
+    return out
+
+
+def _concat_dim(entry: Entry, paths: Sequence[str], kwargs: dict[str, Any]) -> str:
+    """The dimension the files are joined along: ``args.concat_dim``, else the one
+    dimension whose coordinate differs between the first two files."""
+    named = entry.args.get("concat_dim")
+    if named:
+        if not isinstance(named, str):
+            raise DataError(f"{entry.where}: entry {entry.name!r}: a reference index joins "
+                            f"files along one dimension, not {named!r}")
+        return named
+    opts = {k: v for k, v in kwargs.items() if k in ("engine",)}
+    with xr.open_dataset(paths[0], decode_cf=False, **opts) as a, \
+            xr.open_dataset(paths[1], decode_cf=False, **opts) as b:
+        differ = [d for d in a.dims if d in a.coords and d in b.coords
+                  and not a[d].equals(b[d])]
+    if len(differ) != 1:
+        raise DataError(f"{entry.where}: entry {entry.name!r}: cannot tell which dimension "
+                        f"joins its files (coordinates differing between the first two: "
+                        f"{differ or 'none'}); set args.concat_dim")
+    return str(differ[0])
+
+
+def _combine(entry: Entry, paths: Sequence[str], singles: list[dict[str, Any]],
+             dim: str) -> dict[str, Any]:
+    from kerchunk.combine import MultiZarrToZarr
+
+    dims = _dims_of(singles[0])
+    if dim not in dims:
+        raise DataError(f"{entry.where}: entry {entry.name!r}: the files have no coordinate "
+                        f"{dim!r} to join them along")
+    identical = [name for name, var_dims in dims.items() if dim not in var_dims]
+    # the joining coordinate's raw values are concatenated as stored, which is right only
+    # when every file encodes them alike (times: the same units and calendar)
+    def encoding(single: dict[str, Any]) -> tuple[Any, Any]:
+        attrs = json.loads(single["refs"].get(f"{dim}/.zattrs", "{}"))
+        return attrs.get("units"), attrs.get("calendar")
+
+    first = encoding(singles[0])
+    for path, single in zip(paths, singles, strict=True):
+        if encoding(single) != first:
+            raise DataError(f"entry {entry.name!r}: {path} encodes {dim} as "
+                            f"{encoding(single)}, {paths[0]} as {first}: files with different "
+                            "encodings are not indexed (they open from the files)")
+    return MultiZarrToZarr(list(singles), concat_dims=[dim], identical_dims=identical,
+                           coo_map={dim: f"data:{dim}"}, remote_protocol="file",
+                           inline_threshold=INLINE_BYTES).translate()
+
+
+def _same_attrs(a: dict[str, Any], b: dict[str, Any], skip: Sequence[str] = ()) -> bool:
+    """Attributes equal key by key (array values compared element-wise, NaN equal to NaN)."""
+    import numpy as np
+
+    keys = set(a) - set(skip)
+    if keys != set(b) - set(skip):
+        return False
+    for key in keys:
+        x, y = np.asarray(a[key]), np.asarray(b[key])
+        if x.shape != y.shape:
+            return False
+        nan_ok = x.dtype.kind == "f" and y.dtype.kind == "f"
+        try:
+            if not np.array_equal(x, y, equal_nan=nan_ok):
+                return False
+        except TypeError:
+            return False
+    return True
+
+
+def _verify(entry: Entry, paths: Sequence[str], refs: dict[str, Any],
+            kwargs: dict[str, Any]) -> None:
+    """Refuse references that do not open as :func:`xarray.open_mfdataset` does.
+
+    Compared: dimensions, variables, attributes, decoded coordinates, and the first and
+    last step along the joining dimension of every data variable.
+    """
+    import numpy as np
+
+    from .drivers import _open_netcdf
+
+    args = dict(entry.args)
+    args["xarray_kwargs"] = {**kwargs, "decode_cf": False}
+    direct = _open_netcdf(paths, args, {})
+    ours = open_references(refs, {"xarray_kwargs": {"decode_cf": False}}, {})
+    try:
+        def differ(what: str) -> DataError:
+            return DataError(f"{entry.where}: entry {entry.name!r}: the reference index "
+                             f"differs from the files in {what}; it was not written")
+
+        if dict(direct.sizes) != dict(ours.sizes):
+            raise differ(f"sizes ({dict(ours.sizes)} against {dict(direct.sizes)})")
+        if set(direct.variables) != set(ours.variables):
+            raise differ(f"variables ({sorted(set(ours.variables) ^ set(direct.variables))})")
+        if not _same_attrs(direct.attrs, ours.attrs):
+            raise differ("global attributes")
+        for name, var in direct.variables.items():
+            other = ours[name]
+            if var.dims != other.dims or var.dtype != other.dtype:
+                raise differ(f"{name}: dims or dtype")
+            if not _same_attrs(var.attrs, other.attrs, skip=("_FillValue",)):
+                raise differ(f"{name}: attributes")
+        dec_direct, dec_ours = xr.decode_cf(direct), xr.decode_cf(ours)
+        for name in direct.coords:
+            if not dec_direct[name].equals(dec_ours[name]):
+                raise differ(f"coordinate {name}")
+        for name, var in direct.data_vars.items():
+            dim = var.dims[0] if var.dims else None
+            picks = [0, -1] if dim is not None else []
+            for i in picks:
+                a = np.asarray(var.isel({dim: i}).values)
+                b = np.asarray(ours[name].isel({dim: i}).values)
+                if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+                    raise differ(f"{name} at {dim}[{i}]")
+    finally:
+        direct.close()
+        ours.close()
+
+
+def build_index(entry: Entry, *, force: bool = False) -> tuple[Path, bool]:
+    """Build (or keep) the reference index of a many-file NetCDF entry.
+
+    Parameters
+    ----------
+    entry
+        A NetCDF entry of two or more local files (see :func:`indexable`).
+    force
+        Build again even when the existing index is current.
+
+    Returns
+    -------
+    (pathlib.Path, bool)
+        Where the index is, and whether it was (re)built (False: it was current).
+
+    Raises
+    ------
+    DataError
+        The entry is not indexable, a file cannot be mapped by kerchunk, or the combined
+        references do not open as ``open_mfdataset`` does; nothing is written then.
+    """
+    from ..atomic import atomic_output
+
+    if entry.driver != "netcdf":
+        raise DataError(f"entry {entry.name!r} has driver {entry.driver}: only NetCDF "
+                        "entries of several files get a reference index")
+    if not force:
+        status = load_index(entry)
+        if status.usable:
+            return status.path, False
+    paths = entry.paths()  # fetches sample files and checks their sha256
+    expected = _expected_files(entry)
+    if [str(p) for p in paths] != [p for p, _ in expected]:  # pragma: no cover - defensive
+        raise DataError(f"entry {entry.name!r}: its files changed while indexing")
+    if len(paths) < 2:
+        raise DataError(f"entry {entry.name!r} has {len(paths)} file: a reference index "
+                        "serves entries of several files")
+    if any("://" in p for p in paths):
+        raise DataError(f"entry {entry.name!r} reads remote files: only local files are "
+                        "indexed")
+    kwargs = dict(entry.args.get("xarray_kwargs") or {})
+    kwargs.setdefault("engine", "netcdf4")
+    records = []
+    for path, sha256 in expected:
+        size, mtime = _stat(path)
+        records.append({"path": path, "size": size, "mtime_ns": mtime, "sha256": sha256})
+    singles = [_scan(p) for p in paths]
+    dim = _concat_dim(entry, paths, kwargs)
+    refs = _combine(entry, paths, singles, dim)
+    _verify(entry, paths, refs, kwargs)
+    # a file touched while it was scanned makes the recorded state wrong: refuse it
+    for rec in records:
+        if _stat(rec["path"]) != (rec["size"], rec["mtime_ns"]):
+            raise DataError(f"{rec['path']} changed while the index of {entry.name!r} was "
+                            "built; run the command again")
+    doc = {"format": INDEX_FORMAT, "entry": entry.name, "catalog": str(entry.source_file),
+           "definition": _definition(entry), "concat_dim": dim, "files": records,
+           "refs": refs}
+    target = index_path(entry)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as tmp:
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+    return target, True
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """The outcome of :func:`build_indexes` for one entry.
+
+    Attributes
+    ----------
+    entry
+        Entry name.
+    path
+        The index file (None when it could not be built).
+    built
+        True when written now, False when the existing index was current.
+    error
+        Why no index could be built (the entry still opens from its files).
+    """
+
+    entry: str
+    path: Path | None
+    built: bool
+    error: str | None = None
+
+    def __str__(self) -> str:
+        if self.error is not None:
+            return f"{self.entry}: no reference index ({self.error}); it opens from its files"
+        state = "built" if self.built else "current"
+        return f"{self.entry}: reference index {state}: {self.path}"
+
+
+def build_indexes(entries: Sequence[Entry], *, force: bool = False) -> list[IndexResult]:
+    """Build or keep the index of every indexable entry of *entries* (others are skipped).
+
+    An entry whose index cannot be built gets an :class:`IndexResult` with the reason;
+    nothing is raised, since such an entry still opens from its files.
+    """
+    results = []
+    for entry in entries:
+        if not indexable(entry):
+            continue
+        try:
+            path, built = build_index(entry, force=force)
+        except DataError as exc:
+            results.append(IndexResult(entry.name, None, False, str(exc)))
+            continue
+        results.append(IndexResult(entry.name, path, built))
+    return results
