@@ -22,8 +22,10 @@ PRES to 0.1 dbar, so PRES is not part of the check). Run::
 
     python benchmarks/bench_argo.py --repeat 3
 
-and the table is printed and written to ``benchmarks/results/argo.md``. argopy is not
-a dependency of oceandata: without it, only the oceandata row is measured.
+and the table is printed and written to ``benchmarks/results/argo.md``, the figures and
+the summary row (target: faster than argopy, ratio = argopy seconds / oceandata seconds
+at least 1) to ``benchmarks/results/argo.json`` (both atomically). argopy is not a
+dependency of oceandata: without it, only the oceandata row is measured.
 """
 
 from __future__ import annotations
@@ -40,10 +42,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # run as a script: import benchmarks._common
+    sys.path.insert(0, str(HERE.parent))
+
+from benchmarks._common import _write_atomic  # noqa: E402
+from benchmarks.summary import now_iso, row  # noqa: E402
+
+#: the issue's target: oceandata at least as fast as argopy (argopy s / oceandata s)
+TARGET_RATIO = 1.0
 METHODS = ("oceandata", "argopy")
 
 
@@ -149,15 +159,40 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def main() -> None:
+def summary_rows(median: dict[str, float], growth: dict[str, float], profiles: int,
+                 repeat: int) -> list[dict[str, Any]]:
+    """The summary row: argopy seconds / oceandata seconds, target at least 1."""
+    case = f"{profiles} profiles, standard mode, local GDAC, median of {repeat}"
+    target = f"faster than argopy (ratio >= {TARGET_RATIO:g})"
+    if "argopy" not in median:
+        return [row("argo", case, anchor="argopy gdac fetcher", target=target,
+                    peak_mib=growth["oceandata"],
+                    note="argopy is not installed here: only oceandata was measured "
+                         f"({profiles / median['oceandata']:.0f} profiles/s)")]
+    ratio = median["argopy"] / median["oceandata"]
+    met = ratio >= TARGET_RATIO
+    note = (f"oceandata {median['oceandata']:.2f} s ({profiles / median['oceandata']:.0f} "
+            f"profiles/s), argopy {median['argopy']:.2f} s; peak growth oceandata "
+            f"{growth['oceandata']:.0f} MiB, argopy {growth['argopy']:.0f} MiB")
+    if not met:
+        note = f"missed: oceandata {1 / ratio:.2f}x argopy's time; " + note
+    return [row("argo", case, anchor="argopy gdac fetcher (same floats, same files)",
+                ratio=ratio, ratio_meaning="argopy s / oceandata s",
+                peak_mib=growth["oceandata"], target=target, met=met, note=note)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure both methods, print and write the table and ``argo.json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--case", choices=METHODS)
     parser.add_argument("--output", type=Path, default=HERE / "results" / "argo.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.case:
         print(json.dumps(run_case(args.case)))
-        return
+        return 0
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
 
     methods = [m for m in METHODS if m == "oceandata" or importlib.util.find_spec(m)]
     for method in methods:
@@ -195,9 +230,10 @@ def main() -> None:
         "| growth MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    growths = {m: max(r["growth_mib"] for r in runs[m]) for m in methods}
     for method in methods:
         peak = max(r["peak_mib"] for r in runs[method])
-        growth = max(r["growth_mib"] for r in runs[method])
+        growth = growths[method]
         lines.append(f"| {method} | {profiles} | {levels} | {median[method]:.3f} | "
                      f"{profiles / median[method]:.0f} | {median[method] / reference:.2f} | "
                      f"{peak:.0f} | {growth:.0f} |")
@@ -205,14 +241,17 @@ def main() -> None:
         lines += ["", "argopy is not installed here: only oceandata was measured."]
     text = "\n".join(lines) + "\n"
     print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(f".{args.output.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, args.output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    figures = {"date": now_iso(), "machine": {"arch": platform.machine(), "cores": os.cpu_count(),
+                           "python": platform.python_version()},
+               "versions": {n: _version(n) for n in ("oceandata", "argopy", "xarray")},
+               "repeat": args.repeat, "floats": first["floats"], "profiles": profiles,
+               "levels": levels, "files_mib": first["files_mib"], "runs": runs,
+               "median_seconds": median, "growth_mib": growths,
+               "summary": summary_rows(median, growths, profiles, args.repeat)}
+    _write_atomic(args.output, text)
+    _write_atomic(args.output.with_suffix(".json"), json.dumps(figures, indent=1) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
