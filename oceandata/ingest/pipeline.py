@@ -42,7 +42,18 @@ from ..catalog.drivers import open_source
 from ..errors import DataError, UsageError
 from ..governance.locks import store_lock
 from ..io.subset import _Axes
-from .checksums import dataset_digests, file_sha256, open_raw
+from .checksums import (
+    WriteTally,
+    _label,
+    array_digest,
+    dataset_digests,
+    encoded_digest,
+    encoded_dtype,
+    extend_digest,
+    file_sha256,
+    open_raw,
+    parse_digest,
+)
 from .chunks import plan_dataset
 from .store import (
     BRANCH,
@@ -184,6 +195,17 @@ def _compatible(reference: xr.Dataset, other: xr.Dataset, time: str | None,
                             f"{unit!r}")
 
 
+def _same_time(coord: xr.DataArray | None, time: str | None, ds: xr.Dataset) -> bool:
+    """Whether *ds* has the time coordinate *coord* (name, dims and attributes equal).
+
+    Cheap: the full search (:func:`_time_name`) costs about 30 ms a file.
+    """
+    if coord is None or time is None or coord.name not in ds.variables:
+        return False
+    other = ds[coord.name]
+    return other.dims == coord.dims and other.attrs == coord.attrs and time in ds.dims
+
+
 def open_sources(paths: Sequence[Path], *, args: dict[str, Any] | None = None,
                  fix_attrs: dict[str, dict[str, Any]] | None = None
                  ) -> tuple[xr.Dataset, str | None]:
@@ -204,7 +226,14 @@ def open_sources(paths: Sequence[Path], *, args: dict[str, Any] | None = None,
     """
     datasets = [open_source("netcdf", [str(p)], dict(args or {}), chunks={},
                             fix_attrs=fix_attrs) for p in paths]
+    return _join(paths, datasets)
+
+
+def _join(paths: Sequence[Path], datasets: list[xr.Dataset]
+          ) -> tuple[xr.Dataset, str | None]:
+    """Check that opened sources can be joined along time, and join them."""
     time = _time_name(datasets[0])
+    coord = _Axes(datasets[0]).get("time", datasets[0]) if time is not None else None
     if len(paths) > 1 and time is None:
         raise DataError(f"{paths[0]} has no time axis, so several files cannot be joined; "
                         "give one file, or files with a CF time coordinate")
@@ -212,7 +241,7 @@ def open_sources(paths: Sequence[Path], *, args: dict[str, Any] | None = None,
     for path, ds in zip(paths, datasets, strict=True):
         if path is not paths[0]:
             _compatible(datasets[0], ds, time, str(path))
-            if _time_name(ds) != time:
+            if not _same_time(coord, time, ds) and _time_name(ds) != time:
                 raise DataError(f"{path} has no time dimension {time!r} like {paths[0]}")
         if time is None:
             continue
@@ -409,76 +438,180 @@ def _ingest_locked(paths: list[Path], target: Path, *, name: str,
         raise UsageError(f"--append: {target} is not an existing oceandata store; ingest "
                          "without --append first")
 
-    described = _describe(paths, progress)
     skipped: list[Source] = []
-    if append:
+    if append:  # which files are new depends on their sha256: hash them first
+        described = _describe(paths, progress)
         recorded = _recorded_sources(target)
         skipped = [s for s in described if s.sha256 in recorded]
         described = [s for s in described if s.sha256 not in recorded]
         if not described:
             return IngestResult(target, None, False, f"{target}: every source is already in "
                                 "the store; nothing to do", [], skipped)
-    ds, time = open_sources([s.path for s in described], args=source_args,
-                            fix_attrs=fix_attrs)
+        datasets = _open_each([s.path for s in described], source_args, fix_attrs)
+    else:  # hash the files in a thread while their headers are read and checked
+        from concurrent.futures import ThreadPoolExecutor
 
-    report_path: Path | None = None
-    report_summary: dict[str, Any] | None = None
-    if check:
+        with ThreadPoolExecutor(1) as pool:
+            hashing = pool.submit(_describe, paths, progress)
+            datasets = _open_each(paths, source_args, fix_attrs)
+            described = hashing.result()
+
+    tally = WriteTally()
+    if check:  # the actual_range check takes its min/max from the write pass
+        datasets = [_watch_ranges(ds, s.path, tally) for ds, s in zip(datasets, described,
+                                                                       strict=True)]
+    ds, time = _join([s.path for s in described], datasets)
+    checked = _Checked(target, described, tally, strict) if check else None
+    try:
+        if append:
+            return _append(target, ds, time, described, skipped, name=name, command=command,
+                           progress=progress, tally=tally, checked=checked)
+        return _create(target, ds, described, name=name, chunks=chunks, fmt=fmt,
+                       command=command, progress=progress, target_bytes=target_bytes,
+                       tally=tally, checked=checked)
+    except (OSError, RuntimeError) as exc:
+        # A source whose data cannot be decoded fails the write: name it, as the
+        # compliance check did when it read the data first (it raises DataError).
+        from .compliance import check_sources
+
+        check_sources([s.path for s in described], suites=("cf",))
+        raise DataError(f"cannot write {target}: {exc}; nothing was committed") from exc
+
+
+def _open_each(paths: Sequence[Path], args: dict[str, Any] | None,
+               fix_attrs: dict[str, dict[str, Any]] | None) -> list[xr.Dataset]:
+    return [open_source("netcdf", [str(p)], dict(args or {}), chunks={}, fix_attrs=fix_attrs)
+            for p in paths]
+
+
+def _watch_ranges(ds: xr.Dataset, path: Path, tally: WriteTally) -> xr.Dataset:
+    """*ds* with each numeric dask variable that has ``actual_range`` watched by *tally*."""
+    out = ds.copy(deep=False)
+    for name, var in out.variables.items():
+        if "actual_range" in var.attrs and var.chunks is not None and \
+                var.dtype.kind in "iuf":
+            var.data = tally.watch_range((str(path), str(name)), var.data)
+    return out
+
+
+@dataclass
+class _Checked:
+    """The compliance check run after the write pass, before the commit."""
+
+    target: Path
+    sources: list[Source]
+    tally: WriteTally
+    strict: bool
+    path: Path | None = None
+    summary: dict[str, Any] | None = None
+
+    def run(self) -> None:
+        """Check the sources with the ranges the write saw; refuse if strict and failing.
+
+        Raises
+        ------
+        DataError
+            ``strict`` and a high-priority failure (the report is written first).
+        """
         from .compliance import check_sources, require_no_high_failures
 
-        report = check_sources([s.path for s in described])
-        report_path = target.with_name(f"{target.name}.compliance.json")
-        report.write(report_path)
-        report_summary = {"report": report_path.name,
-                          "high_failures": len(report.high_failures)}
-        if strict:
-            require_no_high_failures(report, report_path=report_path)
+        seen = self.tally.ranges()
+        ranges: dict[str, dict[str, Any]] = {}
+        for (file, variable), extent in seen.items():
+            ranges.setdefault(file, {})[variable] = extent
+        report = check_sources([s.path for s in self.sources], ranges=ranges)
+        self.path = self.target.with_name(f"{self.target.name}.compliance.json")
+        report.write(self.path)
+        self.summary = {"report": self.path.name, "high_failures": len(report.high_failures)}
+        if self.strict:
+            require_no_high_failures(report, report_path=self.path)
 
-    if append:
-        return _append(target, ds, time, described, skipped, name=name, command=command,
-                       progress=progress, report_path=report_path, report=report_summary)
-    return _create(target, ds, described, name=name, chunks=chunks, fmt=fmt, command=command,
-                   progress=progress, target_bytes=target_bytes, report_path=report_path,
-                   report=report_summary)
+
+def _tap(chunked: xr.Dataset, encoding: dict[str, dict[str, Any]], tally: WriteTally
+         ) -> tuple[xr.Dataset, Any]:
+    """*chunked* with its dask variables hashed as they are written, and the digests.
+
+    Returns
+    -------
+    (Dataset, callable)
+        What to write, and a function that returns every variable's digest once the
+        write has run (:func:`oceandata.ingest.checksums.dataset_digests`'s, computed
+        from the written chunks and, for in-memory variables, from their values).
+    """
+    out = chunked.copy(deep=False)
+    labels: dict[str, str] = {}
+    direct: dict[str, str] = {}
+    for key, var in out.variables.items():
+        name = str(key)
+        enc = encoding.get(name, {})
+        if var.chunks is not None:
+            shape = tuple(int(n) for n in var.shape)
+            labels[name] = _label(encoded_dtype(var, enc, name), shape)
+            var.data = tally.tap(name, var, enc, shape=shape)
+        else:
+            label, total = encoded_digest(var, enc, name)
+            direct[name] = f"{label}:{total:016x}"
+
+    def digests() -> dict[str, str]:
+        found = dict(direct)
+        found.update({n: f"{label}:{tally.sum(n):016x}" for n, label in labels.items()})
+        return dict(sorted(found.items()))
+
+    return out, digests
 
 
 def _create(target: Path, ds: xr.Dataset, sources: list[Source], *, name: str,
             chunks: str | dict[str, int], fmt: str, command: str | None, progress: bool,
-            target_bytes: int, report_path: Path | None,
-            report: dict[str, Any] | None) -> IngestResult:
+            target_bytes: int, tally: WriteTally, checked: _Checked | None
+            ) -> IngestResult:
     plan = plan_dataset(ds, chunks, target_bytes=target_bytes)
     chunked, encoding = zarr_encoding(ds, plan)
+    tapped, digests_of = _tap(chunked, encoding, tally)
     message = f"ingest {name}: {len(sources)} files"
+
+    def finish() -> tuple[dict[str, str], dict[str, Any] | None]:
+        if checked is not None:
+            checked.run()
+        return digests_of(), checked.summary if checked is not None else None
+
     if fmt == "zarr":
         from ..atomic import atomic_output
 
         with atomic_output(target) as tmp:  # removed on failure, SIGINT or SIGTERM
             with dask.config.set(scheduler="threads"), _progress(progress, f"writing {name}"):
-                chunked.to_zarr(tmp, mode="w-", consolidated=False, zarr_format=3,
-                                encoding=encoding)
-            digests = dataset_digests(open_raw(str(tmp)))
+                tapped.to_zarr(tmp, mode="w-", consolidated=False, zarr_format=3,
+                               encoding=encoding)
+            digests, report = finish()
             meta = _provenance(sources, command=command, layout=chunks, plan=plan,
                                digests=digests, report=report, base=None)
             import zarr
 
             group = zarr.open_group(str(tmp), mode="r+")
             group.attrs["oceandata_ingest"] = json.dumps(meta)
-        return IngestResult(target, None, True, message, sources, [], report_path)
-    repo = open_repository(target, create=not is_icechunk(target))
-    session = repo.writable_session(BRANCH)
-    with dask.config.set(scheduler="threads"), _progress(progress, f"writing {name}"):
-        chunked.to_zarr(session.store, mode="w", consolidated=False, zarr_format=3,
-                        encoding=encoding)
-    digests = dataset_digests(open_raw(session.store))
-    meta = _provenance(sources, command=command, layout=chunks, plan=plan, digests=digests,
-                       report=report, base=None)
-    snapshot = commit(session, target, message, metadata=meta, command=command)
-    return IngestResult(target, snapshot, True, message, sources, [], report_path)
+        return IngestResult(target, None, True, message, sources, [],
+                            checked.path if checked else None)
+    created = not is_icechunk(target)
+    repo = open_repository(target, create=created)
+    try:
+        session = repo.writable_session(BRANCH)
+        with dask.config.set(scheduler="threads"), _progress(progress, f"writing {name}"):
+            tapped.to_zarr(session.store, mode="w", consolidated=False, zarr_format=3,
+                           encoding=encoding)
+        digests, report = finish()
+        meta = _provenance(sources, command=command, layout=chunks, plan=plan,
+                           digests=digests, report=report, base=None)
+        snapshot = commit(session, target, message, metadata=meta, command=command)
+    except BaseException:
+        if created:  # nothing was committed: leave no empty repository behind
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    return IngestResult(target, snapshot, True, message, sources, [],
+                        checked.path if checked else None)
 
 
 def _append(target: Path, ds: xr.Dataset, time: str | None, sources: list[Source],
             skipped: list[Source], *, name: str, command: str | None, progress: bool,
-            report_path: Path | None, report: dict[str, Any] | None) -> IngestResult:
+            tally: WriteTally, checked: _Checked | None) -> IngestResult:
     current = open_store(target)
     store_time = _time_name(current)
     if time is None or store_time is None:
@@ -508,17 +641,77 @@ def _append(target: Path, ds: xr.Dataset, time: str | None, sources: list[Source
     for var in chunked.variables.values():
         var.encoding = {}
     appended = chunked[[n for n in chunked.data_vars if time in chunked[n].dims]]
-    with dask.config.set(scheduler="threads"), _progress(progress, f"appending to {name}"):
-        appended.to_zarr(session.store, append_dim=time, consolidated=False)
-    digests = dataset_digests(open_raw(session.store))
     _, previous = version_metadata(target)
+    tapped, added = _tap_append(appended, current, time, previous.get("checksums") or {},
+                                tally)
+    with dask.config.set(scheduler="threads"), _progress(progress, f"appending to {name}"):
+        tapped.to_zarr(session.store, append_dim=time, consolidated=False)
+    if checked is not None:
+        checked.run()
+    digests = _appended_digests(session.store, previous.get("checksums") or {}, added,
+                                tally, time, set(map(str, tapped.variables)))
     meta = _provenance(sources, command=command, layout=previous.get("layout"),
-                       plan=previous.get("chunks", {}), digests=digests, report=report,
-                       base=None)
+                       plan=previous.get("chunks", {}), digests=digests,
+                       report=checked.summary if checked else None, base=None)
     message = (f"append {name}: {len(sources)} files, {ds.sizes[time]} time steps from "
                f"{_fmt_time(first_new)}")
     snapshot = commit(session, target, message, metadata=meta, command=command)
-    return IngestResult(target, snapshot, True, message, sources, skipped, report_path)
+    return IngestResult(target, snapshot, True, message, sources, skipped,
+                        checked.path if checked else None)
+
+
+def _tap_append(appended: xr.Dataset, current: xr.Dataset, time: str,
+                previous: dict[str, str], tally: WriteTally) -> tuple[xr.Dataset, set[str]]:
+    """*appended* with the digests of its new elements taken as they are written.
+
+    Only variables whose first axis is *time* and whose previous digest is recorded are
+    extended (their old elements keep their flat positions); the names are returned.
+    """
+    out = appended.copy(deep=False)
+    old = int(current.sizes[time])
+    extended: set[str] = set()
+    for key, var in out.variables.items():
+        name = str(key)
+        if name not in current.variables or name not in previous or not var.dims or \
+                var.dims[0] != time:
+            continue
+        shape = (old + int(var.shape[0]), *map(int, var.shape[1:]))
+        offset = (old,) + (0,) * (var.ndim - 1)
+        enc = current[name].encoding
+        if var.chunks is not None:
+            var.data = tally.tap(name, var, enc, shape=shape, offset=offset)
+        else:
+            _, total = encoded_digest(var, enc, name, shape=shape, offset=offset)
+            tally._add(name, total)
+        extended.add(name)
+    return out, extended
+
+
+def _appended_digests(store: Any, previous: dict[str, str], extended: set[str],
+                      tally: WriteTally, time: str, written: set[str]) -> dict[str, str]:
+    """Every variable's digest after an append, without reading back what it can avoid.
+
+    Extended variables: the previous sum plus the new elements'. Variables the append
+    did not write: their previous digest. Others (time not their first axis, or no
+    digest recorded): recomputed from the store.
+    """
+    raw = open_raw(store)
+    digests: dict[str, str] = {}
+    recompute = []
+    for key, var in raw.variables.items():
+        name = str(key)
+        shape = tuple(int(n) for n in var.shape)
+        if name in extended:
+            digests[name] = extend_digest(previous[name], tally.sum(name), shape)
+        elif name in previous and time not in var.dims and (
+                name not in written or parse_digest(previous[name])[1] == shape):
+            digests[name] = previous[name]  # unchanged (rewritten with equal values)
+        else:
+            recompute.append(name)
+    if recompute:
+        values = dask.compute(*[array_digest(raw[n].variable) for n in recompute])
+        digests.update(zip(recompute, values, strict=True))
+    return dict(sorted(digests.items()))
 
 
 def rechunk(store: str | os.PathLike[str], to: str | os.PathLike[str], *,
