@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 # where gateway clusters (and servers) run: local, or slurm (`make up BACKEND=slurm`)
 BACKEND ?= $(or $(OCEANDATA_HUB_BACKEND),local)
+# options of `python -m benchmarks all` for `make bench` (e.g. BENCH_ARGS=--quick)
+BENCH_ARGS ?=
 CHP    := $(VENV)/node/node_modules/.bin/configurable-http-proxy
 
 # Real sample files: a local mirror when there is one (CI and developers: ../shared/data),
@@ -72,13 +74,7 @@ up: $(STAMP) sample
 
 bench: $(STAMP) sample
 	@command -v nccopy >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netcdf-bin >/dev/null; } || echo "nccopy missing (apt-get install netcdf-bin): its column is skipped"
-	$(BIN)/python benchmarks/bench_open_subset.py
-	$(BIN)/python -m benchmarks.bench_ingest
-	$(BIN)/python benchmarks/bench_argo.py
-	$(BIN)/python -m benchmarks analysis
-	$(BIN)/python benchmarks/bench_dataservice_catalog.py
-	$(BIN)/python benchmarks/bench_dataservice_throughput.py
-	$(BIN)/python -m benchmarks scaling
+	$(BIN)/python -m benchmarks all $(BENCH_ARGS)
 
 # The README's figure, made by the project's own code (oceandata.analysis + oceandata.viz).
 figure: $(STAMP) sample
