@@ -227,7 +227,7 @@ def test_summary_rows_of_the_benchmarks_follow_the_contract() -> None:
     assert [r["met"] for r in thr] == [None, False, None, None]
     assert thr[1]["ratio"] == pytest.approx(0.25) and thr[1]["note"].startswith("missed")
     assert thr[2]["note"] == "failed: HTTP 500"
-    assert thr[3]["note"].startswith("not decided: a 200 MB download")
+    assert thr[3]["note"].startswith("not decided: a 200 MB download, not 1 GB, already above")
     big = bench_dataservice_throughput.summary_rows(
         runs, {}, 100.0, 100.0, {**stream, "bytes": 1.04e9}, 1024, "nc")
     assert big[3]["met"] is False and big[3]["note"].startswith("missed")
