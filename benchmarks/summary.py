@@ -200,6 +200,17 @@ def _number(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _ratio(value: float | None) -> str:
+    """Three significant figures, without exponents for the sizes a ratio has here."""
+    if value is None:
+        return "–"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}" if abs(value) >= 1e-3 else f"{value:.1e}"
+
+
 def _met(value: bool | None) -> str:
     return {True: "✓", False: "✗"}.get(value, "–")  # type: ignore[arg-type]
 
@@ -297,7 +308,7 @@ def render(rows: Mapping[str, Sequence[Mapping[str, Any]]], *,
         for r in entries:
             ratio = r.get("ratio")
             meaning = r.get("ratio_meaning") or ""
-            ratio_text = _number(ratio, 2) + (f" ({meaning})" if ratio is not None and
+            ratio_text = _ratio(ratio) + (f" ({meaning})" if ratio is not None and
                                               meaning else "")
             lines.append(
                 f"| {_cell(r.get('benchmark'))} | {_cell(r.get('case'))} | "

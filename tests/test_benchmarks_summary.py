@@ -106,6 +106,8 @@ def test_render_heads_the_table_and_marks_each_row() -> None:
                        "2x faster than CDO | ✓ |  |")
     assert "b\\|c" in body[1] and "| ✗ |" in body[1] and "missed: 0.8x see log" in body[1]
     assert body[2] == "| mhw | | | | | | – | failed in this run: exit code 1: boom |"
+    assert summary._ratio(0.0238) == "0.0238" and summary._ratio(259.1) == "259"
+    assert summary._ratio(9.254) == "9.25" and summary._ratio(0.00004) == "4.0e-05"
     assert body[3].startswith("| mhw | case A | CDO | – | – |") and "| – |" in body[3]
     assert "skipped: needs root" in body[5]
     assert len(body) == 7  # 5 rows + a failure row + a skip row
