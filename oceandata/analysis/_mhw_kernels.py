@@ -147,49 +147,110 @@ def _select2(buf, n, k):
 
 
 @numba.njit(nogil=True, cache=True)
-def _rebuild(x, a, b, d, ny, k, k1, margin, buf, small):
-    """Full pass over the pool of day *d*: the bracket of ranks ``k - margin .. k1 + margin``.
+def transitions(a, b, n):
+    """The days of year with a pool, in order, and what changes from one to the next.
 
-    Returns ``(lo_v, hi_v, below, m, s)``: the bracket's values, the count of pool values
-    below ``lo_v``, ``small[:m]`` the sorted pool values in ``[lo_v, hi_v]`` and the
-    float64 sum of the pool.
+    Returns ``days`` and two CSR lists over them: ``enter_ptr``/``enter_idx`` the time
+    indices that enter the pool of ``days[j]`` coming from ``days[j - 1]`` and
+    ``leave_ptr``/``leave_idx`` those that leave it (per year column, the set
+    differences of two windows; nothing for ``j = 0``).
     """
+    nd = 0
+    for d in range(366):
+        if n[d] > 0:
+            nd += 1
+    days = np.empty(nd, np.int64)
+    j = 0
+    for d in range(366):
+        if n[d] > 0:
+            days[j] = d
+            j += 1
+    ny = a.shape[1]
+    enter_ptr = np.zeros(nd + 1, np.int64)
+    leave_ptr = np.zeros(nd + 1, np.int64)
+    for rep in range(2):
+        if rep == 1:
+            enter_idx = np.empty(enter_ptr[nd], np.int64)
+            leave_idx = np.empty(leave_ptr[nd], np.int64)
+        for j in range(1, nd):
+            d = days[j]
+            pv = days[j - 1]
+            ce = 0
+            cl = 0
+            for y in range(ny):
+                ap = a[pv, y]
+                bp = b[pv, y]
+                an = a[d, y]
+                bn = b[d, y]
+                for seg in range(2):
+                    if seg == 0:
+                        i0 = an
+                        i1 = min(bn, ap)
+                    else:
+                        i0 = max(an, bp)
+                        i1 = bn
+                    for i in range(i0, i1):
+                        if rep == 1:
+                            enter_idx[enter_ptr[j] + ce] = i
+                        ce += 1
+                for seg in range(2):
+                    if seg == 0:
+                        i0 = ap
+                        i1 = min(bp, an)
+                    else:
+                        i0 = max(ap, bn)
+                        i1 = bp
+                    for i in range(i0, i1):
+                        if rep == 1:
+                            leave_idx[leave_ptr[j] + cl] = i
+                        cl += 1
+            if rep == 0:
+                enter_ptr[j + 1] = ce
+                leave_ptr[j + 1] = cl
+        if rep == 0:
+            for j in range(nd):
+                enter_ptr[j + 1] += enter_ptr[j]
+                leave_ptr[j + 1] += leave_ptr[j]
+    return days, enter_ptr, enter_idx, leave_ptr, leave_idx
+
+
+@numba.njit(nogil=True, cache=True)
+def _collect(x, a, b, d, ny, lo_v, hi_v, small):
+    """One pass over the pool of day *d*: ``(below, m, s)``, the count of values below
+    ``lo_v``, ``small[:m]`` the values in ``[lo_v, hi_v]`` sorted and the pool's sum."""
+    below = 0
     m = 0
     s = 0.0
     for y in range(ny):
+        for i in range(a[d, y], b[d, y]):  # branch-free: the bracket is a small share
+            v = x[i]
+            s += v
+            below += v < lo_v
+            small[m] = v
+            m += (v >= lo_v) & (v <= hi_v)
+    for i in range(1, m):  # insertion sort of the bracket
+        v = small[i]
+        j = i - 1
+        while j >= 0 and small[j] > v:
+            small[j + 1] = small[j]
+            j -= 1
+        small[j + 1] = v
+    return below, m, s
+
+
+@numba.njit(nogil=True, cache=True)
+def _bracket(x, a, b, d, ny, k, k1, margin, buf):
+    """The values of ranks ``k - margin`` and ``k1 + margin`` of the pool of day *d*."""
+    m = 0
+    for y in range(ny):
         for i in range(a[d, y], b[d, y]):
             buf[m] = x[i]
-            s += x[i]
             m += 1
     r0 = max(k - margin, 0)
     r1 = min(k1 + margin, m - 1)
-    _select2(buf, m, r0)  # buf[r0] has rank r0, buf[r0 + 1:] >= it
-    for i in range(r0 + 1, m):  # insertion sort of the tail
-        v = buf[i]
-        j = i - 1
-        while j >= r0 and buf[j] > v:
-            buf[j + 1] = buf[j]
-            j -= 1
-        buf[j + 1] = v
-    lo_v = buf[r0]
-    hi_v = buf[r1]
-    below = 0
-    for i in range(r0):
-        below += buf[i] < lo_v
-    mm = 0
-    for i in range(r0):
-        if buf[i] == lo_v:
-            small[mm] = buf[i]
-            mm += 1
-    for i in range(r0, r1 + 1):
-        small[mm] = buf[i]
-        mm += 1
-    i = r1 + 1
-    while i < m and buf[i] == hi_v:
-        small[mm] = buf[i]
-        mm += 1
-        i += 1
-    return lo_v, hi_v, below, mm, s
+    lo_v, _ = _select2(buf, m, r0)
+    hi_v, _ = _select2(buf, m, r1)
+    return lo_v, hi_v
 
 
 @numba.njit(nogil=True, cache=True)
@@ -197,94 +258,104 @@ def clim_doy_sliding(values, exact, a, b, n, lo, gamma, seas_y, thresh_y, margin
     """``seas_y``/``thresh_y[p, d]`` (unsmoothed) of a gap-filled ``(point, time)`` block.
 
     The same results as ``mhw._climatology_filled`` on one row (the 1-D path) bit for
-    bit: ranks ``lo``, ``lo + 1`` of each pool are exact order statistics (a count of the
-    pool values below a bracket plus a small sorted list of those inside it, rebuilt by
-    a full pass when it no longer holds both ranks) and the interpolation is numpy's
-    ``_lerp`` in float64. ``seas`` is the running float64 sum for the rows flagged in
-    *exact* (see :func:`exact_rows`), else numpy's pairwise sum of the pool gathered in
-    time order (windows must not overlap: ``2 * window_half_width + 1 <= 365``).
-    Doy 60 (index 59) is left NaN, as are days of year with an empty pool.
+    bit. The pool of each day of year is tracked by a value bracket ``[lo_v, hi_v]``: the
+    count of pool values below it and the sorted values inside it; from one day of
+    year to the next only the values entering and leaving the windows are visited
+    (:func:`transitions`). Ranks ``lo``, ``lo + 1`` are read in the sorted bracket (exact
+    order statistics) and interpolated with numpy's ``_lerp`` in float64. When the
+    bracket no longer holds both ranks (the seasonal cycle moves them) it is re-centred
+    on the previous day's value with its last width (one pass over the pool), or, if
+    that misses, rebuilt from the ranks ``lo - margin`` and ``lo + 1 + margin``
+    (quickselect); past ``max_small`` values it is trimmed to those ranks. ``seas`` is
+    the running float64 sum for the rows flagged in *exact* (see :func:`exact_rows`),
+    else numpy's pairwise sum of the pool gathered in time order (windows must not
+    overlap: ``2 * window_half_width + 1 <= 365``). Doy 60 (index 59) and days of year
+    with an empty pool are NaN. Returns the number of passes over a whole pool.
     """
     ny = a.shape[1]
     nmax = max(n.max(), 1)
     buf = np.empty(nmax, values.dtype)
     pool = np.empty(nmax, np.float64)
-    small = np.empty(nmax + 1, values.dtype)
-    rebuilds = 0
+    # all entering values are inserted before the leaving ones are removed: room for two
+    # pools (a whole pool changes column where a mid-year period's years begin)
+    small = np.empty(2 * nmax + 1, values.dtype)
+    days, enter_ptr, enter_idx, leave_ptr, leave_idx = transitions(a, b, n)
+    passes = 0
     for p in range(values.shape[0]):
         x = values[p]
+        seas_y[p, :] = np.nan
+        thresh_y[p, :] = np.nan
         if np.isnan(x[0]):
-            seas_y[p, :] = np.nan
-            thresh_y[p, :] = np.nan
             continue
         valid = False
-        prev = -1
         lo_v = x[0]
         hi_v = x[0]
+        width = 0.0
+        centre = x[0]
         below = 0
         m = 0
         s = 0.0
-        for d in range(366):
+        for jd in range(days.size):
+            d = days[jd]
             nn = n[d]
-            if nn == 0:
-                seas_y[p, d] = np.nan
-                thresh_y[p, d] = np.nan
-                continue
             k = lo[d]
             k1 = k + 1 if k + 1 < nn else k
             if valid:
-                for y in range(ny):
-                    ap = a[prev, y]
-                    bp = b[prev, y]
-                    an = a[d, y]
-                    bn = b[d, y]
-                    for seg in range(2):  # entering: new window minus old
-                        if seg == 0:
-                            i0 = an
-                            i1 = min(bn, ap)
-                        else:
-                            i0 = max(an, bp)
-                            i1 = bn
-                        for i in range(i0, i1):
-                            v = x[i]
-                            s += v
-                            if v < lo_v:
-                                below += 1
-                            elif v <= hi_v:
-                                j = m - 1
-                                while j >= 0 and small[j] > v:
-                                    small[j + 1] = small[j]
-                                    j -= 1
-                                small[j + 1] = v
-                                m += 1
-                    for seg in range(2):  # leaving: old window minus new
-                        if seg == 0:
-                            i0 = ap
-                            i1 = min(bp, an)
-                        else:
-                            i0 = max(ap, bn)
-                            i1 = bp
-                        for i in range(i0, i1):
-                            v = x[i]
-                            s -= v
-                            if v < lo_v:
-                                below -= 1
-                            elif v <= hi_v:
-                                j = 0
-                                while small[j] != v:
-                                    j += 1
-                                for q in range(j, m - 1):
-                                    small[q] = small[q + 1]
-                                m -= 1
-                if not (below <= k and k1 < below + m and m <= max_small):
-                    valid = False
+                for q in range(enter_ptr[jd], enter_ptr[jd + 1]):
+                    v = x[enter_idx[q]]
+                    s += v
+                    if v < lo_v:
+                        below += 1
+                    elif v <= hi_v:
+                        j = m - 1
+                        while j >= 0 and small[j] > v:
+                            small[j + 1] = small[j]
+                            j -= 1
+                        small[j + 1] = v
+                        m += 1
+                for q in range(leave_ptr[jd], leave_ptr[jd + 1]):
+                    v = x[leave_idx[q]]
+                    s -= v
+                    if v < lo_v:
+                        below -= 1
+                    elif v <= hi_v:
+                        j = 0
+                        while small[j] != v:
+                            j += 1
+                        m -= 1
+                        for i in range(j, m):
+                            small[i] = small[i + 1]
+                valid = below <= k and k1 < below + m
+                if not valid and width > 0.0:  # re-centre on yesterday's value
+                    lo_v = centre - width
+                    hi_v = centre + width
+                    below, m, s = _collect(x, a, b, d, ny, lo_v, hi_v, small)
+                    passes += 1
+                    valid = below <= k and k1 < below + m and m <= nmax
             if not valid:
-                rebuilds += 1
-                lo_v, hi_v, below, m, s = _rebuild(x, a, b, d, ny, k, k1, margin, buf, small)
+                lo_v, hi_v = _bracket(x, a, b, d, ny, k, k1, margin, buf)
+                width = hi_v - lo_v
+                below, m, s = _collect(x, a, b, d, ny, lo_v, hi_v, small)
+                passes += 2
                 valid = True
-            prev = d
-            fa = np.float64(small[k - below])
-            fb = np.float64(small[k1 - below])
+            if m > max_small:  # trim to ranks k - margin .. k1 + margin (whole ties)
+                i0 = max(k - margin - below, 0)
+                while i0 > 0 and small[i0 - 1] == small[i0]:
+                    i0 -= 1
+                i1 = min(k1 + margin - below, m - 1)
+                while i1 < m - 1 and small[i1 + 1] == small[i1]:
+                    i1 += 1
+                lo_v = small[i0]
+                hi_v = small[i1]
+                for i in range(i0, i1 + 1):
+                    small[i - i0] = small[i]
+                below += i0
+                m = i1 + 1 - i0
+            va = small[k - below]
+            vb = small[k1 - below]
+            centre = va
+            fa = np.float64(va)
+            fb = np.float64(vb)
             if exact[p]:
                 seas_y[p, d] = s / nn
             else:
@@ -300,7 +371,7 @@ def clim_doy_sliding(values, exact, a, b, n, lo, gamma, seas_y, thresh_y, margin
                 thresh_y[p, d] = fb - diff * (1 - g)
             else:
                 thresh_y[p, d] = fa + diff * g
-    return rebuilds
+    return passes
 
 
 @numba.njit(nogil=True, cache=True)

@@ -385,7 +385,7 @@ def _climatology_compiled(
     exact = kern.exact_rows(temp, float(n.max() + 2 * window_half_width + 1))
     seas_y = np.full((npt, 366), np.nan)
     thresh_y = np.full((npt, 366), np.nan)
-    kern.clim_doy_sliding(temp, exact, a, b, n, lo, gamma, seas_y, thresh_y, 16, 96)
+    kern.clim_doy_sliding(temp, exact, a, b, n, lo, gamma, seas_y, thresh_y, 8, 36)
     thresh_y[:, 59] = 0.5 * (thresh_y[:, 58] + thresh_y[:, 60])
     seas_y[:, 59] = 0.5 * (seas_y[:, 58] + seas_y[:, 60])
     if smooth_width and smooth_width > 1:
