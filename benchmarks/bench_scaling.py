@@ -502,11 +502,15 @@ def summary_rows(summary: dict) -> list[dict]:
             out.append(row("scaling", f"{case}, {what}", anchor=anchor, target=target,
                            note=f"not measured: {why}"))
             continue
-        note = f"{b:.1f} s against {a:.1f} s (median of {summary.get('repeat', '?')})"
+        short = {"local": "local", "slurm": "Slurm"}
+        fast_name, slow_name = (f"{short[k[0]]} x{k[1]}" for k in (fast, slow))
+        note = (f"compute {slow_name} {b:.1f} s, {fast_name} {a:.1f} s (median of "
+                f"{summary.get('repeat', '?')})")
         if slow[1] == 1:
             note += f"; efficiency {b / a / fast[1]:.2f}"
-        if fast[0] == "slurm" and summary.get("slurm_start_seconds") is not None:
-            note += f"; Slurm start {summary['slurm_start_seconds']:.1f} s"
+        starts = [(cases.get(k) or {}).get("start_seconds") for k in (slow, fast)]
+        if None not in starts:
+            note += f"; workers up in {starts[0]:.1f} s and {starts[1]:.1f} s"
         load = summary.get("load_start"), summary.get("load_end")
         if all(load):
             note += f"; load {load[0][0]:.1f} -> {load[1][0]:.1f}"
