@@ -61,3 +61,33 @@ def test_large_blocks_hashed_in_slabs_give_the_same_digest(field, monkeypatch) -
     whole = digest(field, field.shape)
     monkeypatch.setattr(checksums, "_SLAB", 40)  # slabs of a single (5, 9) row
     assert digest(field, field.shape) == whole
+
+
+def test_tapped_write_and_extended_digest_equal_a_recomputation(field) -> None:
+    from oceandata.ingest.checksums import WriteTally, extend_digest
+
+    first, second = field[:4], field[4:]
+    tally = WriteTally()
+    head = xr.Variable(("a", "b", "c"), da.from_array(first, chunks=(3, 2, 4)))
+    tapped = tally.tap("x", head, {}, shape=first.shape)
+    np.testing.assert_array_equal(tapped.compute(), first)  # chunks pass unchanged
+    before = f"<f4:4x5x9:{tally.sum('x'):016x}"
+    assert before == digest(first, first.shape)
+    grown = WriteTally()
+    tail = xr.Variable(("a", "b", "c"), da.from_array(second, chunks=(2, 5, 3)))
+    grown.tap("x", tail, {}, shape=field.shape, offset=(4, 0, 0)).compute()
+    assert extend_digest(before, grown.sum("x"), field.shape) == digest(field, (3, 2, 4))
+    with pytest.raises(ValueError, match="cannot extend"):
+        extend_digest(before, 0, (7, 9, 5))
+
+
+def test_tapped_digest_covers_the_encoded_values() -> None:
+    from oceandata.ingest.checksums import WriteTally
+
+    values = np.array([[1.5, np.nan], [np.nan, -2.0]], dtype="f4")
+    encoding = {"_FillValue": np.float32(1e20), "dtype": "f4"}
+    tally = WriteTally()
+    tally.tap("v", xr.Variable(("a", "b"), da.from_array(values, chunks=1)), encoding,
+              shape=values.shape).compute()
+    stored = np.where(np.isnan(values), np.float32(1e20), values)  # what the store holds
+    assert f"<f4:2x2:{tally.sum('v'):016x}" == digest(stored, stored.shape)

@@ -8,6 +8,7 @@ disappears with the attribute behind it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -336,3 +337,112 @@ def test_require_no_high_failures_with_a_written_report(cobe_report, tmp_path) -
     with pytest.raises(DataError, match=f"full report: {re.escape(str(target))}$"):
         require_no_high_failures(fresh, target)  # positional, as ingest() calls it
     assert target.stat().st_mtime_ns == before  # already there: not written again
+
+
+# --------------------------------------------------------------------------- bounded reads
+
+
+def _set_range(path: Path, low: float, high: float) -> None:
+    with netCDF4.Dataset(path, "a") as nc:
+        nc["sst"].actual_range = np.array([low, high], dtype="f4")
+
+
+def _true_range(path: Path) -> tuple[float, float]:
+    with netCDF4.Dataset(path) as nc:
+        data = nc["sst"][:]
+    return float(data.min()), float(data.max())
+
+
+def _range_messages(report: ComplianceReport) -> list[str]:
+    return [m for m in _messages(report, "cf") if "actual_range" in m]
+
+
+def test_streamed_range_in_slabs_keeps_every_verdict(cobe, cobe_report, monkeypatch) -> None:
+    # Slabs of one month (64800 values) instead of the whole variable: same report.
+    monkeypatch.setattr(compliance, "SLAB_ELEMENTS", 180 * 360)
+    again = check_sources([cobe])
+    strip = [{k: v for k, v in r.items() if k != "seconds"}
+             for r in again.as_dict()["results"]]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"}
+                     for r in cobe_report.as_dict()["results"]]
+
+
+def test_streamed_range_catches_a_wrong_and_passes_a_right_actual_range(cobe, tmp_path,
+                                                                         monkeypatch) -> None:
+    monkeypatch.setattr(compliance, "SLAB_ELEMENTS", 180 * 360)  # several slabs
+    low, high = _true_range(cobe)
+    right, wrong = _copy(cobe, tmp_path, "right.nc"), _copy(cobe, tmp_path, "wrong.nc")
+    _set_range(right, low, high)
+    _set_range(wrong, low, high + 1.0)  # only the maximum is off
+    report = check_sources([right, wrong], suites=["cf"])
+    assert _range_messages(report) == [
+        "actual_range elements of 'sst' inconsistent with its min/max values"]
+    assert report.result(right, "cf").count("high") == 0
+    assert report.result(wrong, "cf").count("high") == 1
+
+
+def test_given_ranges_are_used_instead_of_reading(cobe, tmp_path, monkeypatch) -> None:
+    low, high = _true_range(cobe)
+    copy = _copy(cobe, tmp_path)
+    _set_range(copy, low, high)
+
+    def no_read(variable):
+        raise AssertionError(f"{variable.name} was read although its range was given")
+
+    monkeypatch.setattr(compliance, "_stream_range", no_read)
+    # the ranges an ingest saw: right, wrong, or nothing valid at all
+    right = check_sources([copy], suites=["cf"], ranges={str(copy): {"sst": (low, high)}})
+    assert _range_messages(right) == []
+    wrong = check_sources([copy], suites=["cf"],
+                          ranges={str(copy): {"sst": (low, high + 1.0)}})
+    assert _range_messages(wrong) == [
+        "actual_range elements of 'sst' inconsistent with its min/max values"]
+    empty = check_sources([copy], suites=["cf"], ranges={str(copy): {"sst": None}})
+    assert _range_messages(empty) == []  # all masked: the checker skips the data check
+
+
+def test_given_range_is_not_trusted_when_netcdf4_would_mask_more(cobe, tmp_path) -> None:
+    # valid_max makes netCDF4 mask the values above it; xarray's range would not: read.
+    low, high = _true_range(cobe)
+    copy = _copy(cobe, tmp_path)
+    _set_range(copy, low, high)
+    with netCDF4.Dataset(copy, "a") as nc:
+        nc["sst"].valid_max = np.float32(high + 10)
+    report = check_sources([copy], suites=["cf"],
+                           ranges={str(copy): {"sst": (low - 5.0, high)}})  # ignored
+    assert _range_messages(report) == []
+
+
+def _plain(monkeypatch) -> None:
+    """compliance-checker as it ships: no shared table, whole-variable reads."""
+    monkeypatch.setattr(compliance, "_fast_tables", contextlib.nullcontext)
+    monkeypatch.setattr(compliance, "_bounded", lambda checker: checker)
+
+
+def _failures(report: ComplianceReport) -> list:
+    return [r.failures for r in report.results]
+
+
+def test_bad_units_caught_as_by_the_plain_checker(cobe, tmp_path, monkeypatch) -> None:
+    # sea_surface_temperature in metres: a high §3.1 failure looked up in the standard
+    # name table (and its temperature names), whichever way the range is found.
+    copy = _copy(cobe, tmp_path)
+    with netCDF4.Dataset(copy, "a") as nc:
+        nc["sst"].standard_name = "sea_surface_temperature"
+        nc["sst"].units = "m"
+    low, high = _true_range(cobe)
+    given = check_sources([copy], ranges={str(copy): {"sst": (low, high)}})
+    streamed = check_sources([copy])
+    _plain(monkeypatch)
+    plain = check_sources([copy])
+    assert 'Units "m" for variable sst must be convertible to canonical units "K"' in \
+        _messages(plain, "cf", "high")
+    assert _failures(given) == _failures(streamed) == _failures(plain)
+
+
+def test_standard_name_table_is_restored_after_a_check(cobe) -> None:
+    from compliance_checker.cf import util
+
+    before = util.StandardNameTable
+    check_sources([cobe], suites=["cf"])
+    assert util.StandardNameTable is before

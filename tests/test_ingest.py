@@ -334,3 +334,74 @@ def test_several_files_without_time_are_refused(tmp_path, sample) -> None:
     copy.write_bytes(Path(sample("gridded/etopo20.cdf")).read_bytes())
     with pytest.raises(DataError, match="has no time axis, so several files cannot be joined"):
         ingest([sample("gridded/etopo20.cdf"), copy], tmp_path / "e.icechunk", check=False)
+
+
+# --------------------------------------------------------------------------- one read
+
+
+def _recomputed(store: Path) -> dict[str, str]:
+    """Every variable's digest recomputed from scratch from the stored chunks."""
+    from oceandata.ingest.checksums import dataset_digests
+
+    return dataset_digests(open_store(store, decode=False))
+
+
+def test_digests_come_from_the_write_not_a_read_back(tmp_path, sample, monkeypatch) -> None:
+    from oceandata.ingest import pipeline
+
+    def no_read_back(*args, **kwargs):
+        raise AssertionError("the store was read back to digest it")
+
+    monkeypatch.setattr(pipeline, "open_raw", no_read_back)
+    monkeypatch.setattr(pipeline, "dataset_digests", no_read_back)
+    store = tmp_path / "cobe.icechunk"
+    ingest(cobe(sample, 1950, 1951), store, chunks="map", check=False, target_bytes=2**20)
+    (version,) = commits(store)
+    assert version.metadata["checksums"] == _recomputed(store)
+
+
+def test_append_extends_digests_equal_to_a_recomputation(store_1950s, sample,
+                                                         monkeypatch) -> None:
+    from oceandata.ingest import pipeline
+
+    def no_read_back(*args, **kwargs):
+        raise AssertionError("a digest was recomputed from the store")
+
+    before = commits(store_1950s)[0].metadata["checksums"]
+    monkeypatch.setattr(pipeline, "array_digest", no_read_back)
+    # the new months' digests are added to the old sums at positions 36..59
+    ingest(cobe(sample, 1953, 1954), store_1950s, append=True, check=False)
+    after = commits(store_1950s)[0].metadata["checksums"]
+    assert after == _recomputed(store_1950s)
+    assert after["sst"] != before["sst"] and after["sst"].startswith("<f4:60x180x360:")
+    assert after["lat"] == before["lat"] and after["lon"] == before["lon"]
+    assert verify(store_1950s) == []
+
+
+def test_compliance_of_an_ingest_reads_no_data_again_and_keeps_verdicts(tmp_path, sample,
+                                                                         monkeypatch) -> None:
+    from oceandata.ingest import compliance
+
+    paths = cobe(sample, 1950, 1951)
+    right = tmp_path / "year1950.nc"
+    right.write_bytes(paths[0].read_bytes())
+    with netCDF4.Dataset(right, "a") as nc:  # this year's own range: no failure
+        data = nc["sst"][:]
+        nc["sst"].actual_range = np.array([data.min(), data.max()], dtype="f4")
+    sources = [right, paths[1]]  # 1951 keeps the whole record's range: a high failure
+    expected = compliance.check_sources(sources)  # streamed from the files
+
+    def no_read(variable):
+        raise AssertionError(f"{variable.name} was read again for its actual_range")
+
+    monkeypatch.setattr(compliance, "_stream_range", no_read)
+    store = tmp_path / "cobe.icechunk"
+    result = ingest(sources, store, chunks="map")
+    report = compliance.ComplianceReport.read(result.report)
+    strip = lambda rep: [{k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+                         for r in rep.as_dict()["results"]]
+    assert strip(report) == strip(expected)
+    ranges = [f for f in report.high_failures if any("actual_range" in m for m in f[3])]
+    assert [Path(f[0]).name for f in ranges] == ["year1951.nc"]
+    assert commits(store)[0].metadata["compliance"]["high_failures"] == \
+        len(expected.high_failures)

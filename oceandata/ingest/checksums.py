@@ -68,8 +68,9 @@ def _bits(values: np.ndarray) -> np.ndarray:
     return np.asarray(flat, dtype=np.uint64).reshape(values.shape)
 
 
-#: Elements hashed at a time: the temporaries (five uint64 arrays) stay near 40 MiB.
-_SLAB = 2**20
+#: Elements hashed at a time: the temporaries (five uint64 arrays) stay near 10 MiB per
+#: thread (the sum does not depend on it).
+_SLAB = 2**18
 
 
 def _block_sum(block: np.ndarray, offset: tuple[int, ...], shape: tuple[int, ...]) -> int:
