@@ -291,7 +291,11 @@ def run_all(argv: Sequence[str], benchmarks: Sequence[Benchmark] = BENCHMARKS, *
                           load_end=summary.load(),
                           command="python -m benchmarks summary" if args.no_run else
                           " ".join(["python -m benchmarks all", *argv]))
-    out = summary.write(text, Path(summary_path or results_dir / "summary.md"))
+    try:
+        out = summary.write(text, Path(summary_path or results_dir / "summary.md"))
+    except OSError as exc:
+        print(f"cannot write the summary: {exc}", file=sys.stderr)
+        return 1
     print(f"written to {out}", file=sys.stderr)
     failed = [n for n, s in statuses.items() if s.state == "failed"]
     if failed:

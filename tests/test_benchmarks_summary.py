@@ -260,3 +260,14 @@ def test_file_dates_prefer_the_date_recorded_in_the_file(tmp_path: Path) -> None
     assert dates["naive"] == datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
     assert dates["plain"] == datetime(1970, 1, 2, tzinfo=UTC)
     assert dates["none"] is None
+
+
+def test_an_unwritable_summary_is_one_line_and_exit_1(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = cli.run_all(["--no-run"], [], results_dir=tmp_path,
+                       summary_path=blocker / "summary.md")
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("cannot write the summary:")
+    assert "Traceback" not in err
