@@ -38,13 +38,17 @@ Run::
     python -m benchmarks.bench_ingest --files 5 --repeat 1 # a quick check
 
 The Markdown table is printed and written (atomically) to
-``benchmarks/results/ingest.md``; if a method fails, the table is printed with the
-failure and nothing is written (exit code 1).
+``benchmarks/results/ingest.md``, and the figures with the issue-19 summary rows to
+``benchmarks/results/ingest.json`` (target 2, "ingest in one read": ``oceandata ingest``
+with its checks at least as fast as ``nccopy -d 4``, ratio = nccopy seconds / ingest
+seconds >= 1, and its peak RSS under 500 MiB); if a method fails, the table is printed
+with the failure and nothing is written (exit code 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import os
@@ -297,6 +301,71 @@ def _table(results: list[Result], source_bytes: int, n_files: int, repeat: int,
 
 
 
+#: issue 19, target 2: peak resident memory of the ingest, MiB
+PEAK_TARGET_MIB = 500.0
+
+
+def _summary(results: list[Result], n_files: int, repeat: int,
+             load: tuple[float, float]) -> list[dict]:
+    """The issue-19 summary rows (see ``benchmarks/summary.py``): speed and memory."""
+    by = {r.method: r for r in results if r.runs and not r.failed}
+    ingest, nccopy = by.get("oceandata ingest (icechunk)"), by.get("nccopy -d 4")
+    zarr = by.get("oceandata ingest (zarr)")
+    case = (f"{n_files} COBE-SST2 yearly files, checks on (sha256, CF/ACDD, digests), "
+            f"--chunks map, median of {repeat}")
+    loaded = f"load average {load[0]:.1f} before, {load[1]:.1f} after (2 cores)"
+    rows = []
+    if ingest and nccopy:
+        ratio = nccopy.seconds / ingest.seconds
+        met = ratio >= 1
+        note = (f"ingest {ingest.seconds:.2f} s, nccopy -d 4 {nccopy.seconds:.2f} s"
+                + (f", ingest --format zarr {zarr.seconds:.2f} s" if zarr else "")
+                + f"; {loaded}")
+        if not met:
+            note += (f"; missed by {100 * (1 - ratio):.0f}%: the ingest's fixed costs "
+                     "(interpreter and imports, about 2 s, the CF/ACDD checker's per-file "
+                     "work) against nccopy's plain C copy")
+        rows.append({"benchmark": "ingest", "case": case, "anchor": "nccopy -d 4 (per file)",
+                     "ratio": ratio, "ratio_meaning": "nccopy s / oceandata ingest s",
+                     "peak_mib": ingest.peak_rss_mib,
+                     "target": "at least as fast as nccopy -d 4 (ratio >= 1)", "met": met,
+                     "note": note})
+    if ingest:
+        met = ingest.peak_rss_mib < PEAK_TARGET_MIB
+        note = (f"peak RSS {ingest.peak_rss_mib:.0f} MiB"
+                + (f" (nccopy {nccopy.peak_rss_mib:.0f} MiB per file)" if nccopy else "")
+                + f"; {RSS_METHOD.split(' (')[0]}")
+        if not met:
+            note += f"; {ingest.peak_rss_mib - PEAK_TARGET_MIB:.0f} MiB over"
+        rows.append({"benchmark": "ingest", "case": case + ", peak memory",
+                     "anchor": "none (absolute target)", "ratio": None,
+                     "ratio_meaning": "", "peak_mib": ingest.peak_rss_mib,
+                     "target": f"peak RSS < {PEAK_TARGET_MIB:.0f} MiB", "met": met,
+                     "note": note})
+    return rows
+
+
+def _json(results: list[Result], sources: Sequence[Path], source_bytes: int, repeat: int,
+          load: tuple[float, float], reference: dict[str, float]) -> str:
+    """The figures of every method and the summary rows, as JSON text."""
+    doc = {
+        "machine": {"arch": platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version()},
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average": {"before": load[0], "after": load[1]},
+        "files": len(sources), "source_mb": source_bytes / 1e6, "repeat": repeat,
+        "reference": reference, "rss_method": RSS_METHOD,
+        "methods": {r.method: {"command": r.command, "skipped": r.skipped,
+                               "failed": r.failed, "verified": r.verified,
+                               "output_bytes": r.output_bytes,
+                               "runs": [{"seconds": x.seconds, "peak_mib": x.peak_rss_mib}
+                                        for x in r.runs]}
+                    for r in results},
+        "summary": _summary(results, len(sources), repeat, load),
+    }
+    return json.dumps(doc, indent=1) + "\n"
+
+
 def _fetch_sources() -> list[str]:
     """The COBE-SST2 files, fetched through the sample registry."""
     from oceandata import sample_data
@@ -333,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None,
                         help="folder for the temporary outputs (default: the system's)")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "ingest.md")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "ingest.json",
+                        help="figures and the issue-19 summary rows")
     parser.add_argument("--digest", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--list-sources", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -355,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference = _digest_child("netcdf", sources, args.variable)
     workdir = args.workdir or tempfile.gettempdir()
 
+    load_before = os.getloadavg()[0]
     results = [Result(name, command) for name, (_, command) in METHODS.items()]
     for _ in range(args.repeat):
         for result in results:
@@ -381,14 +453,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 shutil.rmtree(out, ignore_errors=True)
 
+    load = (load_before, os.getloadavg()[0])
     text = _table(results, source_bytes, len(sources), args.repeat, workdir, reference,
                   args.variable)
+    text += (f"\nLoad average (1 min) {load[0]:.2f} before the runs, {load[1]:.2f} after "
+             f"(on {os.cpu_count()} cores).\n")
     print(text)
     if any(r.failed for r in results):
         print(f"not written to {args.output}: a method failed (see above)", file=sys.stderr)
         return 1
     _write_atomic(args.output, text)
-    print(f"written to {args.output}", file=sys.stderr)
+    _write_atomic(args.json, _json(results, sources, source_bytes, args.repeat, load,
+                                   reference))
+    print(f"written to {args.output} and {args.json}", file=sys.stderr)
     return 0
 
 

@@ -1,23 +1,30 @@
 """NetCDF files to a versioned store, in one transaction per ingest or append.
 
-:func:`ingest` checks everything it can before it writes anything:
+:func:`ingest` checks everything it can before it commits anything:
 
 1. the sources exist, open (a truncated file is refused), share one grid, the same
    variables and units, and have unique, increasing times (a time axis is required to
    join several files or to append);
-2. the standards check (IOOS compliance-checker, CF and ACDD) runs on the sources and
-   its report is saved beside the store; ``strict`` refuses on high-priority failures;
-3. against an existing store: the grid, variables and units must match and the new
+2. against an existing store: the grid, variables and units must match and the new
    times must all come after the store's last time. Files whose sha256 is already
    recorded in the store's history are skipped, so re-running the same command changes
-   nothing.
+   nothing;
+3. the standards check (IOOS compliance-checker, CF and ACDD) runs on the sources and
+   its report is saved beside the store; ``strict`` refuses on high-priority failures.
+   It runs after the write, before the commit, with the minimum and maximum of each
+   variable the write saw (its ``actual_range`` check would otherwise read the data
+   again).
 
-Only then does it write, through one Icechunk session committed once: a ``kill -9``
-before the commit leaves the store at its previous version, and running the command
-again completes the work. A plain Zarr store (``fmt="zarr"``) is written under a
-temporary name and renamed when complete. Each commit records the sources (name,
-size, sha256), the command, software versions, the chunk plan and a chunk-independent
-digest of every variable (:mod:`oceandata.ingest.checksums`).
+Each source is read once: its sha256 is taken while the headers are opened (a thread,
+from the OS page cache), and the write's chunks are hashed for the store's checksums as
+they are written (:class:`~oceandata.ingest.checksums.WriteTally`), so the store is not
+read back; an append extends the recorded digests with the new elements'. It writes
+through one Icechunk session committed once: a ``kill -9`` before the commit leaves the
+store at its previous version, and running the command again completes the work. A
+plain Zarr store (``fmt="zarr"``) is written under a temporary name and renamed when
+complete. Each commit records the sources (name, size, sha256), the command, software
+versions, the chunk plan and a chunk-independent digest of every variable
+(:mod:`oceandata.ingest.checksums`). See ``docs/ingest.md``, "Reading each source once".
 """
 
 from __future__ import annotations
