@@ -331,7 +331,8 @@ class Entry:
             index = load_index(self)
             if index.usable:
                 ds = open_source(self.driver, [str(index.path)], args, chunks=chunks,
-                                 fix_attrs=self.metadata.fix_attrs, references=index.refs)
+                                 fix_attrs=self.metadata.fix_attrs, references=index.refs,
+                                 references_token=index.token)
                 ds.attrs.setdefault("oceandata_entry", self.name)
                 return ds
         paths = self.paths() if layout is None else [self.layouts[layout]]

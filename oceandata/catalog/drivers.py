@@ -194,7 +194,8 @@ def driver_for_path(path: str | Path) -> str:
 def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
                 chunks: Any = "auto",
                 fix_attrs: dict[str, dict[str, Any]] | None = None,
-                references: dict[str, Any] | None = None) -> xr.Dataset:
+                references: dict[str, Any] | None = None,
+                references_token: str | None = None) -> xr.Dataset:
     """Open *paths* with *driver* lazily, applying attribute fixes before CF decoding.
 
     Parameters
@@ -212,7 +213,8 @@ def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
         metadata are incomplete (e.g. a calendar only stated in a global attribute).
     references
         For a many-file ``netcdf`` source: its current kerchunk reference index
-        (:mod:`oceandata.catalog.references`), opened instead of every file's header.
+        (:mod:`oceandata.catalog.references`), opened instead of every file's header;
+        *references_token* is its digest, naming the dask arrays.
 
     Returns
     -------
@@ -231,7 +233,7 @@ def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
         from .references import open_references
 
         def opener(_paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.Dataset:
-            return open_references(references, args, chunks)
+            return open_references(references, args, chunks, token=references_token)
     if not fix_attrs:
         return opener(paths, args, chunks)
     raw_args = dict(args)

@@ -80,11 +80,14 @@ class IndexStatus:
         The kerchunk references when the index is present and current, else None.
     reason
         Why the index is not used: ``"missing"``, or the first stale detail.
+    token
+        sha256 of the index file: names the dataset's dask arrays.
     """
 
     path: Path
     refs: dict[str, Any] | None
     reason: str | None = None
+    token: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -205,7 +208,7 @@ def load_index(entry: Entry) -> IndexStatus:
                               f"records another modification time for {file}")
     except (ValueError, KeyError, TypeError) as exc:
         return _stale(entry, path, f"is malformed ({type(exc).__name__}: {exc})")
-    return IndexStatus(path, refs)
+    return IndexStatus(path, refs, token=hashlib.sha256(text.encode()).hexdigest())
 
 
 def _stale(entry: Entry, path: Path, why: str) -> IndexStatus:
@@ -214,7 +217,8 @@ def _stale(entry: Entry, path: Path, why: str) -> IndexStatus:
     return IndexStatus(path, None, why)
 
 
-def open_references(refs: dict[str, Any], args: dict[str, Any], chunks: Any) -> xr.Dataset:
+def open_references(refs: dict[str, Any], args: dict[str, Any], chunks: Any, *,
+                    token: str | None = None) -> xr.Dataset:
     """Open kerchunk references as a lazy dataset; chunks are read from the files on demand.
 
     Parameters
@@ -226,16 +230,22 @@ def open_references(refs: dict[str, Any], args: dict[str, Any], chunks: Any) -> 
         ``decode_cf``, ``decode_times``).
     chunks
         Dask chunks, as for :func:`xarray.open_dataset`.
+    token
+        A digest of the references (default: computed from them); it names the dask
+        arrays, so that dask need not pickle the references to name them.
     """
     import fsspec
-    from zarr.storage import FsspecStore
 
+    if token is None:
+        text = json.dumps(refs, sort_keys=True, default=str)
+        token = hashlib.sha256(text.encode()).hexdigest()
     kwargs = {k: v for k, v in (args.get("xarray_kwargs") or {}).items()
               if k not in ("engine", "lock", "format", "group")}
     kwargs.setdefault("chunks", chunks)
     # skip_instance_cache: the references are not tokenised (hashed) at every open
     fs = fsspec.filesystem("reference", fo=refs, asynchronous=True, skip_instance_cache=True)
-    store = FsspecStore(fs, read_only=True, path="")
+    store = _store_class()(fs, read_only=True, path="")
+    store.oceandata_token = token
     try:
         return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=2,
                                **kwargs)
@@ -244,6 +254,39 @@ def open_references(refs: dict[str, Any], args: dict[str, Any], chunks: Any) -> 
             raise
         return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=2,
                                **{**kwargs, "chunks": {}})
+
+
+_STORE_CLASS: type | None = None
+
+
+def _store_class() -> type:
+    """:class:`zarr.storage.FsspecStore` named for dask by its references' digest.
+
+    xarray names a dataset's dask arrays by tokenising the store it was opened from;
+    for an fsspec store dask would pickle it, references and all (about 0.2 s for 60
+    files). The digest of the references is the same name, for a fraction of the cost.
+    Defined on first use, so that importing this module does not import zarr.
+    """
+    global _STORE_CLASS
+    if _STORE_CLASS is None:
+        from zarr.storage import FsspecStore
+
+        class IndexedStore(FsspecStore):
+            oceandata_token: str = ""
+
+            def __dask_tokenize__(self) -> tuple[str, str]:
+                return ("oceandata.catalog.references", self.oceandata_token)
+
+        IndexedStore.__module__ = __name__
+        IndexedStore.__qualname__ = "IndexedStore"
+        _STORE_CLASS = IndexedStore
+    return _STORE_CLASS
+
+
+def __getattr__(name: str) -> Any:
+    if name == "IndexedStore":  # pickles of opened datasets name the class this way
+        return _store_class()
+    raise AttributeError(name)
 
 
 # -- building ------------------------------------------------------------------------------
