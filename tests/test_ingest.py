@@ -405,3 +405,19 @@ def test_compliance_of_an_ingest_reads_no_data_again_and_keeps_verdicts(tmp_path
     assert [Path(f[0]).name for f in ranges] == ["year1951.nc"]
     assert commits(store)[0].metadata["compliance"]["high_failures"] == \
         len(expected.high_failures)
+
+
+def test_source_data_that_cannot_be_decoded_is_named_and_nothing_is_left(tmp_path, sample
+                                                                         ) -> None:
+    # The write meets the damaged chunks first (the check no longer reads ahead of it).
+    data = bytearray(cobe(sample, 1950)[0].read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 20000] = bytes(20000)  # inside the compressed sst chunks
+    bad = tmp_path / "zeroed.nc"
+    bad.write_bytes(bytes(data))
+    store = tmp_path / "s.icechunk"
+    proc = run("ingest", str(bad), "--store", str(store))
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}: its data cannot be decoded" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not store.exists()

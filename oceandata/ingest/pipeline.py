@@ -517,10 +517,18 @@ def _read_once(target: Path, described: list[Source], skipped: list[Source],
         raise DataError(f"cannot write {target}: {exc}; nothing was committed") from exc
 
 
+#: Largest dask block a source is read in: whole multiples of the file's own chunks up to
+#: this size (a yearly COBE file is one 3 MiB block instead of twelve), so the tasks that
+#: read, decode and watch the data are few without holding much memory.
+_READ_BLOCK = "16MiB"
+
+
 def _open_each(paths: Sequence[Path], args: dict[str, Any] | None,
                fix_attrs: dict[str, dict[str, Any]] | None) -> list[xr.Dataset]:
-    return [open_source("netcdf", [str(p)], dict(args or {}), chunks={}, fix_attrs=fix_attrs)
-            for p in paths]
+    """Each source, lazily, in blocks of whole file chunks up to :data:`_READ_BLOCK`."""
+    with dask.config.set({"array.chunk-size": _READ_BLOCK}):
+        return [open_source("netcdf", [str(p)], dict(args or {}), chunks="auto",
+                            fix_attrs=fix_attrs) for p in paths]
 
 
 def _watch_ranges(ds: xr.Dataset, path: Path, tally: WriteTally) -> xr.Dataset:
