@@ -326,9 +326,10 @@ def clim_doy_sliding(values, exact, a, b, n, lo, gamma, seas_y, thresh_y, margin
                         for i in range(j, m):
                             small[i] = small[i + 1]
                 valid = below <= k and k1 < below + m
-                if not valid and width > 0.0:  # re-centre on yesterday's value
-                    lo_v = centre - width
-                    hi_v = centre + width
+                if not valid and width > 0.0:  # re-centre on yesterday's value, ahead
+                    ahead = 0.9 * width if below > k else -0.9 * width  # of the drift
+                    lo_v = centre - width - ahead
+                    hi_v = centre + width - ahead
                     below, m, s = _collect(x, a, b, d, ny, lo_v, hi_v, small)
                     passes += 1
                     valid = below <= k and k1 < below + m and m <= nmax
