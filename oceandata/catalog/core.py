@@ -266,17 +266,19 @@ class Entry:
         )
 
     def granted(self, groups: Iterable[str] = (), datasets: Iterable[str] = (), *,
-                user: str | None = None) -> bool:
+                user: str | None = None, negative: Any = None) -> bool:
         """The platform's one access rule: may a caller with these grants open this entry?
 
         *user* is the caller's name (None for an anonymous caller of the open-data
         service). The decision is :func:`oceandata.governance.rules.decide`'s: the
         notebooks (:meth:`check_access`), the open-data service
         (:mod:`oceandata.dataservice.access`), STAC and the portal all ask it.
+        *negative* is the negative list in force when the caller already holds it
+        (:class:`oceandata.governance.rules.NegativeLists`); default: read it.
         """
         from ..governance.rules import Subject, decide
 
-        return decide(self, Subject.of(user, groups, datasets)).allowed
+        return decide(self, Subject.of(user, groups, datasets), negative=negative).allowed
 
     def release(self) -> str:
         """The entry's effective release today: ``open``, ``registered`` or ``restricted``

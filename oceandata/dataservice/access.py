@@ -90,9 +90,13 @@ class Caller:
         """True without credentials."""
         return self.name is None
 
-    def may_see(self, entry: Entry) -> bool:
-        """Whether *entry* exists for this caller (the platform's access rule)."""
-        return entry.granted(self.groups, self.datasets, user=self.name)
+    def may_see(self, entry: Entry, *, negative: Any = None) -> bool:
+        """Whether *entry* exists for this caller (the platform's access rule).
+
+        A pass over many entries gives *negative* from one
+        :class:`oceandata.governance.rules.NegativeLists` (see :func:`visible_entries`).
+        """
+        return entry.granted(self.groups, self.datasets, user=self.name, negative=negative)
 
 
 ANONYMOUS = Caller()
@@ -218,7 +222,11 @@ def split_id(dataset_id: str) -> tuple[str, str | None]:
 
 def visible_entries(catalog: Catalog, caller: Caller) -> dict[str, Entry]:
     """The entries of *catalog* that exist for *caller*, in catalog order."""
-    return {name: entry for name, entry in catalog.entries.items() if caller.may_see(entry)}
+    from ..governance.rules import NegativeLists
+
+    lists = NegativeLists()
+    return {name: entry for name, entry in catalog.entries.items()
+            if caller.may_see(entry, negative=lists.of(entry))}
 
 
 def resolve(catalog: Catalog, dataset_id: str, caller: Caller,

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..catalog.core import Catalog, Entry
 from ..catalog.schema import BBox
+from ..governance.rules import NegativeLists
 from ..times import Period, period
 from .access import Caller
 
@@ -97,11 +98,10 @@ class SearchIndex:
         words = text.lower().split() if text else []
         only = set(names) if names is not None else None
         found = []
+        lists = NegativeLists()  # each root's negative list read once for this search
         for row in self._rows:
             entry = row.entry
             if only is not None and entry.name not in only:
-                continue
-            if not caller.may_see(entry):
                 continue
             if words and not all(w in row.text for w in words):
                 continue
@@ -112,6 +112,9 @@ class SearchIndex:
                 continue
             if wanted is not None and (row.period is None or not wanted.overlaps(
                     row.period.start_key, row.period.end_key)):
+                continue
+            # the access rule last: the cheap criteria above leave few entries to decide
+            if not caller.may_see(entry, negative=lists.of(entry)):
                 continue
             found.append(entry)
         return found

@@ -190,11 +190,13 @@ def metrics_token() -> str:
 
 
 def _remember_catalog(app: Any) -> None:
+    from ..governance.rules import NegativeLists
     from .access import ANONYMOUS
 
     catalog = getattr(app.state, "catalog", None)
+    lists = NegativeLists()
     for name, entry in (catalog.entries.items() if catalog is not None else ()):
-        (_OPEN if ANONYMOUS.may_see(entry) else _HIDDEN).add(name)
+        (_OPEN if ANONYMOUS.may_see(entry, negative=lists.of(entry)) else _HIDDEN).add(name)
 
 
 async def _may_read(request: Any) -> bool:

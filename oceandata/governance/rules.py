@@ -187,6 +187,26 @@ def load_negative_list(path: str | os.PathLike[str] | None = None, *,
     return parsed
 
 
+class NegativeLists:
+    """The negative list of each root catalog, read once for one pass over many entries.
+
+    :func:`load_negative_list` finds and stats the file on every call; a search or a
+    listing over thousands of entries asks :meth:`of` instead, which reads each root's
+    list once per pass (a new pass sees a changed file).
+    """
+
+    def __init__(self) -> None:
+        self._by_root: dict[str | None, NegativeList] = {}
+
+    def of(self, entry: Any) -> NegativeList:
+        """The negative list that applies to *entry* (the one beside its root catalog)."""
+        root = getattr(entry, "root", None)
+        key = None if root is None else str(root)
+        if key not in self._by_root:
+            self._by_root[key] = load_negative_list(root=root)
+        return self._by_root[key]
+
+
 def today() -> dt.date:
     """Today's date in UTC (embargoes end at 00:00 UTC of their day)."""
     return dt.datetime.now(dt.UTC).date()
