@@ -307,9 +307,11 @@ def test_command_builds_the_index_and_refuses_bad_input_in_one_line(
     cat, folder = setup
     env = {"OCEANDATA_DATA_DIR": str(tmp_path / "data")}
     catalog = str(tmp_path / "cat.yaml")
-    done = _cli("catalog", "index", "--catalog", catalog, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("reference index built") == 2  # both entries of 4 files
+    # registration: validate builds the index of both entries, then validates them
+    done = _cli("catalog", "validate", catalog, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr.count("reference index built") == 2, done.stderr
+    assert "2 entries, 0 problems: OK" in done.stdout
     assert load_index(cat.entry("cobe_years")).usable
     again = _cli("catalog", "index", "cobe_years", "--catalog", catalog, env=env)
     assert again.returncode == 0 and "reference index current" in again.stdout

@@ -201,11 +201,11 @@ def load_index(entry: Entry) -> IndexStatus:
                 size, mtime = _stat(file)
             except OSError:
                 return _stale(entry, path, f"names {file}, which is missing")
-            if size != rec["size"] or mtime != rec["mtime_ns"]:
-                return _stale(entry, path, f"records {file} with size {rec['size']}, "
-                              f"the file now has size {size} and another modification time"
-                              if size != rec["size"] else
-                              f"records another modification time for {file}")
+            if size != rec["size"]:
+                return _stale(entry, path, f"records {file} with size {rec['size']}, the "
+                              f"file now has {size} bytes")
+            if mtime != rec["mtime_ns"]:
+                return _stale(entry, path, f"records another modification time for {file}")
     except (ValueError, KeyError, TypeError) as exc:
         return _stale(entry, path, f"is malformed ({type(exc).__name__}: {exc})")
     return IndexStatus(path, refs, token=hashlib.sha256(text.encode()).hexdigest())
