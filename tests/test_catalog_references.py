@@ -356,3 +356,35 @@ def test_cobe_sst2_sample_entry_opens_from_its_index(
     finally:
         monkeypatch.undo()
         get_settings(reload=True)
+
+
+def test_classic_netcdf_files_are_indexed_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              opened_from_index: list[int]) -> None:
+    """netCDF-3 files (a record dimension) go through kerchunk's NetCDF3ToZarr."""
+    import pandas as pd
+
+    for i, year in enumerate((2000, 2001, 2002)):
+        times = pd.date_range(f"{year}-01-01", periods=12, freq="MS")
+        rng = np.random.default_rng(i)
+        ds = xr.Dataset({"sst": (("time", "lat", "lon"), rng.random((12, 4, 5)).astype("f4"))},
+                        coords={"time": times, "lat": np.arange(4.0), "lon": np.arange(5.0)})
+        ds.to_netcdf(tmp_path / f"y{year}.nc", format="NETCDF3_CLASSIC", unlimited_dims=["time"],
+                     encoding={"time": {"units": "days since 1990-01-01", "dtype": "f8"}})
+    body = ENTRY.format(name="NAME", folder=tmp_path, first=2000, last=2002, grade="general",
+                        release="open", extra="").replace("year*.nc", "y*.nc")
+    (tmp_path / "cat.yaml").write_text("metadata: {version: 1}\nsources:\n" +
+                                       body.replace("NAME", "classic"))
+    monkeypatch.setenv("OCEANDATA_DATA_DIR", str(tmp_path / "data"))
+    get_settings(reload=True)
+    try:
+        entry = open_catalog(tmp_path / "cat.yaml").entry("classic")
+        assert build_index(entry)[1] is True
+        opened_from_index.clear()
+        ds = entry.to_dask()
+        assert opened_from_index == [1]
+        direct = xr.open_mfdataset(sorted(str(p) for p in tmp_path.glob("y*.nc")),
+                                   combine="by_coords")
+        xr.testing.assert_identical(_without_entry_attr(ds).compute(), direct.compute())
+    finally:
+        monkeypatch.undo()
+        get_settings(reload=True)
