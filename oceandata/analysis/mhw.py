@@ -539,11 +539,24 @@ def _clim_on_time(data: xr.DataArray, seas_y: np.ndarray, thresh_y: np.ndarray,
     for name, values in (("seas", seas_y), ("thresh", thresh_y)):
         field = xr.DataArray(values.reshape(*points.shape, 366),
                              dims=(*points.dims, "dayofyear"), coords=points.coords)
-        if data.chunks is not None:  # the point blocks of the daily series
-            blocks = _point_chunks(data).chunks[:-1]
-            field = field.chunk(dict(zip(field.dims[:-1], blocks, strict=True)))
-        fields[name] = field.isel(dayofyear=xr.DataArray(doy - 1, dims="time"))
+        if data.chunks is None:
+            fields[name] = field.isel(dayofyear=xr.DataArray(doy - 1, dims="time"))
+            continue
+        # the point blocks of the daily series; one gather per block (a dask fancy
+        # index of the whole field builds a shuffle graph, ~0.2 s for 10,000 points)
+        blocks = _point_chunks(data).chunks[:-1]
+        field = field.chunk(dict(zip(field.dims[:-1], blocks, strict=True)))
+        fields[name] = xr.apply_ufunc(
+            _take_doy, field, kwargs={"index": doy - 1}, input_core_dims=[["dayofyear"]],
+            output_core_dims=[["time"]], dask="parallelized", output_dtypes=[values.dtype],
+            dask_gufunc_kwargs={"output_sizes": {"time": doy.size}},
+        )
     return xr.Dataset(fields).assign_coords(time=data["time"])
+
+
+def _take_doy(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[..., index]``: a (..., 366) block gathered onto the time axis."""
+    return values[..., index]
 
 
 def _latitude(sst: xr.DataArray, latitude: float | None) -> xr.DataArray | None:
