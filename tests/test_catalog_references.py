@@ -112,6 +112,13 @@ def _without_entry_attr(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+def tmp_path_factory_dir(folder: Path) -> Path:
+    """A folder beside the test's files for its outputs."""
+    out = folder.parent / "out"
+    out.mkdir(exist_ok=True)
+    return out
+
+
 def _corrupt_keeping_size_and_mtime(path: Path) -> None:
     """Overwrite *path* with zeros of the same size, then give it back its mtime."""
     st = path.stat()
@@ -148,6 +155,19 @@ def test_entry_opens_from_its_index_with_the_values_of_the_files(
             path.with_suffix(".off").rename(path)
         xr.testing.assert_identical(ours.compute(), theirs.compute())
     assert len(opened_from_index) == 4
+
+    # attributes keep the files' numpy types; the dataset writes out as the files' does
+    for name, var in expected.variables.items():
+        for key, value in var.attrs.items():
+            assert type(ds[name].attrs[key]) is type(value), (name, key)
+            assert getattr(ds[name].attrs[key], "dtype", None) == getattr(value, "dtype", None)
+    assert ds.sst.encoding["missing_value"].dtype == np.float32
+    assert ds.sst.encoding["zlib"] and ds.sst.encoding["complevel"] == 9
+    part = ds.isel(time=slice(0, 2), lat=slice(0, 10))
+    part.to_zarr(tmp_path_factory_dir(folder) / "part.zarr", zarr_format=3, consolidated=False)
+    part.to_netcdf(tmp_path_factory_dir(folder) / "part.nc")
+    with xr.open_dataset(tmp_path_factory_dir(folder) / "part.nc") as back:
+        xr.testing.assert_identical(back, part.compute())
 
     # a dataset opened from the index travels to dask workers (pickled) whole
     again = pickle.loads(pickle.dumps(ds.sst.isel(time=slice(10, 14))))

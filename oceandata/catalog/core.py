@@ -333,8 +333,7 @@ class Entry:
             index = load_index(self)
             if index.usable:
                 ds = open_source(self.driver, [str(index.path)], args, chunks=chunks,
-                                 fix_attrs=self.metadata.fix_attrs, references=index.refs,
-                                 references_token=index.token)
+                                 fix_attrs=self.metadata.fix_attrs, references=index)
                 ds.attrs.setdefault("oceandata_entry", self.name)
                 return ds
         paths = self.paths() if layout is None else [self.layouts[layout]]

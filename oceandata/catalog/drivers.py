@@ -194,8 +194,7 @@ def driver_for_path(path: str | Path) -> str:
 def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
                 chunks: Any = "auto",
                 fix_attrs: dict[str, dict[str, Any]] | None = None,
-                references: dict[str, Any] | None = None,
-                references_token: str | None = None) -> xr.Dataset:
+                references: Any = None) -> xr.Dataset:
     """Open *paths* with *driver* lazily, applying attribute fixes before CF decoding.
 
     Parameters
@@ -212,9 +211,9 @@ def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
         ``{variable: {attribute: value}}`` set before decoding, for files whose CF
         metadata are incomplete (e.g. a calendar only stated in a global attribute).
     references
-        For a many-file ``netcdf`` source: its current kerchunk reference index
-        (:mod:`oceandata.catalog.references`), opened instead of every file's header;
-        *references_token* is its digest, naming the dask arrays.
+        For a many-file ``netcdf`` source: its current kerchunk reference index (an
+        :class:`oceandata.catalog.references.IndexStatus` that is usable), opened instead
+        of every file's header.
 
     Returns
     -------
@@ -233,7 +232,8 @@ def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
         from .references import open_references
 
         def opener(_paths: Sequence[str], args: dict[str, Any], chunks: Any) -> xr.Dataset:
-            return open_references(references, args, chunks, token=references_token)
+            return open_references(references.refs, args, chunks, token=references.token,
+                                   attr_types=references.attr_types)
     if not fix_attrs:
         return opener(paths, args, chunks)
     raw_args = dict(args)

@@ -58,7 +58,7 @@ __all__ = ["INDEX_FORMAT", "IndexResult", "IndexStatus", "build_index", "build_i
 log = logging.getLogger(__name__)
 
 #: Version of the index file layout; an index of another version is stale.
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 
 #: Arrays (and chunks) up to this many bytes are stored in the index itself, so the
 #: coordinates of an entry are read without opening a data file.
@@ -82,12 +82,15 @@ class IndexStatus:
         Why the index is not used: ``"missing"``, or the first stale detail.
     token
         sha256 of the index file: names the dataset's dask arrays.
+    attr_types
+        Numpy types of the files' numeric attributes, restored at open.
     """
 
     path: Path
     refs: dict[str, Any] | None
     reason: str | None = None
     token: str | None = None
+    attr_types: dict[str, dict[str, str]] | None = None
 
     @property
     def usable(self) -> bool:
@@ -208,7 +211,8 @@ def load_index(entry: Entry) -> IndexStatus:
                 return _stale(entry, path, f"records another modification time for {file}")
     except (ValueError, KeyError, TypeError) as exc:
         return _stale(entry, path, f"is malformed ({type(exc).__name__}: {exc})")
-    return IndexStatus(path, refs, token=hashlib.sha256(text.encode()).hexdigest())
+    return IndexStatus(path, refs, token=hashlib.sha256(text.encode()).hexdigest(),
+                       attr_types=doc.get("attr_types") or {})
 
 
 def _stale(entry: Entry, path: Path, why: str) -> IndexStatus:
@@ -218,7 +222,8 @@ def _stale(entry: Entry, path: Path, why: str) -> IndexStatus:
 
 
 def open_references(refs: dict[str, Any], args: dict[str, Any], chunks: Any, *,
-                    token: str | None = None) -> xr.Dataset:
+                    token: str | None = None,
+                    attr_types: dict[str, dict[str, str]] | None = None) -> xr.Dataset:
     """Open kerchunk references as a lazy dataset; chunks are read from the files on demand.
 
     Parameters
@@ -233,6 +238,9 @@ def open_references(refs: dict[str, Any], args: dict[str, Any], chunks: Any, *,
     token
         A digest of the references (default: computed from them); it names the dask
         arrays, so that dask need not pickle the references to name them.
+    attr_types
+        Numpy types of the files' numeric attributes (recorded in the index), restored
+        on the opened dataset (see :func:`_as_from_netcdf`).
     """
     import fsspec
 
@@ -247,13 +255,79 @@ def open_references(refs: dict[str, Any], args: dict[str, Any], chunks: Any, *,
     store = _store_class()(fs, read_only=True, path="")
     store.oceandata_token = token
     try:
-        return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=2,
-                               **kwargs)
+        ds = xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=2, **kwargs)
     except NotImplementedError:
         if kwargs.get("chunks") != "auto":
             raise
-        return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=2,
-                               **{**kwargs, "chunks": {}})
+        ds = xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=2,
+                             **{**kwargs, "chunks": {}})
+    return _as_from_netcdf(ds, attr_types or {})
+
+
+#: CF attributes that CF decoding moves from a variable's attributes to its encoding
+_ENCODED_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+
+
+def _typed(value: Any, dtype: str) -> Any:
+    """*value* (from JSON) as the numpy type the NetCDF file gives it."""
+    import numpy as np
+
+    if isinstance(value, list | tuple | np.ndarray):
+        return np.asarray(value, dtype=dtype)
+    return np.dtype(dtype).type(value)
+
+
+def _as_from_netcdf(ds: xr.Dataset, attr_types: dict[str, dict[str, str]]) -> xr.Dataset:
+    """Give a dataset opened from references the attributes and encoding of the files.
+
+    Kerchunk keeps attributes as JSON, so numeric attributes come back as Python floats
+    and lists; *attr_types* (recorded from the files at build time) restores their
+    numpy types (``actual_range`` as float32, as netCDF4 reads it). The zarr storage
+    encoding (``filters``, ``compressors``, ``chunks``) is turned into the netCDF4
+    backend's (``zlib``, ``complevel``, ``shuffle``, ``chunksizes``, ``original_shape``),
+    so writing the dataset out (NetCDF or Zarr v3) behaves as it does for the files.
+    """
+    def fix_attrs(attrs: dict[str, Any], types: dict[str, str]) -> None:
+        for key, dtype in types.items():
+            if key in attrs:
+                attrs[key] = _typed(attrs[key], dtype)
+
+    fix_attrs(ds.attrs, attr_types.get("", {}))
+    for name, var in ds.variables.items():
+        types = attr_types.get(str(name), {})
+        fix_attrs(var.attrs, types)
+        enc = var.encoding
+        for key in _ENCODED_ATTRS:
+            if key in enc and key in types:
+                enc[key] = _typed(enc[key], types[key])
+        codecs = [*(enc.pop("filters", None) or ()), *(enc.pop("compressors", None) or ())]
+        for key in ("compressor", "shards"):
+            enc.pop(key, None)
+        for codec in codecs:
+            codec_id = getattr(codec, "codec_id", "")
+            if codec_id == "zlib":
+                enc.update(zlib=True, complevel=int(getattr(codec, "level", 4)))
+            elif codec_id == "shuffle":
+                enc["shuffle"] = True
+        chunks = enc.pop("chunks", None)
+        if chunks is not None and var.ndim:
+            enc["chunksizes"] = tuple(int(c) for c in chunks)
+            enc["original_shape"] = var.shape
+    return ds
+
+
+def _attr_types(ds: xr.Dataset) -> dict[str, dict[str, str]]:
+    """Numpy type of every numeric attribute of *ds* (``""``: the global attributes)."""
+    import numpy as np
+
+    out: dict[str, dict[str, str]] = {}
+    items = [("", ds.attrs), *((str(n), v.attrs) for n, v in ds.variables.items())]
+    for name, attrs in items:
+        types = {k: np.asarray(v).dtype.str for k, v in attrs.items()
+                 if isinstance(v, np.ndarray | np.generic) and np.asarray(v).dtype.kind in "biuf"}
+        if types:
+            out[name] = types
+    return out
 
 
 _STORE_CLASS: type | None = None
@@ -379,7 +453,7 @@ def _same_attrs(a: dict[str, Any], b: dict[str, Any], skip: Sequence[str] = ()) 
         return False
     for key in keys:
         x, y = np.asarray(a[key]), np.asarray(b[key])
-        if x.shape != y.shape:
+        if x.shape != y.shape or (x.dtype != y.dtype and "U" not in (x.dtype.kind, y.dtype.kind)):
             return False
         nan_ok = x.dtype.kind == "f" and y.dtype.kind == "f"
         try:
@@ -391,11 +465,12 @@ def _same_attrs(a: dict[str, Any], b: dict[str, Any], skip: Sequence[str] = ()) 
 
 
 def _verify(entry: Entry, paths: Sequence[str], refs: dict[str, Any],
-            kwargs: dict[str, Any]) -> None:
+            kwargs: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Refuse references that do not open as :func:`xarray.open_mfdataset` does.
 
-    Compared: dimensions, variables, attributes, decoded coordinates, and the first and
-    last step along the joining dimension of every data variable.
+    Compared: dimensions, variables, attributes (values and numpy types), decoded
+    coordinates, and the first and last step along the joining dimension of every data
+    variable. Returns the numpy types of the files' numeric attributes.
     """
     import numpy as np
 
@@ -404,7 +479,9 @@ def _verify(entry: Entry, paths: Sequence[str], refs: dict[str, Any],
     args = dict(entry.args)
     args["xarray_kwargs"] = {**kwargs, "decode_cf": False}
     direct = _open_netcdf(paths, args, {})
-    ours = open_references(refs, {"xarray_kwargs": {"decode_cf": False}}, {})
+    attr_types = _attr_types(direct)
+    ours = open_references(refs, {"xarray_kwargs": {"decode_cf": False}}, {},
+                           attr_types=attr_types)
     try:
         def differ(what: str) -> DataError:
             return DataError(f"{entry.where}: entry {entry.name!r}: the reference index "
@@ -437,6 +514,7 @@ def _verify(entry: Entry, paths: Sequence[str], refs: dict[str, Any],
     finally:
         direct.close()
         ours.close()
+    return attr_types
 
 
 def build_index(entry: Entry, *, force: bool = False) -> tuple[Path, bool]:
@@ -488,7 +566,7 @@ def build_index(entry: Entry, *, force: bool = False) -> tuple[Path, bool]:
     singles = [_scan(p) for p in paths]
     dim = _concat_dim(entry, paths, kwargs)
     refs = _combine(entry, paths, singles, dim)
-    _verify(entry, paths, refs, kwargs)
+    attr_types = _verify(entry, paths, refs, kwargs)
     # a file touched while it was scanned makes the recorded state wrong: refuse it
     for rec in records:
         if _stat(rec["path"]) != (rec["size"], rec["mtime_ns"]):
@@ -496,7 +574,7 @@ def build_index(entry: Entry, *, force: bool = False) -> tuple[Path, bool]:
                             "built; run the command again")
     doc = {"format": INDEX_FORMAT, "entry": entry.name, "catalog": str(entry.source_file),
            "definition": _definition(entry), "concat_dim": dim, "files": records,
-           "refs": refs}
+           "attr_types": attr_types, "refs": refs}
     target = index_path(entry)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(target) as tmp:
