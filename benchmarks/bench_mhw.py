@@ -234,10 +234,11 @@ def summary_rows(summary: dict) -> list[dict]:
     else:
         note = (f"{pps:.0f} points/s with {best}: missed by "
                 f"{TARGET_POINTS_PER_S - pps:.0f} points/s "
-                f"({100 * (1 - pps / TARGET_POINTS_PER_S):.0f}%); the time goes to the "
-                "compiled climatology (sliding percentile, ~60% of the task), the event "
-                "kernel, gap filling and the Zarr read (see benchmarks/README.md); "
-                f"{load}")
+                f"({100 * (1 - pps / TARGET_POINTS_PER_S):.0f}%): the compiled climatology "
+                "(exact sliding percentile) alone needs about the whole budget of both "
+                "cores, then come the Zarr read and decompression, the rechunk to point "
+                "blocks, the event kernel and the serial events table (profile in "
+                f"benchmarks/README.md); {load}")
     common = {"benchmark": "mhw", "peak_mib": float(peak)}
     return [
         {**common, "case": f"oceandata gridded ({best}), {size}",
