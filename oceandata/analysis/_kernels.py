@@ -24,39 +24,8 @@ writable; otherwise numba compiles on first use (about a second per kernel and d
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
-import sys
-
 import numba
 import numpy as np
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None (other C libraries, other systems)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_freed_memory() -> None:
-    """Return the heap's freed pages to the system (glibc ``malloc_trim(0)``; else a no-op).
-
-    The chunks of a time-chunked store (31 MB for a 0.5-degree grid and 30 days) are just
-    under glibc's largest mmap threshold (32 MiB), so once one has been freed they come
-    from the worker threads' malloc arenas, which keep the freed buffers resident: the
-    peak RSS then grows by about a chunk per arena. Called at the start of each chunk's
-    task (as dask's distributed workers do with ``malloc_trim``), it bounds the peak to
-    the chunks actually in use, for a few microseconds per call.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 @numba.njit(nogil=True, cache=True)

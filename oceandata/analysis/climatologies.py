@@ -24,6 +24,7 @@ import xarray as xr
 from flox.xarray import xarray_reduce
 
 from ..errors import DataError, UsageError
+from ..memory import release_freed_memory
 from ..times import period
 
 Freq = Literal["month", "dayofyear"]
@@ -101,7 +102,7 @@ def _as_rows(values: np.ndarray, axis: int) -> np.ndarray:
 def _partial_sums(block: np.ndarray, codes: np.ndarray, ngroups: int, axis: int):
     """Sums and counts of the groups present in one chunk (see :func:`_kernels.group_sums`)."""
     kernels = _kernels()
-    kernels.release_freed_memory()  # the previous chunks' buffers (see its docstring)
+    release_freed_memory()  # the previous chunks' buffers (see its docstring)
     return kernels.group_sums(_as_rows(block, axis), codes, ngroups)
 
 
@@ -290,7 +291,7 @@ def _subtract_groups(block: np.ndarray, codes: np.ndarray, table: np.ndarray,
     if (kernels is None or dtype not in (np.float32, np.float64)
             or block.dtype not in (np.float32, np.float64)):
         return block - np.take(table, codes, axis=axis)
-    kernels.release_freed_memory()  # the previous chunks' buffers (see its docstring)
+    release_freed_memory()  # the previous chunks' buffers (see its docstring)
     rows = _as_rows(block, axis)
     out = np.empty(rows.shape, dtype=dtype)
     kernels.subtract_groups(rows, np.asarray(codes, dtype=np.int64), _as_rows(table, axis),
