@@ -408,3 +408,78 @@ def test_classic_netcdf_files_are_indexed_too(tmp_path: Path, monkeypatch: pytes
     finally:
         monkeypatch.undo()
         get_settings(reload=True)
+
+
+# ------------------------------------------------------------------------ the index's trust
+
+def test_a_poisoned_index_is_never_followed_outside_the_entry(
+        setup: tuple[Catalog, Path], opened_from_index: list[int],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Whoever could write the index must not make an open entry serve another file."""
+    import json
+
+    cat, folder = setup
+    entry = cat.entry("cobe_years")
+    path, _ = build_index(entry)
+    secret = folder.parent / "secret.nc"
+    shutil.copyfile(folder / f"year{YEARS[0]}.nc", secret)
+    doc = json.loads(path.read_text())
+    key, ref = next((k, v) for k, v in doc["refs"]["refs"].items() if isinstance(v, list))
+    for poisoned in ({**doc["refs"]["refs"], key: [str(secret), *ref[1:]]},):
+        doc["refs"]["refs"] = poisoned
+        path.write_text(json.dumps(doc))
+        with caplog.at_level(logging.WARNING, logger="oceandata.catalog.references"):
+            assert not load_index(entry).usable
+        assert "refers to data outside the entry's files" in caplog.text
+    doc["refs"]["templates"] = {"u": "http://127.0.0.1:9/"}
+    path.write_text(json.dumps(doc))
+    assert not load_index(entry).usable
+    # an index anyone may rewrite is not trusted either, even when its content is right
+    build_index(entry, force=True)
+    assert load_index(entry).usable
+    os.chmod(path, 0o666)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="oceandata.catalog.references"):
+        assert not load_index(entry).usable
+    assert "writable by others" in caplog.text
+    opened_from_index.clear()
+    ds = entry.to_dask()
+    assert opened_from_index == []
+    xr.testing.assert_identical(_without_entry_attr(ds), _direct(folder))
+
+
+def test_the_index_is_no_more_readable_than_the_files(setup: tuple[Catalog, Path]) -> None:
+    cat, folder = setup
+    entry = cat.entry("cobe_years")
+    path, _ = build_index(entry)
+    assert path.stat().st_mode & 0o777 == 0o644  # the files are world-readable
+    for file in folder.glob("*.nc"):
+        os.chmod(file, 0o640)  # as a restricted entry's files are kept
+    path, built = build_index(entry, force=True)
+    assert built and path.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_entry_name_never_leads_the_index_out_of_its_folder(
+        setup: tuple[Catalog, Path]) -> None:
+    cat, _ = setup
+    entry = cat.entry("cobe_years")
+    entry.name = "../../etc/evil"  # catalog keys are the operator's, but never paths
+    path = index_path(entry)
+    assert path.parent == get_settings().data_dir / "references"
+    assert path.name.startswith(".._.._etc_evil-")
+
+
+def test_files_kerchunk_cannot_join_are_one_line_and_the_entry_still_opens(
+        setup: tuple[Catalog, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    cat, folder = setup
+    entry = cat.entry("cobe_years")
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Found chunk size mismatch")  # what kerchunk raises for unlike files
+
+    monkeypatch.setattr(refs_mod, "_combine", refuse)
+    [result] = refs_mod.build_indexes([entry])
+    assert result.path is None
+    assert str(result) == ("cobe_years: no reference index (ValueError: Found chunk size "
+                           "mismatch); it opens from its files")
+    xr.testing.assert_identical(_without_entry_attr(entry.to_dask()), _direct(folder))

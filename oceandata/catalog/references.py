@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,8 @@ def index_path(entry: Entry) -> Path:
     """
     from ..config import get_settings
 
-    name = f"{entry.name}-{_definition(entry)[:16]}.json"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", entry.name)  # a catalog key never leaves the folder
+    name = f"{safe}-{_definition(entry)[:16]}.json"
     return get_settings().data_dir / "references" / name
 
 
@@ -178,15 +180,23 @@ def load_index(entry: Entry) -> IndexStatus:
     """
     path = index_path(entry)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            st = os.fstat(f.fileno())
+            text = f.read()
     except FileNotFoundError:
         return IndexStatus(path, None, "missing")
     except OSError as exc:
         return _stale(entry, path, f"cannot be read ({exc.strerror})")
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+        # the index says which files (and where in them) the data comes from: only one
+        # written by this account or root, and writable by nobody else, is trusted
+        return _stale(entry, path, "is owned by another account or writable by others")
     try:
         doc = json.loads(text)
         recorded = doc["files"]
         refs = doc["refs"]
+        if not _refers_only_to(refs, {r["path"] for r in recorded}):
+            return _stale(entry, path, "refers to data outside the entry's files")
         if doc.get("format") != INDEX_FORMAT:
             return _stale(entry, path, f"has format {doc.get('format')!r}, "
                           f"not {INDEX_FORMAT}")
@@ -213,6 +223,21 @@ def load_index(entry: Entry) -> IndexStatus:
         return _stale(entry, path, f"is malformed ({type(exc).__name__}: {exc})")
     return IndexStatus(path, refs, token=hashlib.sha256(text.encode()).hexdigest(),
                        attr_types=doc.get("attr_types") or {})
+
+
+def _refers_only_to(refs: Any, files: set[str]) -> bool:
+    """Whether every chunk reference of *refs* reads one of *files* (kerchunk version 1:
+    inline values, or ``[path, offset, length]`` / ``[path]`` lists); templates and
+    generated references, which could name anything, are refused."""
+    if not isinstance(refs, dict) or set(refs) - {"version", "refs"}:
+        return False
+    for value in (refs.get("refs") or {}).values():
+        if isinstance(value, list):
+            if not value or value[0] not in files:
+                return False
+        elif not isinstance(value, str | dict):
+            return False
+    return True
 
 
 def _stale(entry: Entry, path: Path, why: str) -> IndexStatus:
@@ -577,8 +602,15 @@ def build_index(entry: Entry, *, force: bool = False) -> tuple[Path, bool]:
            "attr_types": attr_types, "refs": refs}
     target = index_path(entry)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # the index holds coordinates, attributes and small chunks of the files: readable by
+    # others only when every file is (a restricted entry's files are not)
+    public = all(os.stat(rec["path"]).st_mode & 0o004 for rec in records)
+    mode = 0o644 if public else 0o600
     with atomic_output(target) as tmp:
-        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # never wider
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(doc))
+        os.chmod(tmp, mode)  # the umask cannot narrow what the files allow either
     return target, True
 
 
@@ -624,6 +656,16 @@ def build_indexes(entries: Sequence[Entry], *, force: bool = False) -> list[Inde
             path, built = build_index(entry, force=force)
         except DataError as exc:
             results.append(IndexResult(entry.name, None, False, str(exc)))
+            continue
+        except OSError as exc:  # unreadable file, unwritable data dir
+            where = f" ({exc.filename})" if exc.filename else ""
+            results.append(IndexResult(entry.name, None, False,
+                                       f"{exc.strerror or exc}{where}"))
+            continue
+        except Exception as exc:  # kerchunk or xarray refusing the files (e.g. unlike files)
+            log.debug("indexing %s failed", entry.name, exc_info=True)
+            results.append(IndexResult(entry.name, None, False,
+                                       f"{type(exc).__name__}: {exc}"))
             continue
         results.append(IndexResult(entry.name, path, built))
     return results
