@@ -102,6 +102,21 @@ def test_dayofyear_climatology_equals_xarray_bit_for_bit(layout, no_flox):
     np.testing.assert_array_equal(clim.values, ref.values)
 
 
+@pytest.mark.parametrize("freq", ["month", "dayofyear"])
+@pytest.mark.parametrize("layout", ["numpy", "dask, 17-day chunks"])
+def test_steps_without_a_time_belong_to_no_group(freq, layout, no_flox):
+    """A missing time (NaT) is no month: its values must not land in any group
+    (numba does not check indices: code -1 would be December's row)."""
+    da = _sst()
+    time = da["time"].values.copy()
+    time[[40, 700, 1000]] = np.datetime64("NaT")
+    da = LAYOUTS[layout](da.assign_coords(time=time))
+    clim = climatology(da, freq=freq)
+    ref = _reference(da.isel(time=~np.isnat(time)), freq).transpose(*clim.dims)
+    np.testing.assert_array_equal(clim[freq].values, ref[freq].values)
+    np.testing.assert_array_equal(clim.values, ref.values)
+
+
 def test_absent_months_are_nan_and_baseline_is_respected(no_flox):
     da = _sst().chunk(time=10)
     clim = climatology(da.sel(time=slice("2001-01-01", "2001-03-31")))

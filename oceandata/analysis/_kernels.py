@@ -33,7 +33,8 @@ def present_groups(codes: np.ndarray, ngroups: int) -> np.ndarray:
     """Sorted group ids (``0 <= code < ngroups``) that occur in *codes*."""
     seen = np.zeros(ngroups, np.bool_)
     for t in range(codes.size):
-        seen[codes[t]] = True
+        if 0 <= codes[t] < ngroups:  # a step of no group (a missing time) is left out
+            seen[codes[t]] = True
     return np.flatnonzero(seen)
 
 
@@ -46,7 +47,8 @@ def group_sums(block: np.ndarray, codes: np.ndarray, ngroups: int):
     block
         ``(nt, n)`` float32 or float64 values, C-contiguous.
     codes
-        ``(nt,)`` integer group of each time step, ``0 <= code < ngroups``.
+        ``(nt,)`` integer group of each time step, ``0 <= code < ngroups``; a step
+        with any other code (-1: a missing time) belongs to no group and is skipped.
     ngroups
         Number of groups in all.
 
@@ -64,6 +66,8 @@ def group_sums(block: np.ndarray, codes: np.ndarray, ngroups: int):
     sums = np.zeros((ids.size, n), np.float64)
     counts = np.zeros((ids.size, n), np.int32)
     for t in range(nt):
+        if not 0 <= codes[t] < ngroups:
+            continue
         k = slot[codes[t]]
         s = sums[k]
         c = counts[k]
@@ -108,7 +112,11 @@ def subtract_groups(block: np.ndarray, codes: np.ndarray, table: np.ndarray,
     nt, n = block.shape
     for t in range(nt):
         row = block[t]
-        ref = table[codes[t]]
         dst = out[t]
+        if not 0 <= codes[t] < table.shape[0]:  # a step of no group: no anomaly
+            for i in range(n):
+                dst[i] = np.nan
+            continue
+        ref = table[codes[t]]
         for i in range(n):
             dst[i] = row[i] - ref[i]

@@ -229,6 +229,7 @@ def climatology(da: xr.DataArray, freq: Freq = "month", baseline: Any = None, *,
     sel = _select_baseline(da, baseline, dim)
     key = _group_key(sel, freq, dim)
     expected = np.arange(1, 13) if freq == "month" else np.unique(key.values)
+    expected = expected[~pd.isna(expected)]  # a missing time has no group
     # engine="flox": flox would otherwise pick its slower "numpy" engine, since the labels
     # of the whole time axis (1..12, 1..12, ...) are not sorted; "flox" sorts each chunk.
     # method="map-reduce": flox picks "cohorts" for a periodic key on a store chunked
