@@ -91,3 +91,22 @@ def test_tapped_digest_covers_the_encoded_values() -> None:
               shape=values.shape).compute()
     stored = np.where(np.isnan(values), np.float32(1e20), values)  # what the store holds
     assert f"<f4:2x2:{tally.sum('v'):016x}" == digest(stored, stored.shape)
+
+
+def test_every_nan_bit_pattern_digests_as_the_store_reads_it_back(tmp_path) -> None:
+    """A chunk that is all NaN is not stored by zarr (it equals the fill value) and reads
+    back as the standard NaN: a source's sign-bit NaN must not change the digest."""
+    from oceandata.ingest.checksums import WriteTally
+
+    values = np.full((4, 3), np.nan, dtype="f4")
+    values[:2] = -values[:2]  # 0xffc00000, as MATLAB and x86's 0/0 write it
+    values[3, 2] = 7.0
+    assert np.signbit(values[0, 0])
+    tally = WriteTally()
+    var = xr.Variable(("a", "b"), da.from_array(values, chunks=2))
+    tapped = tally.tap("v", var, {}, shape=values.shape)
+    xr.Dataset({"v": (("a", "b"), tapped)}).to_zarr(
+        tmp_path / "s.zarr", encoding={"v": {"chunks": (2, 2)}}, zarr_format=3)
+    back = xr.open_zarr(tmp_path / "s.zarr")["v"].values
+    assert not np.signbit(back[0, 0])  # the all-NaN chunk came back as the standard NaN
+    assert f"<f4:4x3:{tally.sum('v'):016x}" == digest(back, back.shape)

@@ -57,8 +57,18 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 def _bits(values: np.ndarray) -> np.ndarray:
-    """The raw bits of each element as uint64 (strings and objects via their UTF-8 hash)."""
+    """The raw bits of each element as uint64 (strings and objects via their UTF-8 hash).
+
+    Every NaN counts as the one NaN of its dtype: zarr does not store a chunk that is all
+    fill value (NaN-equal), which then reads back as the standard NaN, so a source's other
+    NaN bit patterns (sign bit set, payloads) would otherwise change the digest between the
+    write and the store.
+    """
     values = np.ascontiguousarray(values)
+    if values.dtype.kind in "fc":
+        nan = np.isnan(values)
+        if nan.any():
+            values = np.where(nan, np.array(np.nan, dtype=values.dtype), values)
     if values.dtype.kind in "biufcmM" and values.dtype.itemsize <= 8:
         unsigned = values.view(f"u{values.dtype.itemsize}") if values.dtype.itemsize > 1 \
             else values.view("u1")
