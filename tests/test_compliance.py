@@ -446,3 +446,21 @@ def test_standard_name_table_is_restored_after_a_check(cobe) -> None:
     before = util.StandardNameTable
     check_sources([cobe], suites=["cf"])
     assert util.StandardNameTable is before
+
+
+def test_a_checker_whose_internals_moved_gives_the_same_verdicts(cobe, cobe_report,
+                                                                 monkeypatch) -> None:
+    """The shared-table speed-up patches compliance-checker's internals; when one of them
+    is gone (a newer release) the check runs as shipped, with the same report."""
+    monkeypatch.setattr(compliance, "_INTERNALS",
+                        (*compliance._INTERNALS, ("util", "_renamed_in_a_new_release")))
+
+    def never(*args, **kwargs):
+        raise AssertionError("the speed-up was applied over missing internals")
+
+    monkeypatch.setattr(compliance, "_shared_table_class", never)
+    again = check_sources([cobe])
+    strip = [{k: v for k, v in r.items() if k != "seconds"}
+             for r in again.as_dict()["results"]]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"}
+                     for r in cobe_report.as_dict()["results"]]

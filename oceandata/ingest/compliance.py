@@ -508,6 +508,9 @@ def _shared_table_class() -> type:
 
 #: compliance-checker's functions replaced while :func:`check_sources` runs.
 _ORIGINAL: dict[str, Any] = {}
+#: the internals :func:`_fast_tables` replaces (module of ``compliance_checker.cf``, name)
+_INTERNALS = (("util", "StandardNameTable"), ("cf_1_11", "_temperature_standard_names"),
+              ("util", "is_dimensionless_standard_name"))
 
 
 @contextlib.contextmanager
@@ -515,7 +518,10 @@ def _fast_tables() -> Iterator[None]:
     """Share one parsed standard name table across files and suites, for this call."""
     from compliance_checker.cf import cf_1_11, util
 
-    if _ORIGINAL:  # nested call: already in place
+    modules = {"util": util, "cf_1_11": cf_1_11}
+    if _ORIGINAL or not all(hasattr(modules[m], name) for m, name in _INTERNALS):
+        # nested call (already in place), or a compliance-checker whose internals moved:
+        # its own (slower) lookups give the same verdicts
         yield
         return
     _ORIGINAL.update(StandardNameTable=util.StandardNameTable,
