@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import math
 import os
 import sys
@@ -975,8 +976,9 @@ try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
         """The allocation a cluster started without one is charged to.
 
         While it runs: the user's allocation in force (as on the local backend). Once it
-        has stopped, sacct's late records go where its last charge went: an allocation
-        approved after the stop never pays for work done before it existed.
+        has stopped, sacct's late records go where its last charge went, or (never
+        charged yet) to the allocation in force at the stop if it was approved by then:
+        an allocation approved after the stop never pays for work done before it existed.
         """
         from sqlalchemy import select
 
@@ -985,9 +987,22 @@ try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
         if cluster.is_active():
             active = core.active_allocation(session, cluster.username)
             return active.id if active is not None else None
-        return session.scalar(select(Usage.allocation_id)
-                              .where(Usage.source == "gateway", Usage.ref == cluster.name)
-                              .order_by(Usage.id.desc()).limit(1))
+        last = session.execute(select(Usage.allocation_id)
+                               .where(Usage.source == "gateway", Usage.ref == cluster.name)
+                               .order_by(Usage.id.desc()).limit(1)).first()
+        if last is not None:
+            return last[0]
+        # never charged yet (stopped within one period, or sacct late): the allocation
+        # in force when it stopped, if it had been approved by then
+        stopped = dt.datetime.fromtimestamp((cluster.stop_time or cluster.start_time) / 1000,
+                                            dt.UTC)
+        active = core.active_allocation(session, cluster.username, day=stopped.date())
+        if active is None or active.decided_at is None:
+            return None
+        decided = active.decided_at
+        if decided.tzinfo is None:  # SQLite keeps naive UTC
+            decided = decided.replace(tzinfo=dt.UTC)
+        return active.id if decided <= stopped else None
 
     def _charged(session: Any, ref: str) -> float:
         """Core-hours the ledger holds for gateway cluster *ref*."""
