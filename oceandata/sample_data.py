@@ -289,6 +289,14 @@ def fetch(name: str, *, force: bool = False) -> Path:
     return target
 
 
+def matching(pattern: str) -> list[SampleFile]:
+    """The registry's files whose short name or registry path matches the glob *pattern*,
+    sorted by registry path (nothing is fetched; see :func:`fetch_matching`)."""
+    return sorted((f for f in _registry().values()
+                   if fnmatch.fnmatchcase(f.name, pattern)
+                   or fnmatch.fnmatchcase(f.path, pattern)), key=lambda f: f.path)
+
+
 def fetch_matching(pattern: str, *, force: bool = False) -> list[Path]:
     """Fetch every sample file whose short name or registry path matches a glob.
 
@@ -317,11 +325,7 @@ def fetch_matching(pattern: str, *, force: bool = False) -> list[Path]:
     >>> len(sample_data.fetch_matching("gridded/cobe-sst2/year*.nc"))  # doctest: +SKIP
     60
     """
-    chosen = sorted(
-        (f for f in _registry().values()
-         if fnmatch.fnmatchcase(f.name, pattern) or fnmatch.fnmatchcase(f.path, pattern)),
-        key=lambda f: f.path,
-    )
+    chosen = matching(pattern)
     if not chosen:
         hint = suggest(pattern, [*_registry(), *_by_path()])
         raise SampleDataError(

@@ -320,11 +320,12 @@ def clim_doy_sliding(values, exact, a, b, n, lo, gamma, seas_y, thresh_y, margin
                         below -= 1
                     elif v <= hi_v:
                         j = 0
-                        while small[j] != v:
+                        while j < m and small[j] != v:
                             j += 1
-                        m -= 1
-                        for i in range(j, m):
-                            small[i] = small[i + 1]
+                        if j < m:  # always, by construction; never a write out of bounds
+                            m -= 1
+                            for i in range(j, m):
+                                small[i] = small[i + 1]
                 valid = below <= k and k1 < below + m
                 if not valid and width > 0.0:  # re-centre on yesterday's value, ahead
                     ahead = 0.9 * width if below > k else -0.9 * width  # of the drift

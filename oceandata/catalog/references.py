@@ -149,20 +149,12 @@ def _expected_files(entry: Entry) -> list[tuple[str, str | None]]:
     mapped to their cache paths; ``urlpath`` globs are expanded.
     """
     if entry.metadata.sample:
-        import fnmatch
-
         from .. import sample_data
         from ..config import get_settings
 
         cache = get_settings().sample_cache
-        registry = sample_data._registry()
-        found: list[tuple[str, str | None]] = []
-        for pattern in entry.metadata.sample:
-            chosen = sorted((f for f in registry.values()
-                             if fnmatch.fnmatchcase(f.name, pattern)
-                             or fnmatch.fnmatchcase(f.path, pattern)), key=lambda f: f.path)
-            found.extend((str(cache / f.path), f.sha256) for f in chosen)
-        return found
+        return [(str(cache / f.path), f.sha256) for pattern in entry.metadata.sample
+                for f in sample_data.matching(pattern)]
     return [(path, None) for path in entry.paths()]
 
 
