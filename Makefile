@@ -18,7 +18,7 @@ ifneq ($(wildcard ../shared/data/MANIFEST.md),)
 export OCEANDATA_SAMPLE_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: up test lint sample venv clean bench sysdeps figure
+.PHONY: up test lint sample venv clean bench sysdeps figure catalogs
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml
 	  { echo "npm is needed for configurable-http-proxy: apt-get install nodejs npm"; exit 1; }
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/node configurable-http-proxy@5
 	@touch $@
+
+# The message catalogs (oceandata/locale/*/LC_MESSAGES/*.po) compiled to .mo (docs/i18n.md).
+catalogs: $(STAMP)
+	$(BIN)/python -m oceandata.i18n compile >/dev/null
 
 sample: $(STAMP)
 	$(BIN)/oceandata sample fetch --all
@@ -59,13 +63,13 @@ sysdeps:
 	@bash scripts/install-slurm.sh
 	@$(REACH)
 
-test: $(STAMP) lint sysdeps
+test: $(STAMP) lint sysdeps catalogs
 	$(BIN)/python -m pytest
 
 # The platform's catalog: gridded samples ingested into versioned stores (idempotent).
 SERVED := $(CURDIR)/var/catalogs/ocean.yaml
 
-up: $(STAMP) sample
+up: $(STAMP) sample catalogs
 	$(BIN)/oceandata catalog validate
 	$(BIN)/oceandata store build-samples
 	OCEANDATA_CATALOG=$(SERVED) $(BIN)/oceandata catalog validate

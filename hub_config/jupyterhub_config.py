@@ -16,7 +16,7 @@ from pathlib import Path
 
 from oceandata.hub.accounts import ENV as ACCOUNTS_ENV
 from oceandata.hub.accounts import per_user
-from oceandata.hub.spawner import prepare_user
+from oceandata.hub.spawner import language_environment, prepare_user
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ["OCEANDATA_DATA_DIR"])
@@ -39,6 +39,8 @@ PER_USER = per_user()
 # allocations, usage and jobs (the allocations service and the gateway's accounting)
 ALLOC_DB_URL = os.environ.get("OCEANDATA_ALLOC_DB_URL",
                               f"sqlite:///{DATA / 'alloc' / 'alloc.sqlite'}")
+# the hub itself reads users' saved languages there (oceandata.hub.i18n, spawner)
+os.environ.setdefault("OCEANDATA_ALLOC_DB_URL", ALLOC_DB_URL)
 # governance settings, the audit trail's URL among them (set by the launcher): the hub and
 # every service of ours write to the one chain (docs/audit.md); users' servers get none
 GOVERNANCE_ENV = {k: v for k, v in os.environ.items()
@@ -101,6 +103,8 @@ c.JupyterHub.load_roles = [
      "scopes": ["self", "access:services!service=dask-gateway",
                 "access:services!service=allocations", "access:services!service=data"]},
     {"name": "oceandata-admin", "groups": ["admins"], "scopes": [ADMIN_SCOPE]},
+    # the allocations service asks whether a project's new member is a hub user
+    {"name": "allocations-users", "services": ["allocations"], "scopes": ["read:users:name"]},
     {"name": "idle-culler", "services": ["idle-culler"],
      "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]},
     # dask-gateway needs no scope of its own: it identifies callers with their tokens
@@ -150,11 +154,14 @@ c.JupyterHub.services = [
             # jobs as the users' Unix accounts, or all as the service's (accounts.py)
             ACCOUNTS_ENV: os.environ.get(ACCOUNTS_ENV) or ("create" if PER_USER else "single"),
             # batch jobs: the Slurm cluster (SLURM_CONF), the jobs' limits and routing, and
-            # the catalog and sample data the jobs open (as the users' servers do)
+            # the catalog and sample data the jobs open (as the users' servers do); the
+            # workspaces' measurement (OCEANDATA_STORAGE_*) and the uploads' cap, stall
+            # and expiry (OCEANDATA_UPLOAD_*)
             **{k: v for k, v in os.environ.items()
                if v and (k in ("SLURM_CONF", "OCEANDATA_CATALOG", "OCEANDATA_SAMPLE_DATA",
                                "OCEANDATA_SAMPLE_CACHE")
-                         or k.startswith(("OCEANDATA_JOBS_", "OCEANDATA_SLURM_")))},
+                         or k.startswith(("OCEANDATA_JOBS_", "OCEANDATA_SLURM_",
+                                          "OCEANDATA_STORAGE_", "OCEANDATA_UPLOAD_")))},
         },
         "oauth_no_confirm": True,
         # the login token of an admin may administer this service, and nothing more
@@ -240,9 +247,11 @@ c.Spawner.environment = {
     "PYTHONSTARTUP": str(HERE / "ipython_startup.py"),
     "PANEL_INLINE": "true",
     "BOKEH_RESOURCES": "inline",
-    # JupyterLab's announcements plugin (news prompt, update check) disabled
-    "JUPYTER_CONFIG_PATH": os.pathsep.join(
-        p for p in (str(HERE / "jupyter"), os.environ.get("JUPYTER_CONFIG_PATH")) if p),
+    # JupyterLab's announcements plugin (news prompt, update check) disabled; the server's
+    # language (settled in the pre-spawn hook): JupyterLab's locale through the overlay
+    # jupyter-zh/ first on the path, LANGUAGE for the command line (docs/i18n.md)
+    **language_environment([HERE / "jupyter", os.environ.get("JUPYTER_CONFIG_PATH")],
+                           {"zh": HERE / "jupyter-zh"}),
 }
 # no news feed and no update check on the server side either (both call the internet)
 c.Spawner.args.extend(["--LabApp.news_url=None",
@@ -265,8 +274,9 @@ if SLURM_MODE:
 
 
 def _prepare_user(spawner):
-    """The user's account (per-user mode) and folder, with the example notebooks."""
-    return prepare_user(spawner, NOTEBOOKS, DATA)
+    """The user's account (per-user mode) and folder, with the example notebooks; the
+    server's language (the user's saved setting in the allocations database)."""
+    return prepare_user(spawner, NOTEBOOKS, DATA, ALLOC_DB_URL)
 
 
 # --- a login rush waits in a queue instead of failing (docs/operations.md, "A login rush"):
@@ -281,6 +291,9 @@ from oceandata.hub.spawnqueue import SpawnQueue  # noqa: E402
 SPAWN_QUEUE = SpawnQueue.from_environment()
 c.JupyterHub.concurrent_spawn_limit = SPAWN_QUEUE.spawn_limit()
 c.JupyterHub.template_paths = [str(TEMPLATES)]  # before JupyterHub's own
+# the pages in English or Simplified Chinese, per request (?lang=, cookie, Accept-Language):
+# {% trans %} and _() in every template (oceandata/hub/i18n.py, docs/i18n.md)
+c.JupyterHub.jinja_environment_options = {"extensions": ["oceandata.hub.i18n.HubI18n"]}
 c.JupyterHub.template_vars = {"spawn_queue": SPAWN_QUEUE}
 c.Spawner.pre_spawn_hook = SPAWN_QUEUE.hook(_prepare_user)
 

@@ -2,6 +2,10 @@
 
 Every error raised on purpose (:class:`oceandata.errors.OceandataError`) becomes one
 line on stderr and exit code 2; a traceback means a bug.
+
+English by default; Simplified Chinese under a Chinese locale (``LANG=zh_CN.UTF-8``):
+help texts and our own errors through :func:`oceandata.cli_i18n._`, typer's and click's
+texts through :func:`oceandata.cli_i18n.install` (docs/i18n.md).
 """
 
 from __future__ import annotations
@@ -15,16 +19,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import cli_i18n
+from .cli_i18n import _
 from .errors import OceandataError, UsageError
 from .times import TIME_OPTION_HELP
 
-app = typer.Typer(help="oceandata: ocean data catalogs, access and compute.",
+app = typer.Typer(help=_("oceandata: ocean data catalogs, access and compute."),
                   no_args_is_help=True, pretty_exceptions_enable=False,
                   add_completion=False)
-catalog_app = typer.Typer(help="Browse, search and validate the data catalog.",
+catalog_app = typer.Typer(help=_("Browse, search and validate the data catalog."),
                           no_args_is_help=True)
-sample_app = typer.Typer(help="The registry of real sample files.", no_args_is_help=True)
-config_app = typer.Typer(help="Settings (environment variables OCEANDATA_*).",
+sample_app = typer.Typer(help=_("The registry of real sample files."), no_args_is_help=True)
+config_app = typer.Typer(help=_("Settings (environment variables OCEANDATA_*)."),
                          no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(sample_app, name="sample")
@@ -34,8 +40,8 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 CatalogOpt = Annotated[Path | None, typer.Option("--catalog", "-c", help=(
-    "Catalog YAML (default: OCEANDATA_CATALOG, catalogs/ocean.yaml in a checkout)."))]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+    _("Catalog YAML (default: OCEANDATA_CATALOG, catalogs/ocean.yaml in a checkout).")))]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print JSON instead of a table."))]
 
 
 def _print_json(obj: Any) -> None:
@@ -69,9 +75,8 @@ def _entries_table(entries: Any, title: str) -> Table:
     return table
 
 
-@catalog_app.command("list")
+@catalog_app.command("list", help=_("List every dataset of the catalog tree."))
 def catalog_list(catalog: CatalogOpt = None, as_json: JsonOpt = False) -> None:
-    """List every dataset of the catalog tree."""
     from .catalog import open_catalog
 
     cat = open_catalog(catalog)
@@ -81,17 +86,16 @@ def catalog_list(catalog: CatalogOpt = None, as_json: JsonOpt = False) -> None:
         out.print(_entries_table(cat.entries.values(), f"{cat.path} ({len(cat)} datasets)"))
 
 
-@catalog_app.command("search")
+@catalog_app.command("search", help=_("Find datasets by text, CF standard name, area and period."))
 def catalog_search(
-    text: Annotated[str | None, typer.Argument(help="Words to look for.")] = None,
-    standard_name: Annotated[str | None, typer.Option(help="CF standard name (* allowed).")]
+    text: Annotated[str | None, typer.Argument(help=_("Words to look for."))] = None,
+    standard_name: Annotated[str | None, typer.Option(help=_("CF standard name (* allowed)."))]
     = None,
-    bbox: Annotated[str | None, typer.Option(help="W,S,E,N in degrees.")] = None,
-    time: Annotated[str | None, typer.Option(help=TIME_OPTION_HELP)] = None,
+    bbox: Annotated[str | None, typer.Option(help=_("W,S,E,N in degrees."))] = None,
+    time: Annotated[str | None, typer.Option(help=_(TIME_OPTION_HELP))] = None,
     catalog: CatalogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find datasets by text, CF standard name, area and period."""
     from .catalog import open_catalog
     from .io.subset import parse_bbox, parse_range
 
@@ -105,12 +109,29 @@ def catalog_search(
         out.print(_entries_table(found.entries.values(), f"{len(found)} datasets found"))
 
 
-@catalog_app.command("show")
+def _entry(cat: Any, name: str) -> Any:
+    """The data entry *name* of catalog *cat*; an unknown name is refused in the command
+    line's language."""
+    from .errors import DatasetNotFound, suggest
+
+    if cli_i18n.LANG == "en" or name in cat.entries:
+        return cat.entry(name)
+    try:
+        return cat.entry(name)
+    except DatasetNotFound:
+        hint = suggest(name, cat.entries)
+        raise DatasetNotFound("".join(filter(None, (
+            _("no dataset %(name)r in catalog %(path)s.", name=name, path=cat.path),
+            _("Did you mean: %(names)s?", names=hint.split(":", 1)[1].strip(" ?"))
+            if hint else "",
+            _("Run `oceandata catalog list` to see every name."))))) from None
+
+
+@catalog_app.command("show", help=_("Show one dataset's metadata and how to open it."))
 def catalog_show(name: str, catalog: CatalogOpt = None, as_json: JsonOpt = False) -> None:
-    """Show one dataset's metadata and how to open it."""
     from .catalog import open_catalog
 
-    entry = open_catalog(catalog).entry(name)
+    entry = _entry(open_catalog(catalog), name)
     info = entry.describe()
     if as_json:
         _print_json(info)
@@ -131,21 +152,20 @@ def catalog_show(name: str, catalog: CatalogOpt = None, as_json: JsonOpt = False
     out.print(f"  open with: oceandata.open_dataset({entry.name!r}{where})", markup=False)
 
 
-@catalog_app.command("validate")
+@catalog_app.command("validate", help=_(
+        "Check the schema, and that every local entry opens and matches its metadata.\n"
+        "\n"
+        "Many-file NetCDF entries get their reference index built or refreshed first (see\n"
+        "docs/catalogs-references.md), so they are validated as users will open them."))
 def catalog_validate(
-    path: Annotated[Path | None, typer.Argument(help="Catalog YAML (default: root).")] = None,
-    schema_only: Annotated[bool, typer.Option(help="Check the YAML and schema only.")] = False,
-    remote: Annotated[bool, typer.Option(help="Also open OPeNDAP/http entries.")] = False,
+    path: Annotated[Path | None, typer.Argument(help=_("Catalog YAML (default: root)."))] = None,
+    schema_only: Annotated[bool, typer.Option(help=_("Check the YAML and schema only."))] = False,
+    remote: Annotated[bool, typer.Option(help=_("Also open OPeNDAP/http entries."))] = False,
     index: Annotated[bool, typer.Option(help=(
-        "Build or refresh the reference index of each many-file NetCDF entry first "
-        "(`oceandata catalog index`)."))] = True,
+        _("Build or refresh the reference index of each many-file NetCDF entry first "
+        "(`oceandata catalog index`).")))] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the schema, and that every local entry opens and matches its metadata.
-
-    Many-file NetCDF entries get their reference index built or refreshed first (see
-    docs/catalogs-references.md), so they are validated as users will open them.
-    """
     from .catalog import open_catalog
     from .governance.rules import load_negative_list
     from .io.validate import validate_catalog
@@ -172,20 +192,19 @@ def catalog_validate(
         raise typer.Exit(1)
 
 
-@catalog_app.command("index")
+@catalog_app.command("index", help=_(
+        "Build the reference index of many-file NetCDF entries (opened without every header).\n"
+        "\n"
+        "An index is kept under OCEANDATA_DATA_DIR/references and rebuilt only when an entry's\n"
+        "files or arguments changed. Exit 1 if a named entry could not be indexed."))
 def catalog_index(
     names: Annotated[list[str] | None, typer.Argument(help=(
-        "Entries to index (default: every NetCDF entry of several files)."))] = None,
+        _("Entries to index (default: every NetCDF entry of several files).")))] = None,
     catalog: CatalogOpt = None,
-    force: Annotated[bool, typer.Option(help="Build again even if the index is current.")]
+    force: Annotated[bool, typer.Option(help=_("Build again even if the index is current."))]
     = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the reference index of many-file NetCDF entries (opened without every header).
-
-    An index is kept under OCEANDATA_DATA_DIR/references and rebuilt only when an entry's
-    files or arguments changed. Exit 1 if a named entry could not be indexed.
-    """
     from .catalog import open_catalog
     from .catalog.references import build_indexes, indexable
 
@@ -194,8 +213,8 @@ def catalog_index(
         entries = [cat.entry(n) for n in names]
         for entry in entries:
             if not indexable(entry):
-                raise UsageError(f"entry {entry.name!r} is not a NetCDF entry of several "
-                                 "local files: it has no reference index")
+                raise UsageError(_("entry %(name)r is not a NetCDF entry of several local "
+                                   "files: it has no reference index", name=entry.name))
     else:
         entries = list(cat.entries.values())
     results = build_indexes(entries, force=force)
@@ -211,29 +230,28 @@ def catalog_index(
         raise typer.Exit(1)
 
 
-@app.command("subset")
+@app.command("subset", help=_(
+        "Cut a dataset to a box, period, depths and variables, and write it with provenance.\n"
+        "\n"
+        "The output's size is estimated first (see --dry-run); a write above\n"
+        "OCEANDATA_MAX_OUTPUT or the free space is refused unless --force."))
 def subset_command(
-    name: Annotated[str, typer.Argument(help="Catalog entry name or a file path.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.nc, OUT.zarr or OUT.csv")],
-    bbox: Annotated[str | None, typer.Option(help="W,S,E,N in degrees.")] = None,
-    time: Annotated[str | None, typer.Option(help=TIME_OPTION_HELP)] = None,
-    depth: Annotated[str | None, typer.Option(help="MIN/MAX metres, positive down.")] = None,
-    var: Annotated[list[str] | None, typer.Option("--var", help="Variable to keep (repeat).")]
+    name: Annotated[str, typer.Argument(help=_("Catalog entry name or a file path."))],
+    output: Annotated[Path, typer.Option("--output", "-o", help=_("OUT.nc, OUT.zarr or OUT.csv"))],
+    bbox: Annotated[str | None, typer.Option(help=_("W,S,E,N in degrees."))] = None,
+    time: Annotated[str | None, typer.Option(help=_(TIME_OPTION_HELP))] = None,
+    depth: Annotated[str | None, typer.Option(help=_("MIN/MAX metres, positive down."))] = None,
+    var: Annotated[list[str] | None, typer.Option("--var", help=_("Variable to keep (repeat)."))]
     = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    overwrite: Annotated[bool, typer.Option(help=_("Replace OUT if it exists."))] = False,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the estimated size, bytes to read and free space; write "
-        "nothing.")] = False,
+        "--dry-run", help=_("Print the estimated size, bytes to read and free space; write "
+        "nothing."))] = False,
     force: Annotated[bool, typer.Option(
-        help="Write even above OCEANDATA_MAX_OUTPUT or the free space.")] = False,
+        help=_("Write even above OCEANDATA_MAX_OUTPUT or the free space."))] = False,
     catalog: CatalogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Cut a dataset to a box, period, depths and variables, and write it with provenance.
-
-    The output's size is estimated first (see --dry-run); a write above
-    OCEANDATA_MAX_OUTPUT or the free space is refused unless --force.
-    """
     from .io import export, open_dataset
     from .io.export import output_format, with_provenance
     from .io.subset import parse_bbox, parse_depth, parse_range
@@ -253,8 +271,9 @@ def subset_command(
                          command=" ".join(["oceandata", *sys.argv[1:]]))
     written = export(ds, output, overwrite=overwrite, progress=sys.stderr.isatty(),
                      force=force)
-    out.print(f"wrote {written} ({', '.join(map(str, ds.data_vars))}; "
-              f"{dict(ds.sizes)})", markup=False)
+    out.print(_("wrote %(path)s (%(variables)s; %(sizes)s)", path=written,
+                variables=", ".join(map(str, ds.data_vars)), sizes=dict(ds.sizes)),
+              markup=False)
 
 
 def _print_estimate(est: Any, as_json: bool) -> None:
@@ -282,9 +301,8 @@ def _print_estimate(est: Any, as_json: bool) -> None:
               f"would be written to {est.target} (dry run: nothing written)", markup=False)
 
 
-@sample_app.command("list")
+@sample_app.command("list", help=_("List the sample files of the registry."))
 def sample_list(as_json: JsonOpt = False) -> None:
-    """List the sample files of the registry."""
     from . import sample_data
 
     rows = [sample_data.info(n) for n in sample_data.names()]
@@ -300,13 +318,13 @@ def sample_list(as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
-@sample_app.command("fetch")
+@sample_app.command("fetch", help=_(
+        "Fetch sample files (from OCEANDATA_SAMPLE_DATA, the cache, or their public URL)."))
 def sample_fetch(
-    names: Annotated[list[str] | None, typer.Argument(help="Names, paths or globs.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every file of the registry.")] = False,
-    force: Annotated[bool, typer.Option(help="Fetch again even if cached.")] = False,
+    names: Annotated[list[str] | None, typer.Argument(help=_("Names, paths or globs."))] = None,
+    all_: Annotated[bool, typer.Option("--all", help=_("Every file of the registry."))] = False,
+    force: Annotated[bool, typer.Option(help=_("Fetch again even if cached."))] = False,
 ) -> None:
-    """Fetch sample files (from OCEANDATA_SAMPLE_DATA, the cache, or their public URL)."""
     from . import sample_data
 
     if all_:
@@ -319,13 +337,13 @@ def sample_fetch(
             else:
                 paths.append(sample_data.fetch(name, force=force))
     else:
-        raise OceandataError("give sample names (see `oceandata sample list`) or --all")
+        raise OceandataError(_("give sample names (see `oceandata sample list`) or --all"))
     out.print(f"{len(paths)} sample files ready", markup=False)
 
 
-@config_app.command("show")
+@config_app.command("show", help=_(
+        "Print every setting with its value, environment variable and help."))
 def config_show(as_json: JsonOpt = False) -> None:
-    """Print every setting with its value, environment variable and help."""
     from .config import Settings, get_settings
 
     settings = get_settings()
@@ -343,42 +361,40 @@ def config_show(as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
-@app.command("lab")
+@app.command("lab", help=_(
+        "Run JupyterLab on 127.0.0.1 with oceandata and the catalog configured."))
 def lab(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8888,
-    root_dir: Annotated[Path | None, typer.Option(help="Folder JupyterLab serves.")] = None,
+    port: Annotated[int, typer.Option(help=_("Port on 127.0.0.1."))] = 8888,
+    root_dir: Annotated[Path | None, typer.Option(help=_("Folder JupyterLab serves."))] = None,
 ) -> None:
-    """Run JupyterLab on 127.0.0.1 with oceandata and the catalog configured."""
     from .lab import run_lab
 
     run_lab(port=port, root_dir=root_dir)
 
 
-@app.command("serve")
+@app.command("serve", help=_(
+        "Serve the open-data service standalone: portal, STAC, OPeNDAP, Zarr, subsets.\n\n"
+        "Without a hub no token can be checked: open datasets only, restricted ones absent."))
 def serve(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(help=_("Port to listen on."))] = 8080,
     host: Annotated[str, typer.Option(
-        help="Address to listen on (loopback by default; 0.0.0.0 exposes it).")] = "127.0.0.1",
+        help=_("Address to listen on (loopback by default; 0.0.0.0 exposes it)."))] = "127.0.0.1",
     catalog: Annotated[Path | None, typer.Option(
-        help="Root catalog YAML (default: the OCEANDATA_CATALOG setting).")] = None,
+        help=_("Root catalog YAML (default: the OCEANDATA_CATALOG setting)."))] = None,
 ) -> None:
-    """Serve the open-data service standalone: portal, STAC, OPeNDAP, Zarr, subsets.
-
-    Without a hub no token can be checked: open datasets only, restricted ones absent.
-    """
     import uvicorn
 
     from .dataservice import create_app
 
     if not 1 <= port <= 65535:
-        raise UsageError(f"--port {port} is not a TCP port: give 1-65535")
+        raise UsageError(_("--port %(port)s is not a TCP port: give 1-65535", port=port))
     application = create_app(catalog, prefix="/")
     out.print(f"oceandata open data on http://{host}:{port}/ (Ctrl-C stops it)")
     uvicorn.run(application, host=host, port=port, log_level="warning",
                 proxy_headers=False, server_header=False)
 
 
-dataservice_app = typer.Typer(help="The open-data service: reports for its operators.",
+dataservice_app = typer.Typer(help=_("The open-data service: reports for its operators."),
                               no_args_is_help=True)
 app.add_typer(dataservice_app, name="dataservice")
 
@@ -425,32 +441,32 @@ def parse_since(text: str, now: Any = None) -> Any:
             moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
             day = moment.astimezone(dt.UTC).date()
     if day is None:
-        raise UsageError(f"--since {text[:40]!r} is not a period: give 12h, 1d, 7d, 2w or a "
-                         "date YYYY-MM-DD")
+        raise UsageError(_("--since %(value)r is not a period: give 12h, 1d, 7d, 2w or a "
+                           "date YYYY-MM-DD", value=text[:40]))
     if day > now.date():
-        raise UsageError(f"--since {day} is in the future: give a past date")
+        raise UsageError(_("--since %(day)s is in the future: give a past date", day=day))
     return day
 
 
-@dataservice_app.command("top")
+@dataservice_app.command("top", help=_(
+        "The heaviest clients (or datasets) of the open-data service, from its ledger.\n"
+        "\n"
+        "For administrators on the service machine: reads the allocations database\n"
+        "(``OCEANDATA_ALLOC_DB_URL``, else the platform's default) directly."))
 def dataservice_top(
     since: Annotated[str, typer.Option(
-        help="Period: 12h, 1d, 7d, 2w back from now, or a date YYYY-MM-DD (whole UTC days "
-             "are counted).")] = "1d",
-    by: Annotated[str, typer.Option(help="client, dataset or protocol.")] = "client",
-    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most rows shown.")] = 10,
+        help=_("Period: 12h, 1d, 7d, 2w back from now, or a date YYYY-MM-DD (whole UTC days "
+             "are counted)."))] = "1d",
+    by: Annotated[str, typer.Option(help=_("client, dataset or protocol."))] = "client",
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help=_("Most rows shown."))] = 10,
     as_json: JsonOpt = False,
 ) -> None:
-    """The heaviest clients (or datasets) of the open-data service, from its ledger.
-
-    For administrators on the service machine: reads the allocations database
-    (``OCEANDATA_ALLOC_DB_URL``, else the platform's default) directly.
-    """
     from .dataservice.ledger import top
     from .io.estimate import format_bytes
 
     if by not in ("client", "dataset", "protocol"):
-        raise UsageError(f"--by {by[:40]!r}: give client, dataset or protocol")
+        raise UsageError(_("--by %(value)r: give client, dataset or protocol",
+                           value=by[:40]))
     first = parse_since(since)
     rows = top(None, by=by, since=first, limit=limit)  # type: ignore[arg-type]
     if as_json:
@@ -468,32 +484,31 @@ def dataservice_top(
         out.print(f"nothing served since {first}", markup=False)
 
 
-hub_app = typer.Typer(help="The hosted platform: JupyterHub + dask-gateway on 127.0.0.1.",
+hub_app = typer.Typer(help=_("The hosted platform: JupyterHub + dask-gateway on 127.0.0.1."),
                       no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
 
 
-@hub_app.command("up")
+@hub_app.command("up", help=_(
+        "Start JupyterHub, its proxy, dask-gateway and the idle culler; Ctrl-C stops them."))
 def hub_up_command(
     data_dir: Annotated[Path | None, typer.Option(
-        help="Runtime state: databases, secrets (0600), user homes, logs.")] = None,
-    port: Annotated[int, typer.Option(help="Public port on 127.0.0.1.")] = 8000,
+        help=_("Runtime state: databases, secrets (0600), user homes, logs."))] = None,
+    port: Annotated[int, typer.Option(help=_("Public port on 127.0.0.1."))] = 8000,
     db_url: Annotated[str | None, typer.Option(
-        help="Hub database (default SQLite under the data dir), e.g. postgresql://...")] = None,
+        help=_("Hub database (default SQLite under the data dir), e.g. postgresql://..."))] = None,
     backend: Annotated[str | None, typer.Option(
-        help="Where gateway clusters (and servers) run: local (this machine) or slurm "
+        help=_("Where gateway clusters (and servers) run: local (this machine) or slurm "
              "(Slurm jobs; needs `scontrol ping` to answer). Default: "
-             "$OCEANDATA_HUB_BACKEND, else local.")] = None,
+             "$OCEANDATA_HUB_BACKEND, else local."))] = None,
 ) -> None:
-    """Start JupyterHub, its proxy, dask-gateway and the idle culler; Ctrl-C stops them."""
     from .hub import hub_up
 
     raise typer.Exit(hub_up(data_dir=data_dir, port=port, db_url=db_url, backend=backend))
 
 
-@app.command("version")
+@app.command("version", help=_("Print the oceandata version."))
 def version() -> None:
-    """Print the oceandata version."""
     from . import __version__
 
     out.print(__version__)
@@ -510,13 +525,17 @@ def _install_subcommands() -> None:
 
     install_alloc(app)
     install_jobs(app)
+    __import__("oceandata.alloc.upload_cli", fromlist=["install"]).install(app)
     from .governance import audit_cli, backup_cli, publish_cli, rules_cli
 
     for module in (audit_cli, backup_cli, publish_cli, rules_cli):
         module.install(app)
+    from .alloc.publish_cli import install as install_publish_request
+    install_publish_request(app)
 
 
 _install_subcommands()
+cli_i18n.install()
 
 
 def main() -> None:
@@ -527,14 +546,17 @@ def main() -> None:
         app()
     except OceandataError as exc:
         message = " ".join(str(exc).split())
-        err.print(f"oceandata: error: {message}", markup=False)
+        err.print(_("oceandata: error: %(message)s", message=message), markup=False)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
-        err.print(f"oceandata: {exc}; nothing was written under the requested name",
-                  markup=False)
+        import signal
+
+        err.print(_("oceandata: interrupted by %(signal)s; nothing was written under the "
+                    "requested name", signal=signal.Signals(exc.signum).name), markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("oceandata: interrupted; nothing was written under the requested name")
+        err.print(_("oceandata: interrupted; nothing was written under the requested name"),
+                  markup=False)
         sys.exit(130)
 
 

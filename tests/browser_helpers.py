@@ -78,3 +78,23 @@ def launched_browser() -> Iterator[object]:
             yield b
         finally:
             b.close()
+
+
+def assert_not_blank(path: Path, colours: int = 20) -> None:
+    """A screenshot with something drawn on it: more than *colours* colours, not one
+    background."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        found = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert found is None or len(found) > colours, f"{path} looks blank"
+
+
+def keep_screenshot(page: object, label: str) -> Path:
+    """A full-page screenshot of Playwright *page* kept in :data:`ARTIFACTS` as
+    ``<label>.png``, checked not blank."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{label}.png"
+    page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+    assert_not_blank(path)
+    return path

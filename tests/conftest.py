@@ -54,6 +54,13 @@ if "OCEANDATA_GOVERNANCE__AUDIT_URL" not in os.environ:
 
     _AUDIT_DIR = Path(tempfile.mkdtemp(prefix="oceandata-test-audit-"))
     os.environ["OCEANDATA_GOVERNANCE__AUDIT_URL"] = f"sqlite:///{_AUDIT_DIR / 'audit.sqlite'}"
+# projects' Unix groups are the machine's while project ids are each test platform's: the
+# platforms of this session use groups of their own prefix, never those of another session
+# (or of a platform running on this machine)
+if "OCEANDATA_STORAGE_GROUP_PREFIX" not in os.environ:
+    import uuid
+
+    os.environ["OCEANDATA_STORAGE_GROUP_PREFIX"] = f"odt{uuid.uuid4().hex[:6]}-"
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +103,24 @@ def _interpreter_reachable_by_accounts() -> None:
 
         if accounts.per_user():
             accounts.grant_search(accounts.interpreter_paths())
+
+
+@pytest.fixture(scope="session")
+def projects_hub(tmp_path_factory: pytest.TempPathFactory):
+    """One running platform (hub, allocations and data services) shared by every test
+    file of projects, workspaces, uploads, project catalogs and publishing (issue 20):
+    each file signs up users with names of its own prefix."""
+    from hub_helpers import running_hub, wait_for_service
+
+    with running_hub(tmp_path_factory.mktemp("hub-projects") / "var") as hub:
+        wait_for_service(hub)
+        wait_for_service(hub, "data")
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def projects_admin(projects_hub):
+    """The platform's administrator on :func:`projects_hub`, logged in with a token."""
+    from hub_helpers import admin_client
+
+    return admin_client(projects_hub)

@@ -319,3 +319,25 @@ def wait_for_service(hub: Hub, service: str = "allocations", timeout: float = 12
         time.sleep(0.25)  # poll interval of the readiness probe
     raise TimeoutError(f"the {service} service was not up within {timeout} s ({last})\n"
                        + hub.log()[-4000:])
+
+
+def approved_project(user: HubClient, admin: HubClient, storage_gb: float,
+                     title: str = "A project") -> int:
+    """An allocation *user* requests (10 core-hours, 1 core, *storage_gb*, in force for a
+    month) and *admin* approves through the allocations service: a project's id."""
+    import datetime as dt
+
+    today = dt.date.today()
+    body = {"project_title": f"{title} of {user.name}", "pi": "Dr. P. I.",
+            "institution": "Partner Institute", "justification": title,
+            "core_hours": 10, "max_cores": 1, "memory_per_job_gb": 1,
+            "storage_gb": storage_gb,
+            "start_date": (today - dt.timedelta(days=1)).isoformat(),
+            "end_date": (today + dt.timedelta(days=30)).isoformat()}
+    api = "/services/allocations/api"
+    r = user.api("POST", f"{api}/allocations", json=body, allow_redirects=False)
+    assert r.status_code == 201, r.text
+    alloc_id = r.json()["id"]
+    r = admin.api("POST", f"{api}/allocations/{alloc_id}/approve", allow_redirects=False)
+    assert r.status_code == 200, r.text
+    return alloc_id

@@ -279,10 +279,10 @@ def test_the_service_helpers_render_usage(session: Session,
     rows = core.usage_summary(session)
     text = usage_csv(rows)
     # usage without an allocation (NULL) sorts first in SQLite, last in PostgreSQL
-    assert sorted(text.splitlines()[1:]) == sorted([f"{a},alice,batch,4,1,0",
-                                                    f"{a},alice,gateway,4,1,0",
-                                                    ",bob,batch,2,1,0"])
-    assert text.splitlines()[0] == "allocation_id,user,source,core_hours,records,bytes"
+    assert sorted(text.splitlines()[1:]) == sorted([f"{a},alice,batch,4,1,0,0",
+                                                    f"{a},alice,gateway,4,1,0,0",
+                                                    ",bob,batch,2,1,0,0"])
+    assert text.splitlines()[0] == "allocation_id,user,source,core_hours,records,bytes,gb_days"
     chart = usage_chart(rows, width=640)
     assert [b["label"] for b in chart["bars"]] == [f"#{a} alice", "(none) bob"]
     assert [b["value"] for b in chart["bars"]] == [8.0, 2.0]

@@ -76,3 +76,38 @@ def test_rules_and_concurrent_charges_on_postgresql(url: str) -> None:
             == alloc_id
 
 
+
+
+def test_members_and_storage_on_postgresql(url: str) -> None:
+    """Projects on PostgreSQL: a member added twice (at once) is one row, an add undone
+    with its failed transaction, storage recorded as GB-days."""
+    from oceandata.alloc import projects, workspaces
+
+    db.upgrade(url)
+    with db.session_scope(url) as s:
+        alloc = core.request_allocation(s, "pib", _body())
+        core.decide(s, alloc.id, "admin", True, approve=True)
+        alloc_id = alloc.id
+    with pytest.raises(RuntimeError), db.session_scope(url) as s:
+        projects.add_member(s, alloc_id, "pib", False, "memb")
+        raise RuntimeError("the workspace's group could not follow")
+    barrier = threading.Barrier(2)
+
+    def add() -> None:
+        barrier.wait()
+        with db.session_scope(url) as s:
+            projects.add_member(s, alloc_id, "pib", False, "memc")
+
+    threads = [threading.Thread(target=add) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with db.session_scope(url) as s:
+        alloc = s.get(core.Allocation, alloc_id)
+        assert [m.user for m in projects.members(s, alloc)] == ["pib", "memc"]
+        now = dt.datetime.now(dt.UTC)
+        workspaces.record_storage(s, alloc_id, 2 * 10**9, at=now - dt.timedelta(hours=12))
+        workspaces.record_storage(s, alloc_id, 10**9, at=now)
+        [row] = workspaces.storage_summary(s, [alloc_id])
+        assert row["gb_days"] == pytest.approx(1.0)

@@ -119,7 +119,8 @@ def test_admin_approves_with_changes_and_the_audit_shows_them(hub: Hub,
     dave = new_user(hub, admin, _name("dave"))
     alloc_id = api(dave, "POST", "allocations", json=request_body()).json()["id"]
     assert api(dave, "GET", "me").json() == {"name": dave.name, "admin": False,
-                                              "active_allocation": None}
+                                              "active_allocation": None, "projects": [],
+                                              "datasets": [], "default_allocation": None}
 
     r = api(dave, "POST", f"allocations/{alloc_id}/approve", json={"core_hours": 5000})
     assert r.status_code == 403 and "not an administrator" in r.json()["error"]
@@ -191,10 +192,10 @@ def test_usage_as_json_and_csv(hub: Hub, admin: HubClient, db_url: str) -> None:
     r = api(fay, "GET", "usage?csv=1")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
     lines = r.text.splitlines()
-    assert lines[0] == "allocation_id,user,source,core_hours,records,bytes"
-    assert sorted(lines[1:]) == sorted([f"{ids[fay.name]},{fay.name},batch,2,1,0",
-                                        f"{ids[fay.name]},{fay.name},gateway,2,1,0",
-                                        f",{fay.name},data,0,2,3000000"])
+    assert lines[0] == "allocation_id,user,source,core_hours,records,bytes,gb_days"
+    assert sorted(lines[1:]) == sorted([f"{ids[fay.name]},{fay.name},batch,2,1,0,0",
+                                        f"{ids[fay.name]},{fay.name},gateway,2,1,0,0",
+                                        f",{fay.name},data,0,2,3000000,0"])
     everyone = api(admin, "GET", "usage?csv=1").text
     assert f"{ids[gus.name]},{gus.name},batch,1,1,0" in everyone
     assert f"{fay.name},gateway,2,1,0" in everyone
@@ -239,6 +240,6 @@ def test_the_cli_talks_to_the_service(hub: Hub, admin: HubClient,
     assert "core_hours: 120.0 -> 60.0" in result.output
     result = runner.invoke(alloc_app, ["usage", "--csv"])
     assert result.exit_code == 0
-    assert result.output.startswith("allocation_id,user,source,core_hours,records,bytes")
+    assert result.output.startswith("allocation_id,user,source,core_hours,records,bytes,gb_days")
     result = runner.invoke(alloc_app, ["usage"])
     assert result.exit_code == 0 and "downloaded" in result.output, result.output

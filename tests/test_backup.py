@@ -101,6 +101,9 @@ def _allocation_answers(hub: Hub, partner: HubClient, alloc_id: int) -> dict[str
     """What the partner sees: the REST API and the HTML page of the allocation."""
     api = {path: partner.api("GET", f"{SERVICE}/api/{path}").json()
            for path in (f"allocations/{alloc_id}", "allocations", "usage", "me")}
+    # the restored service measures the project's workspace when it starts (a storage row
+    # of the new platform's own): the ledger restored is what was charged before
+    api["usage"] = [row for row in api["usage"] if row.get("source") != "storage"]
     page = partner.session.get(f"{hub.url}{SERVICE}/allocations/{alloc_id}", timeout=60)
     assert page.status_code == 200 and page.url.endswith(f"/allocations/{alloc_id}"), page.url
     main = re.search(r"<main.*?</main>", page.text, re.S)

@@ -193,7 +193,13 @@ def test_the_migration_applies_on_a_0001_database_from_two_processes(tmp_path: P
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     with db.engine_for(url).connect() as conn:
-        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head >= "0003"
+        assert {"served_bytes", "project_members", "storage_usage", "uploads",
+                "publish_requests", "user_settings"} <= {r[0] for r in conn.execute(
+                    text("SELECT name FROM sqlite_master WHERE type='table'"))}
     with db.session_scope(url) as session:
         assert [r["core_hours"] for r in core.usage_summary(session)] == [2.0]
     ledger = Ledger(url)
@@ -397,8 +403,8 @@ def test_usage_summary_csv_and_page_show_the_bytes(filled: str) -> None:
         ("amy", "data", 0.0, 6_000_000, 2), ("bo", "data", 0.0, 900_500_000, 2)]
     assert [(r["source"], r["bytes"]) for r in mine] == [("batch", 0), ("data", 6_000_000)]
     lines = usage_csv(everyone).splitlines()
-    assert lines[0] == "allocation_id,user,source,core_hours,records,bytes"
-    assert ",amy,data,0,2,6000000" in lines and ",amy,batch,2,1,0" in lines
+    assert lines[0] == "allocation_id,user,source,core_hours,records,bytes,gb_days"
+    assert ",amy,data,0,2,6000000,0" in lines and ",amy,batch,2,1,0,0" in lines
     chart = usage_chart(everyone)
     assert [b["label"] for b in chart["bars"]] == ["(none) amy"]  # core-hours only
     bars = chart["downloads"]["bars"]

@@ -100,6 +100,35 @@ DATACUBE_RULES: dict[str, Any] = {
 }
 
 
+SCIENTIFIC_URL = "https://stac-extensions.github.io/scientific/v1.0.0/schema.json"
+
+#: the scientific extension's rules (README of stac-extensions/scientific v1.0.0), as a
+#: JSON schema: ``sci:doi`` a DOI without its resolver, ``sci:citation`` a text,
+#: ``sci:publications`` a list of {doi, citation}; on an Item in its properties
+_SCI_FIELDS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "sci:doi": {"type": "string", "pattern": "^10\\.[0-9]{4,}(\\.[0-9]+)*/\\S+$"},
+        "sci:citation": {"type": "string", "minLength": 1},
+        "sci:publications": {"type": "array", "items": {
+            "type": "object", "properties": {"doi": {"type": "string"},
+                                             "citation": {"type": "string"}}}},
+    },
+}
+SCIENTIFIC_RULES: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "$id": SCIENTIFIC_URL,
+    "type": "object",
+    "required": ["stac_extensions"],
+    "properties": {"stac_extensions": {"contains": {"const": SCIENTIFIC_URL}}},
+    "oneOf": [
+        {"properties": {"type": {"const": "Feature"}, "properties": _SCI_FIELDS},
+         "required": ["properties"]},
+        {"allOf": [{"properties": {"type": {"const": "Collection"}}}, _SCI_FIELDS]},
+    ],
+}
+
+
 def _local_schemas(folder: Path) -> dict[str, str]:
     """stac-validator's ``schema_map``: every schema URL the documents reach → a file."""
     spec = importlib.resources.files("pystac.validation.jsonschemas")
@@ -124,6 +153,9 @@ def _local_schemas(folder: Path) -> dict[str, str]:
         rules = folder / "datacube-v2.2.0.json"
         rules.write_text(json.dumps(DATACUBE_RULES))
         mapping[DATACUBE_URL] = str(rules)
+    sci = folder / "scientific-v1.0.0.json"
+    sci.write_text(json.dumps(SCIENTIFIC_RULES))
+    mapping[SCIENTIFIC_URL] = str(sci)
     for path in mapping.values():
         assert Path(path).is_file(), path
     return mapping

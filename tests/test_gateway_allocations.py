@@ -116,3 +116,41 @@ def test_exhausted_allocation_stops_its_cluster(hub: Hub, admin: HubClient) -> N
           in ("STOPPING", "STOPPED"), "the cluster stopped when its allocation ran out")
     r = _new_cluster(hub, p, cluster_cores=2)
     assert r.status_code == 422 and "exhausted" in r.json()["error"]
+
+
+def test_a_member_in_two_projects_names_one_and_the_cluster_stays_charged_to_it(
+        hub: Hub, admin: HubClient) -> None:
+    member, pi = _partner(hub, admin), _partner(hub, admin)
+    own, shared = _approved(admin, member), _approved(admin, pi)
+    stranger = _approved(admin, _partner(hub, admin))
+    assert api(pi, "POST", f"projects/{shared}/members",
+               json={"user": member.name}).status_code == 200
+    # in two projects, none named and no default: refused at the start, with one line
+    r = _new_cluster(hub, member, cluster_cores=2)
+    assert r.status_code == 422 and f"projects {own}, {shared}" in r.json()["error"]
+    r = _new_cluster(hub, member, cluster_cores=2, allocation=stranger)
+    assert r.status_code == 422 and f"no allocation {stranger} of yours" in r.json()["error"]
+    r = _new_cluster(hub, member, cluster_cores=2, allocation=shared)
+    assert r.status_code == 201, r.text
+    gw = f"{hub.url}/services/dask-gateway/api/v1/clusters/{r.json()['name']}"
+    auth = {"Authorization": f"jupyterhub {member.token}"}
+
+    def charged(alloc_id: int) -> float:
+        return sum(u["core_hours"] for u in api(admin, "GET", "usage").json()
+                   if u["allocation_id"] == alloc_id and u["user"] == member.name
+                   and u["source"] == "gateway")
+
+    try:
+        first = _wait(lambda: charged(shared), "the cluster charged to the named project")
+        # a default chosen later does not move a running cluster's charge
+        assert api(member, "PUT", "settings",
+                   json={"default_allocation": own}).status_code == 200
+        _wait(lambda: charged(shared) > first, "a charge after the default changed")
+        assert charged(own) == 0.0
+        # removed from the project: the (partner's) cluster is stopped
+        assert api(pi, "DELETE",
+                   f"projects/{shared}/members/{member.name}").status_code == 200
+        _wait(lambda: requests.get(gw, headers=auth, timeout=30).json()["status"]
+              in ("STOPPING", "STOPPED"), "the cluster stopped when its user left the project")
+    finally:
+        requests.delete(gw, headers=auth, timeout=30)

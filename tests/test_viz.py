@@ -389,7 +389,14 @@ def test_usage_chart_from_the_allocations_database(tmp_path: Path) -> None:
                     cores=1, seconds=7200)
         core.charge(session, user="bob", allocation_id=None, source="batch", ref="j2",
                     cores=3, seconds=3600)
+        # a project's storage (GB-days) is no core-hours: left out of this chart
+        from oceandata.alloc import workspaces
+
+        now = dt.datetime.now(dt.UTC)
+        workspaces.record_storage(session, a, 10**9, at=now - dt.timedelta(hours=1))
+        workspaces.record_storage(session, a, 10**9, at=now)
         rows = core.usage_summary(session)
+        assert any(r["source"] == "storage" for r in rows)
     bars = viz.usage_chart(rows)
     assert isinstance(bars, hv.Bars)
     got = {(a_, u): h for a_, u, h in zip(bars.dimension_values("allocation"),

@@ -255,14 +255,15 @@ def used_core_hours(session: Session, alloc_id: int) -> float:
 
 def active_allocation(session: Session, user: str,
                       day: dt.date | None = None) -> Allocation | None:
-    """The user's approved allocation in force on *day* (the latest approved one)."""
-    day = day or dt.date.today()
-    query = (select(Allocation).where(Allocation.owner == user,
-                                      Allocation.status == AllocationStatus.APPROVED,
-                                      Allocation.start_date <= day,
-                                      Allocation.end_date >= day)
-             .order_by(Allocation.decided_at.desc(), Allocation.id.desc()))
-    return session.scalars(query).first()
+    """The project *user*'s work is charged to on *day* when the request names none.
+
+    Their only project in force (as PI or member), else their default project
+    (:func:`oceandata.alloc.projects.set_default`); None when they are in none, or in
+    several with no default: nothing silently picks one (docs/projects.md).
+    """
+    from .projects import choose
+
+    return choose(session, user, None, day, strict=False)
 
 
 @dataclass(frozen=True)
@@ -285,23 +286,15 @@ def check_compute(session: Session, user: str, *, cores: float, memory_gb: float
         The request: concurrent cores, memory per job (or per worker), and the longest
         it may run (walltime; the charge is ``cores * hours`` at most).
     allocation_id
-        The allocation to charge; default the user's active one.
+        The allocation to charge (one the user leads or belongs to); default their only
+        project in force or their default one (:func:`oceandata.alloc.projects.choose`).
     """
-    today = dt.date.today()
-    if allocation_id is not None:
-        alloc = session.get(Allocation, allocation_id)
-        if alloc is None or alloc.owner != user:
-            raise NotFound(f"no allocation {allocation_id} of yours")
-        if alloc.status != AllocationStatus.APPROVED:
-            raise QuotaExceeded(f"allocation {alloc.id} is {alloc.status.value}, not approved")
-        if not alloc.active_on(today):
-            raise QuotaExceeded(f"allocation {alloc.id} runs {alloc.start_date} to "
-                                f"{alloc.end_date}; today is {today}")
-    else:
-        alloc = active_allocation(session, user, today)
-        if alloc is None:
-            raise QuotaExceeded(f"{user} has no approved allocation in force today: request "
-                                "one (oceandata alloc request) and wait for its approval")
+    from .projects import choose
+
+    alloc = choose(session, user, allocation_id)
+    if alloc is None:
+        raise QuotaExceeded(f"{user} has no approved allocation in force today: request "
+                            "one (oceandata alloc request) and wait for its approval")
     left = alloc.core_hours - used_core_hours(session, alloc.id)
     if cores > alloc.max_cores:
         raise QuotaExceeded(f"{cores:g} cores asked, allocation {alloc.id} allows at most "
@@ -338,9 +331,9 @@ ANONYMOUS = "(anonymous)"
 
 
 def usage_summary(session: Session, user: str | None = None, *,
-                  downloads: bool = True) -> list[dict[str, Any]]:
-    """Core-hours per allocation, user and source, then bytes downloaded per user (all
-    users when *user* is None).
+                  downloads: bool = True, storage: bool = True) -> list[dict[str, Any]]:
+    """Core-hours per allocation, user and source, then bytes downloaded per user, then
+    GB-days of storage per project (all users when *user* is None).
 
     Parameters
     ----------
@@ -350,13 +343,17 @@ def usage_summary(session: Session, user: str | None = None, *,
         One hub user, or None for everybody (administrators).
     downloads
         Add the rows of :func:`download_summary` (source ``data``) after the compute rows.
+    storage
+        Add the rows of :func:`storage_rows` (source ``storage``): the projects *user*
+        leads or belongs to (every project for None) that have been measured.
 
     Returns
     -------
     list of dict
-        ``allocation_id``, ``user``, ``source`` (``gateway``, ``batch`` or ``data``),
-        ``core_hours``, ``records`` (usage records; requests for ``data``) and ``bytes``
-        (bytes downloaded; 0 for compute).
+        ``allocation_id``, ``user``, ``source`` (``gateway``, ``batch``, ``data`` or
+        ``storage``), ``core_hours``, ``records`` (usage records; requests for ``data``;
+        days measured for ``storage``) and ``bytes`` (bytes downloaded; the last measured
+        size for ``storage``; 0 for compute); storage rows also have ``gb_days``.
     """
     query = (select(Usage.allocation_id, Usage.user, Usage.source,
                     func.sum(Usage.core_hours), func.count())
@@ -366,7 +363,47 @@ def usage_summary(session: Session, user: str | None = None, *,
         query = query.where(Usage.user == user)
     rows = [{"allocation_id": a, "user": u, "source": s, "core_hours": float(h),
              "records": n, "bytes": 0} for a, u, s, h, n in session.execute(query)]
-    return rows + (download_summary(session, user) if downloads else [])
+    return (rows + (download_summary(session, user) if downloads else [])
+            + (storage_rows(session, user) if storage else []))
+
+
+#: the usage source of storage held in project workspaces (GB-days)
+STORAGE = "storage"
+#: the user name of a storage row: GB-days are charged to the project, not to a member
+PROJECT = "(project)"
+
+
+def storage_rows(session: Session, user: str | None = None) -> list[dict[str, Any]]:
+    """GB-days charged per project (:mod:`oceandata.alloc.workspaces`), as rows of
+    :func:`usage_summary` with source :data:`STORAGE` and user :data:`PROJECT`.
+
+    Parameters
+    ----------
+    session
+        An open session.
+    user
+        Only the projects this hub user leads or belongs to (in force or not); None:
+        every project.
+
+    Returns
+    -------
+    list of dict
+        ``allocation_id``, ``user``, ``source``, ``core_hours`` (0), ``records`` (days
+        measured), ``bytes`` (the last measured size) and ``gb_days``.
+    """
+    from .models import StorageUsage
+    from .projects import projects_of
+    from .workspaces import storage_summary
+
+    ids = None if user is None else [a.id for a in projects_of(session, user, active=False)]
+    if ids is not None and not ids:
+        return []
+    days = dict(session.execute(select(StorageUsage.allocation_id, func.count())
+                                .group_by(StorageUsage.allocation_id)).all())
+    return [{"allocation_id": row["allocation_id"], "user": PROJECT, "source": STORAGE,
+             "core_hours": 0.0, "records": int(days.get(row["allocation_id"], 0)),
+             "bytes": row["bytes"], "gb_days": row["gb_days"]}
+            for row in storage_summary(session, ids)]
 
 
 def download_summary(session: Session, user: str | None = None,

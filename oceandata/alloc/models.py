@@ -1,4 +1,5 @@
-"""Tables of the allocations service: allocations, their audit log, usage, batch jobs and
+"""Tables of the allocations service: allocations (projects), their members, audit log,
+usage and storage, batch jobs, uploads, publish requests and
 the bytes the open-data service served.
 
 SQLAlchemy 2 declarative models; the schema is created and upgraded by alembic
@@ -194,3 +195,128 @@ class ServedBytes(Base):
     protocol: Mapped[str] = mapped_column(String(32))
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MemberRole(enum.StrEnum):
+    """A person's part in a project (an approved allocation)."""
+
+    PI = "pi"
+    MEMBER = "member"
+
+
+class ProjectMember(Base):
+    """A hub user who shares a project's compute, storage and dataset grants.
+
+    The allocation's owner is the project's PI and is not stored here: the table holds
+    the members the PI (or an admin) added (docs/projects.md).
+    """
+
+    __tablename__ = "project_members"
+    __table_args__ = (UniqueConstraint("allocation_id", "user",
+                                       name="uq_project_members_allocation_user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    allocation_id: Mapped[int] = mapped_column(ForeignKey("allocations.id"), index=True)
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    added_by: Mapped[str] = mapped_column(String(255))
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UserSetting(Base):
+    """A hub user's platform settings: the project used when none is named, the language."""
+
+    __tablename__ = "user_settings"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    default_allocation_id: Mapped[int | None] = mapped_column(ForeignKey("allocations.id"),
+                                                              nullable=True)
+    language: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StorageUsage(Base):
+    """A project workspace's size and the GB-days it was charged, per UTC day.
+
+    Every measurement adds ``bytes / 1e9 * seconds since the previous one / 86400`` to
+    the day's ``gb_days`` (the size held since the previous measurement), so the ledger
+    charges what was held, however often it is measured.
+    """
+
+    __tablename__ = "storage_usage"
+    __table_args__ = (UniqueConstraint("allocation_id", "day",
+                                       name="uq_storage_usage_allocation_day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    allocation_id: Mapped[int] = mapped_column(ForeignKey("allocations.id"), index=True)
+    day: Mapped[dt.date] = mapped_column(Date, index=True)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    peak_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    gb_days: Mapped[float] = mapped_column(Float, default=0.0)
+    measured_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UploadState(enum.StrEnum):
+    """Life of an upload."""
+
+    OPEN = "open"
+    COMPLETE = "complete"
+    ABORTED = "aborted"
+
+
+class Upload(Base):
+    """A file sent to a project's uploads, in chunks, resumable until complete."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    allocation_id: Mapped[int] = mapped_column(ForeignKey("allocations.id"), index=True)
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[UploadState] = mapped_column(
+        Enum(UploadState, native_enum=False, length=16), default=UploadState.OPEN)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PublishState(enum.StrEnum):
+    """Life of a request to publish a project entry to the open catalog."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+class PublishRequest(Base):
+    """A project's request to publish one of its entries to the open catalog, the review
+    and, once approved, the persistent identifier and the frozen version."""
+
+    __tablename__ = "publish_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    allocation_id: Mapped[int] = mapped_column(ForeignKey("allocations.id"), index=True)
+    entry: Mapped[str] = mapped_column(String(255))
+    requested_by: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(String(300))
+    licence: Mapped[str] = mapped_column(String(100))
+    citation: Mapped[str] = mapped_column(Text)
+    authors: Mapped[list[dict]] = mapped_column(JSON, default=list)
+    profile: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    grade: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    category: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    compliance: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    snapshot: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[PublishState] = mapped_column(
+        Enum(PublishState, native_enum=False, length=16), default=PublishState.PENDING,
+        index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    changes: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    pid: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    published_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    tag: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -35,8 +35,10 @@ Every rule is in :mod:`oceandata.alloc.core`; this module only translates HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
+import functools
 import inspect
 import io
 import logging
@@ -53,12 +55,12 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import i18n
 from ..errors import NotAuthorized, UsageError
 from ..governance import audit
 from ..hub.security import (
@@ -72,6 +74,7 @@ from ..hub.security import (
 from . import core, db
 from .auth import COOKIE, LoginRequired, current_user, oauth_callback, page_user, service_auth
 from .models import Allocation, AllocationStatus, AuditEntry
+from .workspaces import WorkspaceError
 
 T = TypeVar("T")
 
@@ -84,21 +87,54 @@ FORM_FIELDS = core.REQUEST_FIELDS
 #: what an admin may change on the review page (datasets only through the API)
 FORM_ADJUSTABLE = ("core_hours", "max_cores", "memory_per_job_gb", "storage_gb",
                    "start_date", "end_date")
+
+
+def _(message: str) -> str:
+    """Mark *message* for the catalogs (``pybabel extract``); it is translated where it
+    is shown, in the page's language (:func:`oceandata.i18n.gettext`)."""
+    return message
+
+
 LABELS = {
-    "project_title": "Project title", "pi": "Principal investigator",
-    "institution": "Institution", "justification": "Scientific justification",
-    "core_hours": "Core-hours", "max_cores": "Cores at once (max)",
-    "memory_per_job_gb": "Memory per job (GB)", "storage_gb": "Storage (GB)",
-    "start_date": "Start date", "end_date": "End date",
-    "datasets": "Datasets (catalog names, comma or space separated)",
+    "project_title": _("Project title"), "pi": _("Principal investigator"),
+    "institution": _("Institution"), "justification": _("Scientific justification"),
+    "core_hours": _("Core-hours"), "max_cores": _("Cores at once (max)"),
+    "memory_per_job_gb": _("Memory per job (GB)"), "storage_gb": _("Storage (GB)"),
+    "start_date": _("Start date"), "end_date": _("End date"),
+    "datasets": _("Datasets (catalog names, comma or space separated)"),
 }
+#: what the form says of a field whose value :func:`oceandata.alloc.core.clean_request`
+#: refused, on a page in a language other than English (English shows the rule's own text)
+FIELD_HINTS = {
+    "project_title": _("Give a title of at most 200 characters."),
+    "pi": _("Give a name of at most 200 characters."),
+    "institution": _("Give a name of at most 200 characters."),
+    "justification": _("The justification is too long."),
+    "core_hours": _("Give a number greater than 0."),
+    "max_cores": _("Give a whole number greater than 0."),
+    "memory_per_job_gb": _("Give a number greater than 0."),
+    "storage_gb": _("Give a number greater than 0."),
+    "start_date": _("Give a date as YYYY-MM-DD."),
+    "end_date": _("Give a date as YYYY-MM-DD."),
+    "datasets": _("Give catalog names separated by commas or spaces."),
+}
+#: the words of an allocation's or a request's status, as pages show them
+WORDS = {"pending": _("pending"), "approved": _("approved"), "denied": _("denied"),
+         "published": _("published"), "pi": _("PI"), "member": _("member"),
+         "admin": _("administrator"), "former member": _("former member"),
+         "open": _("in progress"), "complete": _("complete"), "aborted": _("aborted"),
+         "revoke": _("revoke"),
+         "yes": _("yes"), "no": _("no"), "default": _("default"), "none": _("none"),
+         "gateway": _("notebooks"), "batch": _("batch jobs"), "data": _("downloads"),
+         "storage": _("storage"), "filed": _("filed"), "approve": _("approve"),
+         "deny": _("deny"), "request": _("request"), "status": _("status")}
 
 
 #: the status messages a page may show (``?message=<key>&id=<n>``); free text is never shown
 MESSAGES = {
-    "filed": "Request #{id} filed: an administrator will review it.",
-    "approved": "Allocation #{id} approved.",
-    "denied": "Allocation #{id} denied.",
+    "filed": _("Request #%(id)s filed: an administrator will review it."),
+    "approved": _("Allocation #%(id)s approved."),
+    "denied": _("Allocation #%(id)s denied."),
 }
 #: the largest page of a list (``?limit=``)
 MAX_PAGE = 1000
@@ -239,6 +275,21 @@ def _detail(session: Session, alloc: Allocation) -> dict[str, Any]:
             "audit": [audit_dict(e) for e in core.audit_log(session, alloc.id)]}
 
 
+def approve_project(session: Session, alloc_id: int, actor: str, is_admin: bool, *,
+                    changes: dict[str, Any] | None = None,
+                    reason: str | None = None) -> Allocation:
+    """Approve an allocation (:func:`oceandata.alloc.core.decide`) and make its workspace
+    (:func:`oceandata.alloc.workspaces.sync_workspace`: the project group with its PI and
+    members, the setgid folders) in the same transaction: when the workspace cannot be
+    made, the approval is not recorded either."""
+    from . import projects, workspaces
+
+    alloc = core.decide(session, alloc_id, actor, is_admin, approve=True, changes=changes,
+                        reason=reason)
+    workspaces.sync_workspace(alloc, [m.user for m in projects.members(session, alloc)])
+    return alloc
+
+
 def usage_rows(session: Session, user: HubUser) -> list[dict[str, Any]]:
     """Usage per allocation, user and source, and bytes downloaded per user: the
     caller's, everybody's for an admin."""
@@ -247,14 +298,17 @@ def usage_rows(session: Session, user: HubUser) -> list[dict[str, Any]]:
 
 def usage_csv(rows: list[dict[str, Any]]) -> str:
     """The usage rows as CSV text (header
-    ``allocation_id,user,source,core_hours,records,bytes``)."""
+    ``allocation_id,user,source,core_hours,records,bytes,gb_days``; ``gb_days`` is the
+    storage charge of rows of source ``storage``, 0 elsewhere)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["allocation_id", "user", "source", "core_hours",
-                                             "records", "bytes"], lineterminator="\n")
+                                             "records", "bytes", "gb_days"],
+                            lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({**row, "core_hours": f"{row['core_hours']:.6g}",
-                         "bytes": int(row.get("bytes", 0))})
+                         "bytes": int(row.get("bytes", 0)),
+                         "gb_days": f"{float(row.get('gb_days', 0.0)):.6g}"})
     return buf.getvalue()
 
 
@@ -271,9 +325,10 @@ def _bars(totals: list[tuple[str, float]], room: float, bar_height: int,
     return bars
 
 
-def usage_chart(rows: list[dict[str, Any]], width: int = 640) -> dict[str, Any]:
-    """Geometry of two horizontal SVG bar charts: core-hours per allocation and user, and
-    bytes downloaded per user.
+def usage_chart(rows: list[dict[str, Any]], width: int = 640,
+                lang: str = "en") -> dict[str, Any]:
+    """Geometry of three horizontal SVG bar charts: core-hours per allocation and user,
+    bytes downloaded per user, and GB-days of storage per project.
 
     Parameters
     ----------
@@ -282,6 +337,8 @@ def usage_chart(rows: list[dict[str, Any]], width: int = 640) -> dict[str, Any]:
         rows of source ``data`` give the downloads).
     width
         Width of the charts in pixels.
+    lang
+        The language of the values' texts (:func:`page_bytes`, GB-days).
 
     Returns
     -------
@@ -289,15 +346,19 @@ def usage_chart(rows: list[dict[str, Any]], width: int = 640) -> dict[str, Any]:
         ``width``, ``height``, ``label_width`` and ``bars`` (core-hours; each bar with
         ``label``, ``value``, ``y``, ``length``, ``height``), and ``downloads``: the bytes
         chart as ``height`` and ``bars`` (each also with ``text``, the value as
-        ``1.5 GB``), ready for the template.
+        ``1.5 GB``), and ``storage``: the GB-days chart the same way (``text`` as
+        ``12.5 GB-days``), ready for the template.
     """
-    from ..io.estimate import format_bytes
-
     totals: dict[tuple[int | None, str], float] = {}
     downloaded: dict[str, int] = {}
+    stored: dict[int, float] = {}
     for row in rows:
         if row.get("source") == core.DOWNLOADS:
             downloaded[row["user"]] = downloaded.get(row["user"], 0) + int(row["bytes"])
+            continue
+        if row.get("source") == core.STORAGE:
+            alloc_id = row["allocation_id"]
+            stored[alloc_id] = stored.get(alloc_id, 0.0) + float(row.get("gb_days", 0.0))
             continue
         key = (row["allocation_id"], row["user"])
         totals[key] = totals.get(key, 0.0) + row["core_hours"]
@@ -305,7 +366,8 @@ def usage_chart(rows: list[dict[str, Any]], width: int = 640) -> dict[str, Any]:
     room = width - label_width - value_width
     ordered = sorted(totals.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0,
                                                      kv[0][1]))
-    bars = _bars([(f"#{a} {u}" if a is not None else f"(none) {u}", value)
+    none = i18n.gettext(lang, "(none)")
+    bars = _bars([(f"#{a} {u}" if a is not None else f"{none} {u}", value)
                   for (a, u), value in ordered], room, bar_height, gap)
     height = max(len(bars) * (bar_height + gap), bar_height)
     # heaviest first: the users who download most are the ones to see
@@ -313,10 +375,17 @@ def usage_chart(rows: list[dict[str, Any]], width: int = 640) -> dict[str, Any]:
     byte_bars = _bars([(user, float(value)) for user, value in heavy], room, bar_height,
                       gap)
     for bar in byte_bars:
-        bar["text"] = format_bytes(bar["value"])
+        bar["text"] = page_bytes(bar["value"], lang)
+    storage_bars = _bars([(f"#{a}", value) for a, value in sorted(stored.items())], room,
+                         bar_height, gap)
+    for bar in storage_bars:
+        bar["text"] = i18n.gettext(lang, "%(value)s GB-days",
+                                   value=page_number(bar["value"], lang, 3))
     return {"width": width, "height": height, "label_width": label_width, "bars": bars,
             "downloads": {"height": max(len(byte_bars) * (bar_height + gap), bar_height),
-                          "bars": byte_bars}}
+                          "bars": byte_bars},
+            "storage": {"height": max(len(storage_bars) * (bar_height + gap), bar_height),
+                        "bars": storage_bars}}
 
 
 # --- the app -------------------------------------------------------------------------
@@ -354,11 +423,14 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
         if getattr(app.state, "auth", None) is None:
             app.state.auth = ServiceAuth(cookie_name=COOKIE)
         jobs = _jobs_service()
+        scan = _start_storage_scan(url)
         try:
             if jobs is not None:
                 await _maybe_await(jobs.startup(app))
             yield
         finally:
+            if scan is not None:
+                scan.cancel()
             if jobs is not None:
                 await _maybe_await(jobs.shutdown(app))
 
@@ -366,10 +438,8 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
                   redoc_url=None, openapi_url=f"{prefix}api/openapi.json")
     app.state.prefix = prefix
     app.state.db_url = url
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters["bytes"] = _format_bytes
-    app.state.templates = Jinja2Templates(env=env)
+    # the English pages' templates (every language's: page_environment)
+    app.state.templates = page_environment("en")
     _install_error_handlers(app)
     app.add_api_route(callback, oauth_callback, methods=["GET"], include_in_schema=False)
     app.include_router(_api_router(), prefix=f"{prefix}api", responses=ERROR_RESPONSES)
@@ -386,14 +456,107 @@ def create_app(db_url: str | None = None, prefix: str | None = None) -> FastAPI:
         # a script upload with its form fields
         overrides[f"{prefix}api/jobs"] = MAX_SCRIPT_BYTES + 2**16
 
+    from . import projects_api, publish_api, storage_api, uploads_api
+
+    for module in (projects_api, uploads_api, publish_api):
+        app.include_router(module.router, prefix=f"{prefix}api", responses=ERROR_RESPONSES)
+        app.include_router(module.page_router, prefix=prefix.rstrip("/"),
+                           include_in_schema=False)
+    app.include_router(storage_api.router, prefix=f"{prefix}api", responses=ERROR_RESPONSES)
+    overrides.update(uploads_api.body_limits(prefix))
     install_security_layer(app, overrides)
     return app
 
 
-def _format_bytes(n: float) -> str:
-    from ..io.estimate import format_bytes
+def format_when(value: dt.datetime | str | None, lang: str = "en") -> str:
+    """A time of a record as people read it on a page, in UTC
+    (:func:`oceandata.i18n.format_datetime`: ``5 Dec 2026, 04:45 UTC``,
+    ``2026年12月5日 04:45 UTC``).
 
-    return format_bytes(n)
+    Parameters
+    ----------
+    value
+        A datetime (naive ones are UTC, as SQLite gives them back), an ISO 8601 text, or
+        None ("never").
+    lang
+        The page's language.
+
+    Returns
+    -------
+    str
+        The UTC minute; a text that is no time is given back as it is.
+    """
+    if value is None or value == "":
+        return i18n.gettext(lang, "never")
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return i18n.format_datetime(value, lang)
+
+
+def page_number(value: float | int | None, lang: str, significant: int = 3) -> str:
+    """*value* rounded to *significant* digits (as ``%.3g`` does, never in exponent form)
+    and written as *lang* writes numbers (:func:`oceandata.i18n.format_number`)."""
+    if value is None:
+        return ""
+    number = float(f"{float(value):.{significant}g}")
+    text = f"{number:.{significant}g}"
+    digits = len(text.split(".")[1]) if "." in text and "e" not in text else 0
+    return i18n.format_number(number, lang, digits)
+
+
+def page_bytes(value: float | int | None, lang: str = "en") -> str:
+    """A size with its decimal unit (``2.5 MB``, three significant digits as
+    :func:`oceandata.io.estimate.format_bytes` writes them), the number as *lang* writes
+    numbers; None is "unknown"."""
+    if value is None:
+        return i18n.gettext(lang, "unknown")
+    n = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            break
+        n /= 1000
+    return f"{i18n.format_number(round(n), lang, 0)} {unit}" if unit == "B" else \
+        f"{page_number(n, lang)} {unit}"
+
+
+def word(value: Any, lang: str) -> str:
+    """One of the fixed words a page shows of a record (a status, a role, a usage
+    source: :data:`WORDS`) in *lang*; anything else, and every word in English (the
+    value as the REST API gives it), as it is."""
+    text = "" if value is None else str(value)
+    return i18n.gettext(lang, WORDS[text]) if text in WORDS and lang != "en" else text
+
+
+@functools.cache
+def page_environment(lang: str) -> jinja2.Environment:
+    """The Jinja2 environment of the pages in *lang*: ``{% trans %}`` and ``_()`` from the
+    platform's catalogs (:func:`oceandata.i18n.translations`), the filters ``number``,
+    ``size`` and ``when`` of :mod:`oceandata.i18n` (``when`` says "never" for no time),
+    ``bytes`` (:func:`page_bytes`), ``sig`` (:func:`page_number`) and ``word``
+    (:func:`word`), and the globals ``lang``, ``html_lang``, ``other_lang`` and
+    ``other_lang_name``."""
+    # as oceandata.i18n.environment makes them, with the whitespace of the templates kept
+    # (a <textarea>'s lines, <pre>)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             extensions=["jinja2.ext.i18n"], undefined=jinja2.StrictUndefined)
+    env.install_gettext_translations(i18n.translations(lang),  # type: ignore[attr-defined]
+                                     newstyle=True)
+    env.filters.update(
+        number=lambda value, digits=None: i18n.format_number(value, lang, digits),
+        size=lambda value: i18n.format_bytes(value, lang),
+        bytes=lambda value: page_bytes(value, lang),
+        when=lambda value, with_time=True: (format_when(value, lang) if with_time
+                                            else i18n.format_datetime(value, lang, False)),
+        sig=lambda value, significant=3: page_number(value, lang, significant),
+        word=lambda value: word(value, lang))
+    env.globals.update(lang=lang, html_lang=i18n.HTML_LANG[lang], other_lang=i18n.other(lang),
+                       other_lang_name=i18n.NAMES[i18n.other(lang)])
+    return env
 
 
 def _sqlite_folder(url: str) -> None:
@@ -402,6 +565,17 @@ def _sqlite_folder(url: str) -> None:
         path = Path(url.removeprefix("sqlite:///").split("?")[0])
         if str(path):
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _start_storage_scan(db_url: str) -> asyncio.Task[None] | None:
+    """The periodic measurement of the workspaces (after syncing them once), unless
+    ``OCEANDATA_STORAGE_SCAN_SECONDS`` is 0 (:mod:`oceandata.alloc.storage_api`)."""
+    from . import storage_api
+
+    interval = storage_api.scan_interval()
+    if interval <= 0:
+        return None
+    return asyncio.get_running_loop().create_task(storage_api.scan_forever(db_url, interval))
 
 
 def _jobs_service() -> Any:
@@ -458,10 +632,26 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith(f"{request.app.state.prefix}api")
 
 
+#: the headline of an error page, by status (the refusal's own sentence follows it)
+ERROR_TITLES = {
+    400: _("The request is invalid."), 403: _("This is not allowed."),
+    404: _("Not found: there is no such thing of yours."),
+    409: _("This has already ended."), 413: _("The request is too large."),
+    415: _("The request is not in a form the service reads."),
+    422: _("A value in the address is invalid."),
+    500: _("The service failed on this request."),
+    503: _("The hub or a backend does not answer: try again in a moment.")}
+
+
 def _error(request: Request, status: int, message: str) -> Response:
     if _is_api(request):
         return JSONResponse({"error": message}, status_code=status)
-    return render(request, "error.html", {"status": status, "message": message}, status)
+    lang = page_lang(request)
+    title = i18n.gettext(lang, ERROR_TITLES.get(status, _("The request failed.")))
+    if lang != "en" and status == 404:  # "no allocation 12 of yours": the headline says it
+        title, message = None, title
+    return render(request, "error.html", {"status": status, "error_message": message,
+                                          "title": title}, status)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -477,6 +667,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return _error(request, 404, str(exc))
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return _error(request, 503, str(exc))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -502,31 +696,142 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UsageError, usage)
     app.add_exception_handler(NotAuthorized, forbidden)  # QuotaExceeded is one
     app.add_exception_handler(core.NotFound, not_found)
+    app.add_exception_handler(WorkspaceError, unavailable)
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
 # --- pages ---------------------------------------------------------------------------
 
 
-def status_message(request: Request) -> str | None:
-    """The status line of a page: a fixed text chosen by ``?message=<key>`` (and ``id``)."""
+def status_message(request: Request, lang: str = "en") -> str | None:
+    """The status line of a page: a fixed text chosen by ``?message=<key>`` (and ``id``),
+    in *lang*."""
     text = MESSAGES.get(request.query_params.get("message", ""))
     if text is None:
         return None
     ident = request.query_params.get("id", "")
-    return text.format(id=ident if ident.isdigit() and len(ident) < 20 else "?")
+    return i18n.gettext(lang, text, id=ident if ident.isdigit() and len(ident) < 20 else "?")
+
+
+def saved_language(request: Request, user: HubUser | None) -> str | None:
+    """The language *user* saved in their settings (:func:`oceandata.alloc.projects.
+    language_of`), None when none or when the database cannot say."""
+    if user is None:
+        return None
+    from . import projects
+
+    try:
+        with db.session_scope(request.app.state.db_url) as session:
+            return projects.language_of(session, user.name)
+    except Exception:  # the language must never break a page: the browser's is used
+        log.exception("could not read the language of %s", user.name)
+        return None
+
+
+def page_lang(request: Request) -> str:
+    """The language of the page answering *request* (:func:`oceandata.i18n.request_lang`:
+    ``?lang=`` > the language cookie > the signed-in user's saved language >
+    ``Accept-Language`` > English), found once per request."""
+    known = getattr(request.state, "lang", None)
+    if known is not None:
+        return str(known)
+    chosen = i18n.lang_of(request.query_params.get("lang")) or i18n.lang_of(
+        request.cookies.get(i18n.LANG_COOKIE))
+    setting = None if chosen else saved_language(request, getattr(request.state, "user",
+                                                                  None))
+    lang = i18n.request_lang(request, setting=setting)
+    if getattr(request.state, "user", None) is not None:  # known for the rest of it
+        request.state.lang = lang
+    return lang
+
+
+def localise(request: Request, response: Response, lang: str) -> Response:
+    """Say a page's language in *response*'s headers (``Content-Language``, ``Vary``) and
+    remember a ``?lang=`` choice in the language cookie."""
+    response.headers["Content-Language"] = i18n.HTML_LANG[lang]
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    i18n.remember(request, response)
+    return response
+
+
+#: the page a form's POST address shows (its language switch leads there: POST-only
+#: addresses have no page of their own)
+FORM_PAGES = ((re.compile(r"admin/publish/\d+/(approve|deny)"), "admin/publish"),
+              (re.compile(r"admin/\d+/(approve|deny)"), "admin"),
+              (re.compile(r"projects/(\d+)/members(/.*)?"), r"projects/\1"),
+              (re.compile(r"upload/(\d+)"), r"projects/\1/upload"))
+
+
+#: a query parameter the language switch carries over: a short token (the status line's
+#: key, an id); anything else (free text someone put in a link) is never written back
+SWITCH_TOKEN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+
+
+def switch_link(request: Request, lang: str) -> str:
+    """The language switch's link: the page's own address with ``lang`` set to the other
+    language and its other query parameters kept when they are short tokens
+    (:data:`SWITCH_TOKEN`: a page shows no free text from its link, not even in an
+    attribute); after a form's POST, the page that form is on (:data:`FORM_PAGES`)."""
+    kept = [(k, v) for k, v in request.query_params.multi_items()
+            if SWITCH_TOKEN.fullmatch(k) and SWITCH_TOKEN.fullmatch(v)]
+    query = i18n.switch_href(kept, i18n.other(lang))
+    if request.method in ("GET", "HEAD"):
+        return query
+    path = request.url.path.removeprefix(request.app.state.prefix)
+    for pattern, page in FORM_PAGES:
+        if pattern.fullmatch(path):
+            return request.app.state.prefix + pattern.sub(page, path) + query
+    return query
 
 
 def render(request: Request, name: str, context: dict[str, Any],
            status: int = 200) -> HTMLResponse:
-    """Render a template with the common context (the user, the session's CSRF token)."""
+    """Render a template in the page's language (:func:`page_lang`) with the common
+    context (the user, the session's CSRF token, the translated labels, the status line,
+    the storage warnings, the language switch's link)."""
     prefix = request.app.state.prefix
     user = getattr(request.state, "user", None)
-    ctx = {"prefix": prefix, "csrf_field": CSRF_FIELD, "user": user, "labels": LABELS,
+    lang = page_lang(request)
+    ctx = {"prefix": prefix, "csrf_field": CSRF_FIELD, "user": user,
+           "labels": {k: i18n.gettext(lang, v) for k, v in LABELS.items()},
            "csrf": service_auth(request).csrf_token(user) if user is not None else "",
-           "message": status_message(request), **context}
-    return request.app.state.templates.TemplateResponse(request, name, ctx,
-                                                        status_code=status)
+           "message": status_message(request, lang),
+           "storage_warnings": storage_warnings(request, user, lang),
+           "switch_href": switch_link(request, lang), **context}
+    html = page_environment(lang).get_template(name).render(ctx)
+    response = HTMLResponse(html, status_code=status)
+    localise(request, response, lang)
+    return response
+
+
+def storage_warnings(request: Request, user: HubUser | None,
+                     lang: str = "en") -> list[str]:
+    """The warning lines, in *lang*, of *user*'s projects whose workspace holds 80% of its
+    quota or more, from their last measurement (as
+    :func:`oceandata.alloc.workspaces.storage_warnings`; a page never walks a workspace);
+    none when the database cannot say."""
+    if user is None:
+        return []
+    from . import workspaces
+
+    lines = []
+    try:
+        with db.session_scope(request.app.state.db_url) as session:
+            for status in workspaces.storage_alerts(session, user.name):
+                values = {"project": status.allocation_id,
+                          "used": page_bytes(status.used_bytes, lang),
+                          "quota": page_bytes(status.quota_bytes, lang),
+                          "percent": i18n.format_number(round(100 * status.fraction), lang,
+                                                        0)}
+                lines.append(i18n.gettext(
+                    lang, "project %(project)s's workspace is full: %(used)s used of "
+                    "%(quota)s", **values) if status.level == "full" else i18n.gettext(
+                    lang, "project %(project)s's workspace is at %(percent)s%% of its quota: "
+                    "%(used)s used of %(quota)s", **values))
+    except Exception:  # a banner must never break a page
+        log.exception("could not read the storage of %s's projects", user.name)
+        return []
+    return lines
 
 
 def _redirect(request: Request, path: str, **query: str | int) -> RedirectResponse:
@@ -596,8 +901,21 @@ def _api_router() -> APIRouter:
             detail.pop("audit")
             return detail
 
+        def projects(session: Session) -> dict[str, Any]:
+            from . import projects, workspaces
+
+            mine = projects.projects_of(session, user.name)
+            return {"projects": [
+                {"id": a.id, "project_title": a.project_title,
+                 "role": "pi" if a.owner == user.name else "member",
+                 "datasets": list(a.datasets or ()),
+                 "workspace": str(workspaces.workspace_path(a.id))} for a in mine],
+                "datasets": sorted({d for a in mine for d in a.datasets or ()}),
+                "default_allocation": projects.default_allocation(session, user.name)}
+
         active = await in_session(request, work)
-        return {"name": user.name, "admin": user.admin, "active_allocation": active}
+        return {"name": user.name, "admin": user.admin, "active_allocation": active,
+                **await in_session(request, projects)}
 
     @router.get("/allocations")
     async def list_allocations(request: Request, status: str | None = None,
@@ -631,8 +949,8 @@ def _api_router() -> APIRouter:
         if not isinstance(changes, dict):
             raise UsageError("changes must be a JSON object of field: new value")
         changes = {**body, **changes}
-        return await in_session(request, lambda s: _detail(s, core.decide(
-            s, alloc_id, user.name, user.admin, approve=True, changes=changes,
+        return await in_session(request, lambda s: _detail(s, approve_project(
+            s, alloc_id, user.name, user.admin, changes=changes,
             reason=None if note is None else str(note))))
 
     @router.post("/allocations/{alloc_id}/deny", openapi_extra=json_body_doc(DenialBody))
@@ -706,13 +1024,24 @@ async def _form(request: Request) -> dict[str, str]:
     return data
 
 
-def field_errors(fields: dict[str, Any]) -> dict[str, str]:
+def refusal(lang: str, exc: Exception) -> str:
+    """The sentence of a refused form shown on a page in *lang*: the rule's own sentence
+    (:mod:`oceandata.alloc.core` words them in English, the REST API's language), after a
+    translated lead-in on a page in another language."""
+    return str(exc) if lang == "en" else i18n.gettext(lang, "Refused: %(reason)s",
+                                                      reason=str(exc))
+
+
+def field_errors(fields: dict[str, Any], lang: str = "en") -> dict[str, str]:
     """Per-field messages of :func:`oceandata.alloc.core.clean_request` (empty when valid).
 
     Parameters
     ----------
     fields
         The submitted form.
+    lang
+        The page's language: in English the rule's own sentence, in another a
+        translated hint of what the field takes (:data:`FIELD_HINTS`).
 
     Returns
     -------
@@ -724,13 +1053,21 @@ def field_errors(fields: dict[str, Any]) -> dict[str, str]:
         value = fields.get(name)
         if value in (None, ""):
             if name != "datasets":
-                errors[name] = "required"
+                errors[name] = i18n.gettext(lang, "required")
             continue
         try:
             core.clean_request({name: value})
         except UsageError as exc:
-            errors[name] = str(exc)
+            errors[name] = str(exc) if lang == "en" else i18n.gettext(lang, FIELD_HINTS[name])
     return errors
+
+
+def _before(end: str, start: str) -> bool:
+    """Whether the date *end* is before *start* (False when either is no date)."""
+    try:
+        return dt.date.fromisoformat(end.strip()) < dt.date.fromisoformat(start.strip())
+    except ValueError:
+        return False
 
 
 def _page_router() -> APIRouter:
@@ -755,19 +1092,24 @@ def _page_router() -> APIRouter:
     async def request_submit(request: Request,
                              user: HubUser = Depends(browser_user)) -> Response:
         form = await _form(request)
+        lang = page_lang(request)
         values = {name: form.get(name, "") for name in FORM_FIELDS}
-        errors = field_errors(values)
+        errors = field_errors(values, lang)
+        if not errors and lang != "en" and _before(values["end_date"], values["start_date"]):
+            # (in English the rule's own sentence says it)
+            errors["end_date"] = i18n.gettext(lang, "The end date is before the start date.")
         if not errors:
             try:
                 alloc_id = await in_session(
                     request, lambda s: core.request_allocation(s, user.name, values).id)
             except UsageError as exc:
                 return render(request, "request.html", {
-                    "values": values, "errors": {}, "error": str(exc)}, 400)
+                    "values": values, "errors": {}, "error": refusal(lang, exc)}, 400)
             return _redirect(request, "", message="filed", id=alloc_id)
         return render(request, "request.html", {
             "values": values, "errors": errors,
-            "error": "The request was not filed: correct the fields marked below."}, 400)
+            "error": i18n.gettext(lang, "The request was not filed: correct the fields marked "
+                                  "below.")}, 400)
 
     @router.get("/allocations/{alloc_id}", response_class=HTMLResponse)
     async def detail(request: Request, alloc_id: AllocId,
@@ -780,8 +1122,9 @@ def _page_router() -> APIRouter:
                      error: str | None = None, error_id: int | None = None,
                      values: dict[str, str] | None = None) -> Response:
         if not user.admin:
-            raise NotAuthorized(f"{user.name} is not an administrator: the review queue is "
-                                "for administrators")
+            raise NotAuthorized(i18n.gettext(
+                page_lang(request), "%(user)s is not an administrator: the review queue is "
+                "for administrators", user=user.name))
         pending = await in_session(request, lambda s: [
             _detail(s, a) for a in core.list_visible(s, user.name, True,
                                                       AllocationStatus.PENDING)])
@@ -811,13 +1154,14 @@ def _page_router() -> APIRouter:
             cleaned = core.clean_request(submitted)
             changes = {k: submitted[k] for k, v in cleaned.items()
                        if (v.isoformat() if isinstance(v, dt.date) else v) != current[k]}
-            core.decide(session, alloc_id, user.name, user.admin, approve=True,
-                        changes=changes, reason=note)
+            approve_project(session, alloc_id, user.name, user.admin, changes=changes,
+                            reason=note)
 
         try:
             await in_session(request, work)
         except UsageError as exc:
-            return await _queue(request, user, 400, str(exc), alloc_id, submitted)
+            return await _queue(request, user, 400, refusal(page_lang(request), exc),
+                                alloc_id, submitted)
         return _redirect(request, "admin", message="approved", id=alloc_id)
 
     @router.post("/admin/{alloc_id}/deny", response_class=HTMLResponse)
@@ -830,13 +1174,15 @@ def _page_router() -> APIRouter:
                 s, alloc_id, user.name, user.admin, approve=False,
                 reason=form.get("reason", "")))
         except UsageError as exc:
-            return await _queue(request, user, 400, str(exc), alloc_id)
+            return await _queue(request, user, 400, refusal(page_lang(request), exc),
+                                alloc_id)
         return _redirect(request, "admin", message="denied", id=alloc_id)
 
     @router.get("/usage", response_class=HTMLResponse)
     async def usage_page(request: Request, user: HubUser = Depends(browser_user)) -> Response:
         rows = await in_session(request, usage_rows, user)
-        return render(request, "usage.html", {"rows": rows, "chart": usage_chart(rows)})
+        return render(request, "usage.html", {
+            "rows": rows, "chart": usage_chart(rows, lang=page_lang(request))})
 
     return router
 

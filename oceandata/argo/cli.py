@@ -11,27 +11,27 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..cli_i18n import _
 from ..times import TIME_OPTION_HELP
 
-argo_app = typer.Typer(help="Argo floats from a local GDAC mirror.", no_args_is_help=True)
+argo_app = typer.Typer(help=_("Argo floats from a local GDAC mirror."), no_args_is_help=True)
 out = Console(soft_wrap=True)
 
 MirrorOpt = Annotated[Path | None, typer.Option(
-    help="GDAC mirror folder (holds dac/ and the index); default the sample subset.")]
-ModeOpt = Annotated[str, typer.Option(help="standard, research or expert.")]
+    help=_("GDAC mirror folder (holds dac/ and the index); default the sample subset."))]
+ModeOpt = Annotated[str, typer.Option(help=_("standard, research or expert."))]
 
 
-@argo_app.command("search")
+@argo_app.command("search", help=_("Search the GDAC profile index by box, period, DAC and float."))
 def argo_search(
-    bbox: Annotated[str | None, typer.Option(help="W,S,E,N in degrees.")] = None,
-    time: Annotated[str | None, typer.Option(help=TIME_OPTION_HELP)] = None,
-    dac: Annotated[list[str] | None, typer.Option("--dac", help="DAC (repeat).")] = None,
-    wmo: Annotated[list[int] | None, typer.Option("--float", help="WMO number (repeat).")]
+    bbox: Annotated[str | None, typer.Option(help=_("W,S,E,N in degrees."))] = None,
+    time: Annotated[str | None, typer.Option(help=_(TIME_OPTION_HELP))] = None,
+    dac: Annotated[list[str] | None, typer.Option("--dac", help=_("DAC (repeat)."))] = None,
+    wmo: Annotated[list[int] | None, typer.Option("--float", help=_("WMO number (repeat)."))]
     = None,
     mirror: MirrorOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print JSON."))] = False,
 ) -> None:
-    """Search the GDAC profile index by box, period, DAC and float."""
     from ..io.subset import parse_bbox, parse_range
     from .index import search
 
@@ -54,17 +54,17 @@ def argo_search(
         out.print(f"... {len(found) - 50} more (use --json for all)", markup=False)
 
 
-@argo_app.command("load")
+@argo_app.command("load", help=_(
+        "Load floats with the Argo data-mode and QC rules and write them with provenance."))
 def argo_load(
-    wmo: Annotated[list[int], typer.Argument(help="Float WMO numbers.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.nc, OUT.zarr or OUT.csv")],
+    wmo: Annotated[list[int], typer.Argument(help=_("Float WMO numbers."))],
+    output: Annotated[Path, typer.Option("--output", "-o", help=_("OUT.nc, OUT.zarr or OUT.csv"))],
     mode: ModeOpt = "standard",
-    bgc: Annotated[bool, typer.Option(help="Read the BGC Sprof files (DOXY...).")] = False,
-    levels: Annotated[bool, typer.Option(help="Interpolate to standard pressures.")] = False,
+    bgc: Annotated[bool, typer.Option(help=_("Read the BGC Sprof files (DOXY...)."))] = False,
+    levels: Annotated[bool, typer.Option(help=_("Interpolate to standard pressures."))] = False,
     mirror: MirrorOpt = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    overwrite: Annotated[bool, typer.Option(help=_("Replace OUT if it exists."))] = False,
 ) -> None:
-    """Load floats with the Argo data-mode and QC rules and write them with provenance."""
     from ..io.export import export, output_format, with_provenance
     from .reader import load, to_standard_levels
 
@@ -80,18 +80,18 @@ def argo_load(
               f"{ds.attrs['argo_data_modes']}, user mode {mode}", markup=False)
 
 
-@argo_app.command("ingest")
+@argo_app.command("ingest", help=_(
+        "Append the floats' new profiles to one store (keyed by float, cycle, direction)."))
 def argo_ingest(
-    wmo: Annotated[list[int] | None, typer.Argument(help="Floats (default: every float).")]
+    wmo: Annotated[list[int] | None, typer.Argument(help=_("Floats (default: every float)."))]
     = None,
-    store: Annotated[Path, typer.Option("--store", help="Icechunk store of profiles.")]
+    store: Annotated[Path, typer.Option("--store", help=_("Icechunk store of profiles."))]
     = Path("argo.icechunk"),
     mode: ModeOpt = "standard",
     mirror: MirrorOpt = None,
-    register: Annotated[Path | None, typer.Option(help="Catalog YAML to add it to.")] = None,
-    name: Annotated[str, typer.Option(help="Catalog entry name.")] = "argo_profiles",
+    register: Annotated[Path | None, typer.Option(help=_("Catalog YAML to add it to."))] = None,
+    name: Annotated[str, typer.Option(help=_("Catalog entry name."))] = "argo_profiles",
 ) -> None:
-    """Append the floats' new profiles to one store (keyed by float, cycle, direction)."""
     from .index import mirror_path
     from .store import ingest_floats
 

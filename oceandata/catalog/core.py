@@ -8,6 +8,7 @@ enforce access levels, and to open entries through :mod:`oceandata.catalog.drive
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import os
@@ -150,33 +151,56 @@ def report_access(name: str, version: str | None = None) -> None:
 ALLOC_TIMEOUT = 10.0
 
 
-def allocation_datasets() -> set[str]:
-    """Datasets named by the current user's approved allocation in force today.
-
-    Only in the hub: with a JupyterHub token (``JUPYTERHUB_API_TOKEN``, set in every
-    server) the allocations service's ``GET api/me`` is asked. No token, no service
-    URL, a service that cannot be reached or refuses the token: no datasets (the group
-    check alone decides).
-    """
-    token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip()
+def _ask_me() -> dict[str, Any] | None:
+    """The allocations service's ``GET api/me`` for this process's user (None without a
+    token or service, or when the service cannot be reached or refuses the token)."""
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip() or \
+        os.environ.get("OCEANDATA_TOKEN", "").strip()
     url = allocation_service_url()
     if not token or not url:
-        return set()
+        return None
     import requests
 
     try:
         resp = requests.get(f"{url}/api/me", headers={"Authorization": f"token {token}"},
                             timeout=ALLOC_TIMEOUT, allow_redirects=False)
         if resp.status_code != 200:
-            return set()
+            return None
         body = resp.json()
     except (requests.RequestException, ValueError):
-        return set()
-    active = body.get("active_allocation") if isinstance(body, dict) else None
-    names = active.get("datasets") if isinstance(active, dict) else None
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def allocation_datasets() -> set[str]:
+    """Datasets granted by the current user's projects (approved allocations they lead or
+    belong to) in force today.
+
+    Only in the hub: with a JupyterHub token (``JUPYTERHUB_API_TOKEN``, set in every
+    server) the allocations service's ``GET api/me`` is asked. No token, no service
+    URL, a service that cannot be reached or refuses the token: no datasets (the group
+    check alone decides).
+    """
+    body = _ask_me()
+    # every project the user is in shares its grants (docs/projects.md)
+    names = body.get("datasets") if body is not None else None
     if not isinstance(names, list):
         return set()
     return {str(n) for n in names}
+
+
+def user_projects(me: dict[str, Any] | None = None) -> dict[int, Path]:
+    """The current user's projects in force today: id → workspace (from ``GET api/me``,
+    as :func:`allocation_datasets`); empty outside the hub or when the service does not
+    answer."""
+    body = _ask_me() if me is None else me
+    found: dict[int, Path] = {}
+    for item in (body or {}).get("projects") or ():
+        try:
+            found[int(item["id"])] = Path(str(item["workspace"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
 
 
 @dataclass
@@ -208,6 +232,11 @@ class Entry:
     line: int | None = None
     #: the root catalog file the entry was opened through (its negative list is beside it)
     root: Path | None = field(default=None, repr=False, compare=False)
+    #: the project whose catalog holds the entry (None: the platform's catalog); its
+    #: members only may see it (:mod:`oceandata.catalog.projects`)
+    project: int | None = field(default=None, compare=False)
+    #: that project's workspace (the entry's stores must lie inside it)
+    workspace: Path | None = field(default=None, repr=False, compare=False)
 
     @property
     def where(self) -> str:
@@ -251,6 +280,15 @@ class Entry:
         explicit = groups is not None
         groups = current_groups() if groups is None else groups
         user = user or current_user()
+        if self.project is not None:  # members of its project only: asked every time
+            mine = user_projects()
+            if self.project not in mine:
+                raise NotAuthorized(f"dataset {self.name!r} belongs to project "
+                                    f"{self.project}, and you are not one of its members")
+            decision = decide(self, Subject.of(user, groups, projects=mine))
+            if decision.allowed:
+                report_access(self.name)
+                return
         decision = decide(self, Subject.of(user, groups))
         if not decision.allowed and not explicit:
             decision = decide(self, Subject.of(user, groups, allocation_datasets()))
@@ -266,7 +304,8 @@ class Entry:
         )
 
     def granted(self, groups: Iterable[str] = (), datasets: Iterable[str] = (), *,
-                user: str | None = None, negative: Any = None) -> bool:
+                user: str | None = None, negative: Any = None,
+                projects: Iterable[int] = ()) -> bool:
         """The platform's one access rule: may a caller with these grants open this entry?
 
         *user* is the caller's name (None for an anonymous caller of the open-data
@@ -275,10 +314,13 @@ class Entry:
         (:mod:`oceandata.dataservice.access`), STAC and the portal all ask it.
         *negative* is the negative list in force when the caller already holds it
         (:class:`oceandata.governance.rules.NegativeLists`); default: read it.
+        *projects* are the ids of the caller's projects in force (a project entry exists
+        for its members only).
         """
         from ..governance.rules import Subject, decide
 
-        return decide(self, Subject.of(user, groups, datasets), negative=negative).allowed
+        return decide(self, Subject.of(user, groups, datasets, projects),
+                      negative=negative).allowed
 
     def release(self) -> str:
         """The entry's effective release today: ``open``, ``registered`` or ``restricted``
@@ -312,8 +354,22 @@ class Entry:
         return dict(self.args.get("layouts") or {})
 
     def _open(self, *, chunks: Any = None, version: str | None = None,
-              layout: str | None = None) -> xr.Dataset:
-        """Open without the access check (operators' validation, which reads no values)."""
+              layout: str | None = None, shadows: list[Path] | None = None,
+              opening: Any = None) -> xr.Dataset:
+        """Open without the access check (operators' validation, which reads no values).
+
+        Parameters
+        ----------
+        shadows
+            For a project store read as root: the shadows the dataset reads
+            (:class:`oceandata.catalog.shadows.ShadowPool`) are appended here, and the
+            caller releases them (``SHADOWS.release``) once it drops the dataset; when
+            the open fails they are released already. Default: held for the life of the
+            process.
+        opening
+            A context manager held while the data are opened (not while a project store
+            is sealed): the data service's lock of netCDF-C.
+        """
         if chunks is None:
             chunks = self.args["chunks"] if "chunks" in self.args else \
                 get_settings().dask_chunks()
@@ -332,13 +388,50 @@ class Entry:
 
             index = load_index(self)
             if index.usable:
-                ds = open_source(self.driver, [str(index.path)], args, chunks=chunks,
-                                 fix_attrs=self.metadata.fix_attrs, references=index)
+                with opening if opening is not None else contextlib.nullcontext():
+                    ds = open_source(self.driver, [str(index.path)], args, chunks=chunks,
+                                     fix_attrs=self.metadata.fix_attrs, references=index)
                 ds.attrs.setdefault("oceandata_entry", self.name)
                 return ds
         paths = self.paths() if layout is None else [self.layouts[layout]]
-        ds = open_source(self.driver, paths, args, chunks=chunks,
-                         fix_attrs=self.metadata.fix_attrs)
+        held: list[Path] = []
+        try:
+            if self.project is not None and self.workspace is not None:
+                # written by members: no link may lead a reader out of the workspace, and
+                # a root reader (the data service) seals the store first, so what it
+                # opened cannot be replaced while it reads (projects.seal_store); as root
+                # it reads the store's shadow, which no member can change, one shared by
+                # every open of the unchanged store (oceandata.catalog.shadows)
+                from .projects import sealed_store
+                from .shadows import SHADOWS
+
+                stores = paths
+                if os.geteuid() == 0:
+                    if version is not None and self.driver == "icechunk":
+                        from .shadows import check_version
+
+                        check_version(stores[0], self.workspace, version)  # before a walk
+                    for p in stores:
+                        held.append(SHADOWS.acquire(p, self.workspace))
+                    paths = [str(p) for p in held]
+                else:
+                    paths = [str(sealed_store(p, self.workspace)) for p in stores]
+            with opening if opening is not None else contextlib.nullcontext():
+                ds = open_source(self.driver, paths, args, chunks=chunks,
+                                 fix_attrs=self.metadata.fix_attrs)
+            if self.project is not None and self.workspace is not None:
+                from .projects import verify_snapshot
+
+                verify_snapshot(os.path.realpath(stores[0]), self.workspace,
+                                ds.attrs.get("oceandata_snapshot"))
+        except BaseException:
+            from .shadows import SHADOWS
+
+            for p in held:
+                SHADOWS.release(p)
+            raise
+        if shadows is not None:
+            shadows.extend(held)
         ds.attrs.setdefault("oceandata_entry", self.name)
         if layout is not None:
             ds.attrs["oceandata_layout"] = layout
@@ -351,6 +444,7 @@ class Entry:
             "driver": self.driver,
             "description": self.description,
             "defined_in": self.where,
+            **({"project": self.project} if self.project is not None else {}),
             "args": self.args,
             "metadata": self.metadata.model_dump(mode="json", exclude_none=True),
         }
@@ -564,7 +658,8 @@ def _entry(name: str, source: Source, path: Path, line: int | None,
     return entry
 
 
-def open_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+def open_catalog(path: str | os.PathLike[str] | None = None, *,
+                 projects: bool | None = None) -> Catalog:
     """Open a catalog tree.
 
     Parameters
@@ -572,6 +667,11 @@ def open_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     path
         A catalog YAML file; default the platform's root catalog (setting
         ``OCEANDATA_CATALOG``, ``catalogs/ocean.yaml`` in a source checkout).
+    projects
+        Merge the catalogs of the projects the user belongs to (their entries are named
+        ``p<id>.<name>`` and carry ``entry.project``; :mod:`oceandata.catalog.projects`).
+        Default: merged into the platform's root catalog (no *path*) when the process
+        has a JupyterHub token and the allocations service answers (in the hub).
 
     Returns
     -------
@@ -588,6 +688,7 @@ def open_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     >>> import oceandata
     >>> cat = oceandata.open_catalog()  # doctest: +SKIP
     >>> ds = cat["cobe_sst2"].to_dask()  # doctest: +SKIP
+    >>> ds = cat["p12.sst"].to_dask()  # a store of project 12, for its members  # doctest: +SKIP
     """
     target = Path(path) if path is not None else get_settings().catalog
     if target.is_dir():
@@ -597,4 +698,10 @@ def open_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     cat = _build(target, {}, ())
     for entry in cat.entries.values():  # the negative list beside this root applies
         entry.root = cat.path
+    if projects or (projects is None and path is None):
+        mine = user_projects()
+        if mine:
+            from .projects import merge_projects
+
+            merge_projects(cat, sorted(mine.items()))
     return cat

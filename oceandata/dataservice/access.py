@@ -73,12 +73,16 @@ class Caller:
     allocation
         The id of the user's approved allocation in force today, if any (a partner:
         :func:`oceandata.dataservice.policy.access_class`).
+    projects
+        Ids of the projects in force today the user leads or belongs to: their project
+        catalogs' entries exist for this caller (:mod:`oceandata.catalog.projects`).
     """
 
     name: str | None = None
     groups: frozenset[str] = frozenset()
     datasets: frozenset[str] = frozenset()
     allocation: int | None = None
+    projects: frozenset[int] = frozenset()
 
     @property
     def partner(self) -> bool:
@@ -96,7 +100,8 @@ class Caller:
         A pass over many entries gives *negative* from one
         :class:`oceandata.governance.rules.NegativeLists` (see :func:`visible_entries`).
         """
-        return entry.granted(self.groups, self.datasets, user=self.name, negative=negative)
+        return entry.granted(self.groups, self.datasets, user=self.name, negative=negative,
+                             projects=self.projects)
 
 
 ANONYMOUS = Caller()
@@ -140,14 +145,16 @@ def request_token(authorization: str | None, lang: str = "en") -> str | None:
                                        "password.")) from None
 
 
-#: (database, user) -> (when read, allocation id, datasets): read at most every CACHE_SECONDS
-_GRANTS: dict[tuple[str, str], tuple[float, int | None, frozenset[str]]] = {}
+#: (database, user) -> (when read, allocation id, datasets, projects): read at most every
+#: CACHE_SECONDS
+_GRANTS: dict[tuple[str, str], tuple[float, int | None, frozenset[str], frozenset[int]]] = {}
 _GRANTS_LOCK = threading.Lock()
 
 
-def allocation_grants(db_url: str | None, user: str) -> tuple[int | None, frozenset[str]]:
-    """*user*'s approved allocation in force today and the datasets it names (none
-    without a database).
+def allocation_grants(db_url: str | None, user: str
+                      ) -> tuple[int | None, frozenset[str], frozenset[int]]:
+    """One of *user*'s projects in force today (the newest; it makes the caller a partner),
+    the datasets all of them grant and the ids of all of them (none without a database).
 
     Read from the allocations database at most once per :data:`CACHE_SECONDS` per user
     (the bound of the token cache): a client reading Zarr chunks sends many requests a
@@ -156,25 +163,27 @@ def allocation_grants(db_url: str | None, user: str) -> tuple[int | None, frozen
     Returns
     -------
     tuple
-        ``(allocation id or None, datasets)``.
+        ``(a project's allocation id or None, datasets, project ids)``.
     """
     if not db_url:
-        return None, frozenset()
+        return None, frozenset(), frozenset()
     now = time.monotonic()
     with _GRANTS_LOCK:
         found = _GRANTS.get((db_url, user))
     if found is not None and now - found[0] < CACHE_SECONDS:
-        return found[1], found[2]
-    from ..alloc.core import active_allocation
+        return found[1], found[2], found[3]
     from ..alloc.db import session_scope
+    from ..alloc.projects import projects_of
 
     with session_scope(db_url) as session:
-        alloc = active_allocation(session, user)
-        alloc_id = alloc.id if alloc is not None else None
-        datasets = frozenset(alloc.datasets or ()) if alloc is not None else frozenset()
+        # every project the user leads or belongs to shares its dataset grants
+        found = projects_of(session, user)
+        alloc_id = found[0].id if found else None
+        datasets = frozenset(d for alloc in found for d in alloc.datasets or ())
+        projects = frozenset(alloc.id for alloc in found)
     with _GRANTS_LOCK:
-        _GRANTS[(db_url, user)] = (now, alloc_id, datasets)
-    return alloc_id, datasets
+        _GRANTS[(db_url, user)] = (now, alloc_id, datasets, projects)
+    return alloc_id, datasets, projects
 
 
 async def identify(request: Request) -> Caller:
@@ -209,9 +218,9 @@ async def identify(request: Request) -> Caller:
         if via == "cookie" and exc.status == 401:
             return ANONYMOUS  # an expired login: the open pages stay open
         raise _challenge(str(exc), exc.status) from None
-    alloc_id, datasets = await run_in_threadpool(
+    alloc_id, datasets, projects = await run_in_threadpool(
         allocation_grants, getattr(request.app.state, "alloc_db_url", None), user.name)
-    return Caller(user.name, frozenset(user.groups), datasets, alloc_id)
+    return Caller(user.name, frozenset(user.groups), datasets, alloc_id, projects)
 
 
 def split_id(dataset_id: str) -> tuple[str, str | None]:
@@ -265,12 +274,20 @@ async def guard(request: Request) -> Caller:
     Sets ``request.state.caller`` (kept when :class:`.traffic.TrafficLayer` identified
     the caller already) and :data:`CALLER`; for a path naming a dataset
     (``{dataset_id}``), ``request.state.entry`` and ``request.state.version`` too, or
-    answers 404 (see :func:`resolve`).
+    answers 404 (see :func:`resolve`). Entries published since the last request are
+    merged first (:func:`oceandata.dataservice.published.refresh_published`: one ``stat``
+    of the published catalog), so OPeNDAP, Zarr and subsets serve a new publication at
+    once, not only after a portal or STAC request.
     """
+    from .published import refresh_published
+
+    await refresh_published(request)
     # the traffic layer identified the caller already (limits are per user)
     caller = getattr(request.state, "caller", None)
     if caller is None:
         caller = await identify(request)
+    if caller.projects:  # the caller's project catalogs, reloaded when they changed
+        await refresh_projects(request.app, caller)
     CALLER.set(caller)
     request.state.caller = caller
     dataset_id = request.path_params.get("dataset_id")
@@ -282,6 +299,33 @@ async def guard(request: Request) -> Caller:
         if caller.name is not None:
             _record_access(request, caller, entry, version)
     return caller
+
+
+async def refresh_projects(app: Any, caller: Caller) -> None:
+    """Merge the current catalogs of *caller*'s projects into the served catalog.
+
+    Each project catalog's file is looked at (one ``stat``) on every request of a member;
+    a changed file is read again (in a thread), its entries replace the project's old
+    ones, opened datasets of those names are forgotten and the bytes-served ledger learns
+    the new names. Non-members never cause a read, and never see the entries.
+    """
+    watcher = getattr(app.state, "projects", None)
+    if watcher is None or not watcher.stale(caller.projects):
+        return
+    changed = await run_in_threadpool(watcher.refresh, caller.projects)
+    if not changed:
+        return
+    cache = getattr(app.state, "cache", None)
+    if cache is not None and hasattr(cache, "forget"):
+        cache.forget(changed)
+        from xpublish.dependencies import get_cache
+
+        derived = app.dependency_overrides.get(get_cache)
+        if derived is not None:
+            cache.retire_derived(derived(), changed)
+    ledger = getattr(app.state, "ledger", None)
+    if ledger is not None and getattr(ledger, "datasets", None) is not None:
+        ledger.datasets = frozenset(app.state.catalog.entries)
 
 
 #: seconds during which further requests of one user for one dataset and protocol are not

@@ -126,7 +126,8 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
         The application (``app.state.inner`` is the service below the prefix).
     """
     if not isinstance(catalog, Catalog):
-        catalog = open_catalog(catalog)
+        # the platform's catalog only: each member's project catalogs join per request
+        catalog = open_catalog(catalog, projects=False)
     prefix = _normalise_prefix(prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/")
     if hub_auth is None and os.environ.get("JUPYTERHUB_API_TOKEN"):
         from ..hub.security import ServiceAuth
@@ -140,6 +141,10 @@ def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,
                                   "dependencies": [Depends(guard), Depends(size_guard)]})
     inner = rest.app
     inner.state.catalog = catalog
+    # project catalogs (<data dir>/projects/<id>/catalog.yaml), merged for their members
+    from ..catalog.projects import ProjectCatalogs
+
+    inner.state.projects = ProjectCatalogs(catalog)
     inner.state.index = SearchIndex(catalog)
     inner.state.cache = cache
     inner.state.auth = hub_auth

@@ -378,7 +378,7 @@ async def start(request: Request, est: dict[str, Any]) -> Response:
         catalog=str(request.app.state.catalog.path), dataset=entry.name, version=version,
         subset={**sub, "format": fmt.name}, url=_download_url(request, dataset_id, sub),
         output=downloads.filename(dataset_id, parsed, fmt),
-        groups=caller.groups, granted=caller.datasets)
+        groups=caller.groups, granted=caller.datasets, projects=caller.projects)
     job = JobRequest(subset_job.SCRIPT, subset_job.SCRIPT_NAME, args,
                      walltime=_walltime(nbytes))
     try:

@@ -42,7 +42,23 @@ class SearchIndex:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self._source = catalog.entries
         self._rows = [self._row(entry) for entry in catalog.entries.values()]
+
+    def _current(self) -> list[_Row]:
+        """The rows of the catalog's entries now: project catalogs merged for their
+        members (:class:`oceandata.catalog.projects.ProjectCatalogs`) replace the
+        catalog's mapping; rows of unchanged entries are kept."""
+        entries = self.catalog.entries
+        if entries is self._source:
+            return self._rows
+        known = {id(row.entry): row for row in self._rows}
+        rows = []
+        for entry in entries.values():
+            row = known.get(id(entry))
+            rows.append(row if row is not None and row.entry is entry else self._row(entry))
+        self._rows, self._source = rows, entries
+        return rows
 
     @staticmethod
     def _row(entry: Entry) -> _Row:
@@ -59,7 +75,7 @@ class SearchIndex:
         return _Row(entry, " ".join(words).lower(), names, span)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._current())
 
     def search(self, caller: Caller, *, text: str | None = None,
                standard_name: str | None = None, bbox: Sequence[float] | str | None = None,
@@ -99,7 +115,7 @@ class SearchIndex:
         only = set(names) if names is not None else None
         found = []
         lists = NegativeLists()  # each root's negative list read once for this search
-        for row in self._rows:
+        for row in self._current():
             entry = row.entry
             if only is not None and entry.name not in only:
                 continue

@@ -15,6 +15,10 @@ dataset the caller is not granted is absent from lists and 404 on its pages):
   the first time step of the first variable, or its series, or the positions of the
   observations), rendered once through headless Chromium and cached on disk;
 - ``/datasets.json``: the datasets the caller may see, with their links;
+- ``/pid/{pid}``: the landing page of a published entry's persistent identifier
+  (:mod:`oceandata.alloc.publishing`): title, authors, licence, version, "how to cite",
+  links to the data; ``/pid/{pid}/datacite.json`` and ``/pid/{pid}/datacite.xml``: its
+  DataCite Metadata Schema 4.5 record;
 - ``/static/portal.css``: the one style sheet (no CDN, no web fonts).
 
 Every page takes ``?lang=en|zh`` or the ``Accept-Language`` header (:mod:`.i18n`), and
@@ -36,18 +40,21 @@ from urllib.parse import urlencode
 
 import numpy as np
 import xarray as xr
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ..catalog.core import Entry
 from ..errors import OceandataError, UsageError
+from ..i18n import lang_of, remember
 from . import i18n
 from .access import visible_entries
 from .i18n import gettext
+from .published import publication_of, refresh_published, watcher
 
 log = logging.getLogger("oceandata.dataservice.portal")
 
-router = APIRouter()
+# published entries join the served catalog before each page (docs/projects.md)
+router = APIRouter(dependencies=[Depends(refresh_published)])
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: length of the abstract shown in lists, in characters
@@ -71,8 +78,8 @@ def _blank(value: str | None) -> str | None:
 def _page_lang(request: Request) -> tuple[str, str | None]:
     """The page's language, and the ``lang`` to carry in links (None: negotiated)."""
     asked = _blank(request.query_params.get("lang"))
-    lang = i18n.negotiate(asked, request.headers.get("accept-language"))
-    return lang, (lang if asked and i18n._lang_of(asked) else None)
+    lang = i18n.request_lang(request)  # ?lang=, the language cookie, Accept-Language
+    return lang, (lang if asked and lang_of(asked) else None)
 
 
 def _base_path(request: Request) -> str:
@@ -115,9 +122,11 @@ def _render(request: Request, template: str, status: int = 200, **values: Any) -
     ctx = _context(request)
     ctx.update(values)
     body = i18n.environment(ctx["lang"]).get_template(template).render(**ctx)
-    return HTMLResponse(body, status_code=status,
-                        headers={"Vary": "Accept-Language", "Content-Language":
-                                 ctx["html_lang"], "Cache-Control": "private, no-cache"})
+    response = HTMLResponse(body, status_code=status,
+                            headers={"Vary": "Accept-Language, Cookie", "Content-Language":
+                                     ctx["html_lang"], "Cache-Control": "private, no-cache"})
+    remember(request, response)  # a ?lang= switch is kept for the platform's other pages
+    return response
 
 
 def _abstract(entry: Entry) -> str:
@@ -359,7 +368,64 @@ def dataset_page(request: Request, dataset_id: str) -> HTMLResponse:
         abstract=_abstract(entry), access_label=_access_label(lang, _access(entry)),
         release=_access(entry), labels=_classification_labels(lang, entry),
         versions=_versions(entry, version), downloads=_downloads_available(),
-        **access)
+        publication=publication_of(entry), **access)
+
+
+# -- landing pages of persistent identifiers -----------------------------------------------
+def _published(request: Request, pid: str) -> tuple[Entry, dict[str, Any]]:
+    """The published entry and publication record of *pid*, else 404 (one sentence)."""
+    from ..alloc.publishing import check_pid
+
+    lang, _ = _page_lang(request)
+    try:
+        canon = check_pid(pid)
+    except UsageError:
+        canon = None
+    name = watcher(request.app).pids.get(canon) if canon else None
+    entry = request.app.state.catalog.entries.get(name) if name else None
+    record = publication_of(entry) if entry is not None else None
+    if record is None or record.get("pid") != canon:
+        raise HTTPException(404, gettext(lang, "No dataset has the identifier %(pid)s.",
+                                         pid=pid[:40]))
+    return entry, record
+
+
+def _landing_url(request: Request, pid: str) -> str:
+    return f"{_base_url(request)}pid/{pid}"
+
+
+@router.get("/pid/{pid}", response_class=HTMLResponse, include_in_schema=False)
+def landing_page(request: Request, pid: str) -> HTMLResponse:
+    """The landing page of a persistent identifier: how to cite, what, where."""
+    from ..alloc.publishing import how_to_cite
+
+    entry, record = _published(request, pid)
+    url = _landing_url(request, record["pid"])
+    return _render(request, "landing.html", entry=entry, md=entry.metadata, pub=record,
+                   url=url, cite=how_to_cite(record, url))
+
+
+@router.get("/pid/{pid}/datacite.json", include_in_schema=False)
+def datacite_json(request: Request, pid: str) -> JSONResponse:
+    """The DataCite Metadata Schema 4.5 record of a persistent identifier, as JSON."""
+    from ..alloc.publishing import datacite_json as make
+
+    _, record = _published(request, pid)
+    return JSONResponse(make(record, _landing_url(request, record["pid"])),
+                        headers={"Content-Disposition":
+                                 f'inline; filename="{record["pid"]}.datacite.json"'})
+
+
+@router.get("/pid/{pid}/datacite.xml", include_in_schema=False)
+def datacite_xml(request: Request, pid: str) -> Response:
+    """The DataCite Metadata Schema 4.5 record of a persistent identifier, as XML."""
+    from ..alloc.publishing import datacite_xml as make
+
+    _, record = _published(request, pid)
+    return Response(make(record, _landing_url(request, record["pid"])),
+                    media_type="application/xml; charset=utf-8",
+                    headers={"Content-Disposition":
+                             f'inline; filename="{record["pid"]}.datacite.xml"'})
 
 
 @router.get("/datasets.json", include_in_schema=False)

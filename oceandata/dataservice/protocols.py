@@ -69,6 +69,10 @@ from .access import ANONYMOUS, CALLER, resolve, visible_entries
 
 #: how many opened datasets are kept (name, version) → Dataset
 OPEN_CACHE_SIZE = 64
+#: the key, in an opened dataset's ``encoding``, of an object unique to that open: what
+#: the values derived from it are memoised by (xpublish hands every request a new view of
+#: the dataset, which keeps the encoding; an ``id`` is reused once the dataset is gone)
+OPEN_TOKEN = "oceandata_open"
 #: held while netCDF-C works outside xarray's locks: opening a dataset (attributes are
 #: read outside the HDF5 lock) and writing a download's netCDF file (``to_netcdf`` defines
 #: dimensions and variables without a lock, so one write's definitions ran beside another
@@ -85,13 +89,65 @@ class DatasetCache:
     two requests opening two files at once (the ERDDAP plugin opens every dataset in a
     thread pool when it builds its catalogue) crashed the process (a segmentation fault
     about once in seven test runs). Reads of values go through xarray's own lock.
+
+    A project store is sealed and read from its shadow (as root); the walk runs before
+    the lock of netCDF-C is taken (it reads no data), and the shadow is shared by the
+    opens of the unchanged store (:mod:`oceandata.catalog.shadows`): a dataset holds it
+    while it is cached and lets it go when it is evicted or forgotten, the last one
+    removing it. Two requests for one ``(name, version)`` wait for one open.
     """
+
+    #: locks of keys being opened (a key's is ``hash(key) % len``): bounded, shared
+    STRIPES = 64
 
     def __init__(self, size: int = OPEN_CACHE_SIZE) -> None:
         self.size = size
         self._items: OrderedDict[tuple[str, str | None], xr.Dataset] = OrderedDict()
+        self._held: dict[tuple[str, str | None], list[Any]] = {}
         self._lock = threading.Lock()
         self._opening = NETCDF_SETUP_LOCK
+        self._keys = [threading.Lock() for _ in range(self.STRIPES)]
+
+    @staticmethod
+    def _release(held: Iterable[Any]) -> None:
+        from ..catalog.shadows import SHADOWS
+
+        for shadow in held:
+            SHADOWS.release(shadow)
+
+    def _drop(self, key: tuple[str, str | None]) -> list[Any]:
+        """Remove *key* (under ``_lock``); the shadows it held, to release."""
+        del self._items[key]
+        return self._held.pop(key, [])
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop the opened datasets of *names* (their catalog entries changed)."""
+        names = set(names)
+        released: list[Any] = []
+        with self._lock:
+            for key in [k for k in self._items if k[0] in names]:
+                released += self._drop(key)
+        self._release(released)
+
+    @staticmethod
+    def retire_derived(cache: Any, names: Iterable[str]) -> None:
+        """Drop what xpublish and its plugins derived from the datasets of *names* from
+        their shared cache *cache* (a ``cachey.Cache``): its keys start with the dataset
+        id (``name`` or ``name@version``) and a ``/``; a store changed in place (an
+        append) would otherwise keep its old Zarr metadata and chunks."""
+        prefixes = tuple(p for n in names for p in (f"{n}/", f"{n}@"))
+        if not prefixes:
+            return
+        for key in [k for k in list(cache.data) if isinstance(k, str)
+                    and k.startswith(prefixes)]:
+            try:
+                cache.retire(key)
+            except KeyError:  # retired by another request meanwhile
+                pass
+
+    def clear(self) -> None:
+        """Drop every opened dataset (the service stops)."""
+        self.forget({k[0] for k in list(self._items)})
 
     def get(self, entry: Entry, version: str | None) -> xr.Dataset:
         """The dataset of *entry* at *version*, opened once."""
@@ -100,7 +156,7 @@ class DatasetCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        with self._opening:
+        with self._keys[hash(key) % self.STRIPES]:
             with self._lock:  # opened by another request meanwhile
                 if key in self._items:
                     return self._items[key]
@@ -108,17 +164,23 @@ class DatasetCache:
             # download holds one at a time); dask's "auto" would join them to 128 MiB
             chunks = {} if entry.driver in ("zarr", "icechunk") and "chunks" not in \
                 entry.args else None
-            try:
-                ds = entry._open(version=version, chunks=chunks)  # the guard checked grants
+            held: list[Any] = []
+            try:  # the guard checked grants
+                ds = entry._open(version=version, chunks=chunks, shadows=held,
+                                 opening=self._opening)
             except VersionNotFound as exc:  # said without the store's path on this server
                 raise HTTPException(404, f"Dataset {entry.name!r} has no version "
                                          f"{version!r}; its tags: "
                                          f"{', '.join(exc.tags) or 'none'} (or give a "
                                          "snapshot id).") from None
+            ds.encoding[OPEN_TOKEN] = object()
+            released: list[Any] = []
             with self._lock:
                 self._items[key] = ds
+                self._held[key] = held
                 while len(self._items) > self.size:
-                    self._items.popitem(last=False)
+                    released += self._drop(next(iter(self._items)))
+            self._release(released)
         return ds
 
 
@@ -395,14 +457,10 @@ class DapPlugin(OpenDapPlugin):
         """The DAP2 router over DAP2-safe datasets."""
         router = APIRouter(prefix=self.dataset_router_prefix, tags=self.dataset_router_tags)
 
-        def prepared(dataset_id: str, ds: xr.Dataset = Depends(deps.dataset),
-                     cache: Any = Depends(deps.cache)) -> xr.Dataset:
-            key = f"oceandata_dap/{dataset_id}/{id(ds)}"
-            found = cache.get(key)
-            if found is None:
-                found = dap_compatible(ds)
-                cache.put(key, found, 1)
-            return found
+        def prepared(dataset_id: str, ds: xr.Dataset = Depends(deps.dataset)) -> xr.Dataset:
+            from .sizing import dap_ready
+
+            return dap_ready(dataset_id, ds)
 
         def answer(request: Request, dataset_id: str, ds: xr.Dataset,
                    kind: str) -> StreamingResponse:

@@ -380,21 +380,16 @@ def _equivalent(ds: xr.Dataset, names: Sequence[str], selection: Mapping[str, An
 # --------------------------------------------------------------------------- OPeNDAP
 
 
-def _dap_ready(request: Request, dataset_id: str, ds: xr.Dataset) -> xr.Dataset:
-    """The DAP2-safe dataset the route serves (the plugin's cache entry, shared)."""
-    from xpublish.dependencies import get_cache
+def dap_ready(dataset_id: str, ds: xr.Dataset) -> xr.Dataset:
+    """The DAP2-safe form of *ds* that the OPeNDAP routes serve and size, built once per
+    open of the dataset (the memo checks the open's token itself: an id alone, reused by
+    a dataset opened after a forgotten one, served the old one's tree). xpublish hands each
+    request a new view of the opened dataset; the open's token
+    (:data:`.protocols.OPEN_TOKEN`, kept in the views' encoding) names it."""
+    from .protocols import OPEN_TOKEN, dap_compatible
 
-    from .protocols import dap_compatible
-
-    key = f"oceandata_dap/{dataset_id}/{id(ds)}"
-    cache_of = request.app.dependency_overrides.get(get_cache)
-    cache = cache_of() if cache_of is not None else None
-    found = cache.get(key) if cache is not None else None
-    if found is None:
-        found = _MEMO.get(("dap", dataset_id), ds, lambda: dap_compatible(ds))
-        if cache is not None:
-            cache.put(key, found, 1)
-    return found
+    token = ds.encoding.get(OPEN_TOKEN, ds)
+    return _MEMO.get(("dap", dataset_id, id(token)), token, lambda: dap_compatible(ds))
 
 
 def _shape(shape: tuple[int, ...], index: Any) -> tuple[int, ...]:
@@ -439,7 +434,7 @@ def _opendap_cost(request: Request, entry: Any, dataset_id: str, version: str | 
     if ext != "dods":
         raise _Unparsed(404, f"There is no OPeNDAP .{ext} answer here: use .dods.")
     ds = request.app.state.cache.get(entry, version)
-    ready = _dap_ready(request, dataset_id, ds)
+    ready = dap_ready(dataset_id, ds)
     try:
         names, passed = dap_projection(urllib.parse.unquote(request.url.query), ready)
     except HTTPException as exc:

@@ -43,7 +43,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pystac
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pystac.extensions.datacube import (
     DatacubeExtension,
@@ -52,14 +52,17 @@ from pystac.extensions.datacube import (
     Variable,
     VariableType,
 )
+from pystac.extensions.scientific import ScientificExtension
 
 from ..catalog.core import Entry
 from ..catalog.schema import BBox
 from ..errors import UsageError
 from ..times import period, time_parts
 from .access import Caller, resolve, visible_entries
+from .published import publication_of, refresh_published
 
-router = APIRouter(prefix="/stac", tags=["STAC"])
+# published entries join the served catalog before each answer (docs/projects.md)
+router = APIRouter(prefix="/stac", tags=["STAC"], dependencies=[Depends(refresh_published)])
 
 #: STAC version of every document (the one pystac writes)
 STAC_VERSION = pystac.get_stac_version()
@@ -293,6 +296,7 @@ def build_collection(entry: Entry) -> dict[str, Any]:
     )
     cube = DatacubeExtension.ext(collection, add_if_missing=True)
     cube.apply(*_datacube(entry))
+    _cite(collection, entry)
     for key, asset in _assets(entry).items():
         collection.add_asset(key, asset)
     out = collection.to_dict(include_self_link=False, transform_hrefs=False)
@@ -322,6 +326,7 @@ def _collection_links(entry: Entry, spdx: str | None) -> list[dict[str, Any]]:
     if entry.metadata.doi:
         links.append({"rel": "cite-as", "href": f"https://doi.org/{entry.metadata.doi}",
                       "title": "DOI"})
+    links.extend(_pid_links(entry))
     if entry.release() == "open" and entry.metadata.grid in ("regular",
                                                                            "curvilinear"):
         links.append({"rel": "alternate", "href": f"erddap/griddap/{name}.html",
@@ -351,6 +356,7 @@ def build_item(entry: Entry) -> dict[str, Any]:
     )
     cube = DatacubeExtension.ext(item, add_if_missing=True)
     cube.apply(*_datacube(entry))
+    _cite(item, entry)
     for key, asset in _assets(entry).items():
         item.add_asset(key, asset)
     out = item.to_dict(include_self_link=False, transform_hrefs=False)
@@ -360,28 +366,56 @@ def build_item(entry: Entry) -> dict[str, Any]:
         {"rel": "parent", "href": f"stac/collections/{name}", "type": JSON},
         {"rel": "collection", "href": f"stac/collections/{name}", "type": JSON},
         {"rel": "root", "href": "stac", "type": JSON},
+        *_pid_links(entry),
     ]
     return out
+
+
+def _cite(obj: pystac.Collection | pystac.Item, entry: Entry) -> None:
+    """The scientific extension's ``sci:citation`` (and ``sci:doi``) when the entry has a
+    citation (published entries always do)."""
+    md = entry.metadata
+    if not md.citation and not md.doi:
+        return
+    sci = ScientificExtension.ext(obj, add_if_missing=True)
+    if md.citation:
+        sci.citation = md.citation
+    if md.doi:
+        sci.doi = md.doi
+
+
+def _pid_links(entry: Entry) -> list[dict[str, Any]]:
+    """A published entry's landing page (``cite-as``) and DataCite record links."""
+    record = publication_of(entry)
+    if record is None:
+        return []
+    pid = record["pid"]
+    return [{"rel": "cite-as", "href": f"pid/{pid}", "type": "text/html",
+             "title": f"persistent identifier {pid}"},
+            {"rel": "describedby", "href": f"pid/{pid}/datacite.json", "type": JSON,
+             "title": "DataCite metadata (JSON)"},
+            {"rel": "describedby", "href": f"pid/{pid}/datacite.xml",
+             "type": "application/xml", "title": "DataCite metadata (XML)"}]
 
 
 class _Built:
     """Collections and Items built once per entry name (they depend on the entry only)."""
 
     def __init__(self) -> None:
-        self.collections: dict[str, dict[str, Any]] = {}
-        self.items: dict[str, dict[str, Any]] = {}
+        self.collections: dict[str, tuple[Entry, dict[str, Any]]] = {}
+        self.items: dict[str, tuple[Entry, dict[str, Any]]] = {}
 
     def collection(self, entry: Entry) -> dict[str, Any]:
         found = self.collections.get(entry.name)
-        if found is None:
-            found = self.collections.setdefault(entry.name, build_collection(entry))
-        return found
+        if found is None or found[0] is not entry:  # a catalog read again: built again
+            found = self.collections[entry.name] = (entry, build_collection(entry))
+        return found[1]
 
     def item(self, entry: Entry) -> dict[str, Any]:
         found = self.items.get(entry.name)
-        if found is None:
-            found = self.items.setdefault(entry.name, build_item(entry))
-        return found
+        if found is None or found[0] is not entry:
+            found = self.items[entry.name] = (entry, build_item(entry))
+        return found[1]
 
 
 def _built(request: Request) -> _Built:

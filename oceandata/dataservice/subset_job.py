@@ -10,10 +10,12 @@ name in the job's ``outputs/`` and renamed when complete, so a file of that name
 always whole.
 
 The job does not widen access: the service checked that the caller may see the dataset
-and passes the caller's grants (``--group``, ``--granted``); the job opens the entry only
-if the same rule (:meth:`oceandata.catalog.Entry.granted`) lets them, and it runs as the
-caller. A failure prints one line starting with :data:`ERROR_MARK` to the job's log, which
-the service shows as the job's reason.
+and passes the caller's grants (``--group``, ``--granted``, ``--project``); the job opens
+the entry only if the same rule (:meth:`oceandata.catalog.Entry.granted`) lets them, and
+it runs as the caller (a project entry, ``p<id>.<name>``, is read from the project's
+workspace, which only its members' accounts can read). A failure prints one line
+starting with :data:`ERROR_MARK` to the job's log, which the service shows as the job's
+reason.
 
 Run as ``python -m oceandata.dataservice.subset_job --catalog ... --dataset ...``, or
 through the short script :data:`SCRIPT` that the jobs layer copies into the job's folder.
@@ -69,7 +71,8 @@ def plain_name(text: str) -> bool:
 
 def job_arguments(*, catalog: str, dataset: str, version: str | None,
                   subset: dict[str, Any], url: str, output: str,
-                  groups: Sequence[str] = (), granted: Sequence[str] = ()) -> list[str]:
+                  groups: Sequence[str] = (), granted: Sequence[str] = (),
+                  projects: Sequence[int] = ()) -> list[str]:
     """The command-line arguments of the job (``--name=value``: values may start with -).
 
     Parameters
@@ -87,6 +90,8 @@ def job_arguments(*, catalog: str, dataset: str, version: str | None,
         File name under the job's ``outputs/``.
     groups, granted
         The caller's hub groups and the datasets of their allocation in force.
+    projects
+        The caller's projects in force (their project catalogs' entries).
     """
     args = [f"--catalog={catalog}", f"--dataset={dataset}", f"--url={url}",
             f"--output={output}", f"--format={subset.get('format') or 'nc4'}"]
@@ -97,6 +102,7 @@ def job_arguments(*, catalog: str, dataset: str, version: str | None,
             args.append(f"--{key}={subset[key]}")
     args += [f"--group={g}" for g in sorted(groups)]
     args += [f"--granted={d}" for d in sorted(granted)]
+    args += [f"--project={int(p)}" for p in sorted(projects)]
     return args
 
 
@@ -127,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--group", action="append", default=[], help="a group of the caller")
     parser.add_argument("--granted", action="append", default=[],
                         help="a dataset of the caller's allocation in force")
+    parser.add_argument("--project", action="append", default=[], type=int,
+                        help="a project of the caller in force")
     parser.add_argument("--output-dir", default=os.environ.get("OCEANDATA_OUTPUT_DIR"),
                         help="default $OCEANDATA_OUTPUT_DIR (set by the jobs layer)")
     return parser
@@ -183,10 +191,19 @@ def write_subset(options: argparse.Namespace) -> Path:
     fmt = FORMATS.get(options.format)
     if fmt is None:
         raise UsageError(f"format {options.format!r} is not one of {', '.join(FORMATS)}")
-    entry = open_catalog(options.catalog).entry(options.dataset)
+    catalog = open_catalog(options.catalog, projects=False)
+    from ..catalog.projects import merge_projects, split_qualified
+
+    qualified = split_qualified(options.dataset)
+    if qualified is not None and qualified[0] in options.project:
+        from ..alloc.workspaces import workspace_path
+
+        merge_projects(catalog, [(qualified[0], workspace_path(qualified[0]))])
+    entry = catalog.entry(options.dataset)
     from ..catalog.core import current_user
 
-    if not entry.granted(options.group, options.granted, user=current_user()):
+    if not entry.granted(options.group, options.granted, user=current_user(),
+                         projects=options.project):
         raise NotAuthorized(f"dataset {entry.name!r} is not granted to the job's owner")
     parsed = parse_request(options.bbox, options.time, options.depth, options.var)
     # opened as the service opens it (stored chunks of stores); the grant is checked above

@@ -24,17 +24,18 @@ from typing import Annotated, Any
 
 import typer
 
+from ..cli_i18n import _
 from ..errors import DataError, UsageError
 
-audit_app = typer.Typer(help="The tamper-evident audit trail: verify, export, prune, show.",
+audit_app = typer.Typer(help=_("The tamper-evident audit trail: verify, export, prune, show."),
                         no_args_is_help=True)
 
 SinceOpt = Annotated[str | None, typer.Option(
-    help="From this UTC day on: 12h, 1d, 7d, 2w back from now, or a date YYYY-MM-DD "
-         "(whole UTC days).")]
+    help=_("From this UTC day on: 12h, 1d, 7d, 2w back from now, or a date YYYY-MM-DD "
+         "(whole UTC days)."))]
 ActionOpt = Annotated[str | None, typer.Option(
-    help="Only this action (hub.login), or a prefix ending in '.' (hub.).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+    help=_("Only this action (hub.login), or a prefix ending in '.' (hub.)."))]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print JSON instead of text."))]
 
 
 @contextlib.contextmanager
@@ -97,13 +98,13 @@ def _read_export(path: Path) -> Iterator[dict[str, Any]]:
             yield rec
 
 
-@audit_app.command("verify")
+@audit_app.command("verify", help=_(
+        "Walk the chain and name the first broken record (exit 1), else exit 0."))
 def verify_command(
     as_json: JsonOpt = False,
     file: Annotated[Path | None, typer.Option(
-        "--file", help="Check an export (JSON lines) instead of the database.")] = None,
+        "--file", help=_("Check an export (JSON lines) instead of the database."))] = None,
 ) -> None:
-    """Walk the chain and name the first broken record (exit 1), else exit 0."""
     from . import audit
 
     with _storage_errors():
@@ -123,14 +124,13 @@ def verify_command(
         raise typer.Exit(1)
 
 
-@audit_app.command("export")
+@audit_app.command("export", help=_("Write records as JSON lines, oldest first, for a SIEM."))
 def export_command(
     since: SinceOpt = None,
     action: ActionOpt = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="File to write (default: standard output).")] = None,
+        "--output", "-o", help=_("File to write (default: standard output)."))] = None,
 ) -> None:
-    """Write records as JSON lines, oldest first, for a SIEM."""
     from . import audit
 
     first = _since(since)
@@ -140,11 +140,11 @@ def export_command(
         sys.stderr.write(f"{n} records written to {output}\n")
 
 
-@audit_app.command("prune")
+@audit_app.command("prune", help=_(
+        "Remove records older than the retention (governance.audit_retention_days)."))
 def prune_command(
     as_json: JsonOpt = False,
 ) -> None:
-    """Remove records older than the retention (governance.audit_retention_days)."""
     from . import audit
 
     with _storage_errors():
@@ -159,15 +159,14 @@ def prune_command(
                          f"{result['anchor']['hash']}\n")
 
 
-@audit_app.command("show")
+@audit_app.command("show", help=_("The newest records as a table (oldest of them first)."))
 def show_command(
     action: ActionOpt = None,
     since: SinceOpt = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000,
-                                       help="The newest N records.")] = 50,
+                                       help=_("The newest N records."))] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """The newest records as a table (oldest of them first)."""
     from rich.console import Console
     from rich.table import Table
 

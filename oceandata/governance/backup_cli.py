@@ -14,23 +14,25 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-admin_app = typer.Typer(help="Platform administration: backups, restores and restore drills.",
+from ..cli_i18n import _
+
+admin_app = typer.Typer(help=_("Platform administration: backups, restores and restore drills."),
                         no_args_is_help=True)
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print JSON."))]
 WaitOpt = Annotated[float, typer.Option(
-    "--wait", help="Seconds to wait for each store's write lock.")]
+    "--wait", help=_("Seconds to wait for each store's write lock."))]
 
 
 def _json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=1) + "\n")
 
 
-@admin_app.command("backup")
+@admin_app.command("backup", help=_(
+        "Back up every store (writers paused), the databases, catalogs and secrets."))
 def admin_backup(as_json: JsonOpt = False, wait: WaitOpt = 120.0) -> None:
-    """Back up every store (writers paused), the databases, catalogs and secrets."""
     from . import backup
 
     manifest = backup.backup(wait=wait, echo=None if as_json else
@@ -52,18 +54,17 @@ def admin_backup(as_json: JsonOpt = False, wait: WaitOpt = 120.0) -> None:
         raise typer.Exit(1)
 
 
-@admin_app.command("restore")
+@admin_app.command("restore", help=_("Restore a backup into a folder; print how to put it live."))
 def admin_restore(
-    snapshot: Annotated[str, typer.Option("--snapshot", help="latest, or an id from "
-                                          "`oceandata admin snapshots`.")],
-    to: Annotated[Path, typer.Option("--to", help="New or empty folder to restore into.")],
+    snapshot: Annotated[str, typer.Option("--snapshot", help=_("latest, or an id from "
+                                          "`oceandata admin snapshots`."))],
+    to: Annotated[Path, typer.Option("--to", help=_("New or empty folder to restore into."))],
     in_place: Annotated[bool, typer.Option(
-        "--in-place", help="Also put the stores back at their live paths (under their "
-                           "locks; the old folders are kept).")] = False,
+        "--in-place", help=_("Also put the stores back at their live paths (under their "
+                           "locks; the old folders are kept)."))] = False,
     wait: WaitOpt = 120.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restore a backup into a folder; print how to put it live."""
     from . import backup
 
     result = backup.restore(snapshot, to, in_place=in_place, wait=wait)
@@ -82,9 +83,9 @@ def admin_restore(
         out.print(line, markup=False)
 
 
-@admin_app.command("drill")
+@admin_app.command("drill", help=_(
+        "Restore the latest backup into a scratch folder and verify it against the live system."))
 def admin_drill(as_json: JsonOpt = False) -> None:
-    """Restore the latest backup into a scratch folder and verify it against the live system."""
     from . import backup
 
     report = backup.drill(echo=None if as_json else
@@ -103,9 +104,9 @@ def admin_drill(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
-@admin_app.command("snapshots")
+@admin_app.command("snapshots", help=_(
+        "List the backups in the repository, with their last drill."))
 def admin_snapshots(as_json: JsonOpt = False) -> None:
-    """List the backups in the repository, with their last drill."""
     from . import backup
 
     rows = backup.snapshots()
@@ -122,15 +123,14 @@ def admin_snapshots(as_json: JsonOpt = False) -> None:
 
 
 def store_gc(
-    store: Annotated[Path, typer.Argument(help="Icechunk store.")],
+    store: Annotated[Path, typer.Argument(help=_("Icechunk store."))],
     older_than: Annotated[float, typer.Option(
-        "--older-than", help="Expire snapshots older than this many days, then delete what "
-                             "only they held.")],
-    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the store's "
-                                                       "lock.")] = 0.0,
+        "--older-than", help=_("Expire snapshots older than this many days, then delete what "
+                             "only they held."))],
+    wait: Annotated[float, typer.Option("--wait", help=_("Seconds to wait for the store's "
+                                                       "lock."))] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Expire old snapshots and garbage-collect (needs a drilled backup newer than the cutoff)."""
     from . import backup
 
     result = backup.gc_store(store, older_than=backup.cutoff_days(older_than), wait=wait)
@@ -149,4 +149,6 @@ def install(app: Any) -> None:
     from ..ingest.cli import store_app
 
     app.add_typer(admin_app, name="admin")
-    store_app.command("gc")(store_gc)
+    store_app.command("gc", help=_(
+        "Expire old snapshots and garbage-collect (needs a drilled backup newer than the cutoff)."),
+    )(store_gc)

@@ -736,36 +736,6 @@ def _software() -> dict[str, str]:
             "shapely": shapely.__version__, "python": sys.version.split()[0]}
 
 
-def _write(ds: xr.Dataset, target: Path, *, message: str, metadata: dict[str, Any]) -> str:
-    """Write *ds* as a new Icechunk store at *target* in one commit, under a temporary name
-    renamed when complete; return the snapshot id.
-
-    The ingest layer's parts do the work: its chunk planner, its Zarr encoding, its
-    repository opener and its chunk-independent digests (recorded, so ``oceandata store
-    verify`` checks the copy).
-    """
-    import dask
-
-    from ..atomic import atomic_output
-    from ..ingest.checksums import dataset_digests, open_raw
-    from ..ingest.chunks import plan_dataset
-    from ..ingest.pipeline import zarr_encoding
-    from ..ingest.store import BRANCH, open_repository
-
-    plan = plan_dataset(ds, "auto")
-    chunked, encoding = zarr_encoding(ds, plan)
-    with atomic_output(target, overwrite=False) as tmp:  # removed on failure or signal
-        repo = open_repository(tmp, create=True)
-        session = repo.writable_session(BRANCH)
-        with dask.config.set(scheduler="threads"):
-            chunked.to_zarr(session.store, mode="w", consolidated=False, zarr_format=3,
-                            encoding=encoding)
-        digests = dataset_digests(open_raw(session.store))
-        snapshot = session.commit(message, metadata={**metadata, "chunks": plan,
-                                                     "checksums": digests})
-    return str(snapshot)
-
-
 def publish(entry: str, *, profile: str, to: str | os.PathLike[str],
             name: str | None = None, catalog: Any = None,
             register_in: str | os.PathLike[str] | None = None,
@@ -867,7 +837,9 @@ def publish(entry: str, *, profile: str, to: str | os.PathLike[str],
         if target.exists():
             raise UsageError(f"{target} appeared while the copy was prepared; give a new --to "
                              "path")
-        snapshot = _write(out, target, message=message, metadata=metadata)
+        from ..ingest.pipeline import write_new_store
+
+        snapshot = write_new_store(out, target, message=message, metadata=metadata)
     try:
         # one writer of the catalog file at a time (read, add the entry, replace)
         with store_lock(register_path, command=command, wait=30.0):

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ..cli_i18n import _
+
 
 def _parse_now(text: str | None) -> dt.datetime | None:
     """``--now`` as a UTC datetime (ISO date or date-time; a zone offset is honoured)."""
@@ -26,25 +28,24 @@ def _parse_now(text: str | None) -> dt.datetime | None:
 
 
 def publish_command(
-    entry: Annotated[str, typer.Argument(help="The restricted entry to derive an open copy of.")],
-    profile: Annotated[str, typer.Option("--profile", help="Desensitisation profile name.")],
-    to: Annotated[Path, typer.Option("--to", help="The new store (an Icechunk folder that "
-                                                 "must not exist).")],
-    name: Annotated[str | None, typer.Option("--name", help="The new entry's name (default "
-                                                           "<entry>_public).")] = None,
+    entry: Annotated[str, typer.Argument(
+        help=_("The restricted entry to derive an open copy of."))],
+    profile: Annotated[str, typer.Option("--profile", help=_("Desensitisation profile name."))],
+    to: Annotated[Path, typer.Option("--to", help=_("The new store (an Icechunk folder that "
+                                                 "must not exist)."))],
+    name: Annotated[str | None, typer.Option("--name", help=_("The new entry's name (default "
+                                                           "<entry>_public)."))] = None,
     catalog: Annotated[Path | None, typer.Option("--catalog", help=(
-        "Catalog YAML to register the copy in (default <data dir>/catalogs/stores.yaml)."))]
+        _("Catalog YAML to register the copy in (default <data dir>/catalogs/stores.yaml).")))]
     = None,
     source_catalog: Annotated[Path | None, typer.Option("--source-catalog", help=(
-        "Catalog to find ENTRY in (default: OCEANDATA_CATALOG, the root catalog)."))] = None,
+        _("Catalog to find ENTRY in (default: OCEANDATA_CATALOG, the root catalog).")))] = None,
     profiles: Annotated[Path | None, typer.Option("--profiles", help=(
-        "Profiles YAML (default profiles.yaml beside the root catalog)."))] = None,
+        _("Profiles YAML (default profiles.yaml beside the root catalog).")))] = None,
     now: Annotated[str | None, typer.Option("--now", help=(
-        "The clock for delay_days, ISO date or date-time in UTC (default: now)."))] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        _("The clock for delay_days, ISO date or date-time in UTC (default: now).")))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print JSON."))] = False,
 ) -> None:
-    """Derive an open copy of ENTRY by a declared profile, as a new versioned store, and
-    register it as its own open entry citing the source (docs/desensitisation.md)."""
     from .desensitise import publish
 
     result = publish(entry, profile=profile, to=to, name=name, catalog=source_catalog,
@@ -66,4 +67,7 @@ def publish_command(
 
 def install(app: Any) -> None:
     """Add ``publish`` to the `oceandata` typer *app*."""
-    app.command("publish")(publish_command)
+    app.command("publish", help=_(
+        "Derive an open copy of ENTRY by a declared profile, as a new versioned store, and\n"
+        "register it as its own open entry citing the source (docs/desensitisation.md)."),
+    )(publish_command)

@@ -18,6 +18,10 @@ The rule, in order:
 4. The grantees of an entry that is not open to the caller's class are the members of its
    ``access.groups`` and the users whose approved allocation in force names it; grantees
    may always open it.
+5. An entry of a project's catalog (``entry.project``, :mod:`oceandata.catalog.projects`)
+   exists for the members of that project (in force today) only, whatever its release,
+   groups or grants say: it is ``restricted`` to them until it is published (a copy in
+   the open catalog).
 
 The negative list is a YAML file (setting ``OCEANDATA_GOVERNANCE__NEGATIVE_LIST``, default
 ``negative-list.yaml`` beside the root catalog)::
@@ -84,17 +88,21 @@ class Subject:
         The user's hub groups.
     datasets
         Datasets named by the user's approved allocation in force today.
+    projects
+        Ids of the projects in force today the user leads or belongs to.
     """
 
     name: str | None = None
     groups: frozenset[str] = frozenset()
     datasets: frozenset[str] = frozenset()
+    projects: frozenset[int] = frozenset()
 
     @classmethod
     def of(cls, name: str | None, groups: Iterable[str] = (),
-           datasets: Iterable[str] = ()) -> Subject:
+           datasets: Iterable[str] = (), projects: Iterable[int] = ()) -> Subject:
         """Build a subject from any iterables."""
-        return cls(name or None, frozenset(groups), frozenset(datasets))
+        return cls(name or None, frozenset(groups), frozenset(datasets),
+                   frozenset(int(p) for p in projects))
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,9 @@ def effective_release(entry: Any, *, on: dt.date | None = None,
         The release (``open``, ``registered`` or ``restricted``) and the reason.
     """
     name, md = _metadata(entry)
+    project = getattr(entry, "project", None)
+    if project is not None:
+        return "restricted", f"data of project {project}: its members only"
     c = md.classification
     release, reason = c.release, f"{c.grade} data released {c.release!r} by its owner"
     if negative is None:  # the list beside the root catalog the entry was opened through
@@ -270,6 +281,10 @@ def decide(entry: Any, subject: Subject, *, on: dt.date | None = None,
     """
     name, md = _metadata(entry)
     release, reason = effective_release(entry, on=on, negative=negative)
+    project = getattr(entry, "project", None)
+    if project is not None:
+        member = subject.name is not None and int(project) in subject.projects
+        return Decision(allowed=member, release=release, reason=reason, granted=member)
     granted = bool(subject.groups.intersection(md.access.groups)) or name in subject.datasets
     if release == "open":
         allowed = True

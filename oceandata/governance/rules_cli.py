@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
+from ..cli_i18n import _
+
 
 def catalog_grades(
-    path: Annotated[Path | None, typer.Argument(help="Catalog YAML (default: root).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    path: Annotated[Path | None, typer.Argument(help=_("Catalog YAML (default: root)."))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print JSON."))] = False,
 ) -> None:
-    """List every entry's category, grade, owner, declared release and release today
-    (after the site's negative list and any embargo), with the reason."""
     import json
     import sys
 
@@ -52,4 +52,7 @@ def install(app: Any) -> None:
     """Add ``catalog grades`` to the `oceandata` typer *app*."""
     from ..cli import catalog_app
 
-    catalog_app.command("grades")(catalog_grades)
+    catalog_app.command("grades", help=_(
+        "List every entry's category, grade, owner, declared release and release today\n"
+        "(after the site's negative list and any embargo), with the reason."),
+    )(catalog_grades)

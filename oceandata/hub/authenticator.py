@@ -45,8 +45,10 @@ from tornado import web
 from traitlets import Integer, List, Unicode, default
 
 from ..governance import audit
+from ..i18n import gettext
+from .i18n import handler_lang, jupyterhub_message
 from .throttle import FailedLogins, SlidingWindow, request_client
-from .usernames import MAX_LENGTH, VALID_NAMES, check_username, is_valid_username
+from .usernames import MAX_LENGTH, check_username, is_valid_username, valid_names
 
 #: oceandata's page templates (``oceandata-*.html``), looked up before JupyterHub's.
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -106,6 +108,10 @@ class _Page(BaseHandler):
                 env.loader = ChoiceLoader([FileSystemLoader(str(TEMPLATES)), env.loader])
                 env._oceandata_templates = True
 
+    def get_content_type(self) -> str:
+        """Our pages say their encoding (they may be Chinese): UTF-8."""
+        return "text/html; charset=UTF-8"
+
     def get_template(self, name: str, sync: bool = False) -> Any:
         """JupyterHub's ``404.html`` hides the reason: ours say it (``error.html``)."""
         return super().get_template("error.html" if name == "404.html" else name, sync=sync)
@@ -114,6 +120,11 @@ class _Page(BaseHandler):
     def oceandata_auth(self) -> OceandataAuthenticator:
         return self.authenticator  # type: ignore[return-value]
 
+    @property
+    def lang(self) -> str:
+        """The language of this request's page (:func:`.i18n.handler_lang`)."""
+        return handler_lang(self)
+
     def client(self) -> str:
         """The client's address behind the proxy (:func:`~.throttle.request_client`)."""
         return request_client(self)
@@ -121,7 +132,7 @@ class _Page(BaseHandler):
     def require_admin(self) -> None:
         """403 unless the signed-in user holds ``admin:users``."""
         if "admin:users" not in self.expanded_scopes:
-            raise web.HTTPError(403, "Only administrators may manage sign-ups.")
+            raise _error(403, gettext(self.lang, "Only administrators may manage sign-ups."))
 
 
 class SignUpHandler(_Page):
@@ -132,19 +143,19 @@ class SignUpHandler(_Page):
         self.set_status(status)
         html = await self.render_template(
             "oceandata-signup.html", message=message, ok=ok, username=username,
-            rule=VALID_NAMES, max_length=MAX_LENGTH,
+            rule=valid_names(self.lang), max_length=MAX_LENGTH,
             min_password=self.oceandata_auth.minimum_password_length)
         self.finish(html)
 
     async def get(self) -> None:
         if not self.oceandata_auth.enable_signup:
-            raise web.HTTPError(404, "Sign-up is closed on this hub.")
+            raise _error(404, gettext(self.lang, "Sign-up is closed on this hub."))
         await self._form(200)
 
     async def post(self) -> None:
         auth = self.oceandata_auth
         if not auth.enable_signup:
-            raise web.HTTPError(404, "Sign-up is closed on this hub.")
+            raise _error(404, gettext(self.lang, "Sign-up is closed on this hub."))
         client = self.client()
         wait = auth.signups.hit(client) if not auth.signup_exempt(client) else 0.0
         if wait:
@@ -156,24 +167,34 @@ class SignUpHandler(_Page):
                          detail={"claimed": claimed_name(claimed),
                                  "reason": "too many sign-ups from this address"})
             self.set_header("Retry-After", str(math.ceil(wait)))
-            await self._form(429, f"Too many sign-ups from your address: try again in "
-                                  f"{_duration(wait)}.")
+            await self._form(429, gettext(
+                self.lang, "Too many sign-ups from your address: try again in %(wait)s.",
+                wait=_duration(wait, self.lang)))
             return
         name = self.get_body_argument("username", "", strip=False)
         password = self.get_body_argument("signup_password", "", strip=False)
         confirmation = self.get_body_argument("signup_password_confirmation", "", strip=False)
-        reason = check_username(name, auth.known_names())
+        known = auth.known_names()
+        # the log and the audit trail keep the reason in English; the page says it in
+        # the page's language
+        reason = check_username(name, known)
+        shown = check_username(name, known, lang=self.lang) if reason else None
         if reason is None and password != confirmation:
             reason = "The password and its confirmation differ; type them again."
+            shown = gettext(self.lang,
+                            "The password and its confirmation differ; type them again.")
         if reason is None and not auth.is_password_strong(password):
             reason = (f"The password needs at least {auth.minimum_password_length} "
                       "characters and must not be a common password.")
+            shown = gettext(self.lang, "The password needs at least %(length)s characters "
+                                       "and must not be a common password.",
+                            length=auth.minimum_password_length)
         if reason is not None:
             self.log.info("sign-up refused (client %s): %s", client, reason)
             audit.record("hub.signup", actor=None, target=user_target(name),
                          outcome="denied", source=client,
                          detail={"claimed": claimed_name(name), "reason": reason})
-            await self._form(400, reason, username=name)
+            await self._form(400, shown or reason, username=name)
             return
         info = auth.create_user(name, password)
         if info is None:  # e.g. taken between the check and now
@@ -181,15 +202,17 @@ class SignUpHandler(_Page):
                          outcome="failed", source=client,
                          detail={"claimed": claimed_name(name),
                                  "reason": "not registered (taken meanwhile?)"})
-            await self._form(400, f"User name '{name}' could not be registered; "
-                                  "choose another.", username=name)
+            await self._form(400, gettext(
+                self.lang, "User name '%(name)s' could not be registered; choose another.",
+                name=name), username=name)
             return
         self.log.info("new sign-up %s from %s (waits for approval)", name, client)
         audit.record("hub.signup", actor=name, target=f"user:{name}", source=client,
                      detail={"approved": bool(info.is_authorized)})
-        done = ("Your sign-up was received: you can sign in once an administrator has "
-                "approved it." if not info.is_authorized else
-                "Your sign-up was received: you can sign in now.")
+        done = (gettext(self.lang, "Your sign-up was received: you can sign in once an "
+                                   "administrator has approved it.")
+                if not info.is_authorized else
+                gettext(self.lang, "Your sign-up was received: you can sign in now."))
         await self._form(200, done, ok=True)
 
 
@@ -209,10 +232,17 @@ class LoginHandler(NativeLoginHandler, _Page):
                                  "reason": "locked after failed sign-ins"})
             self.set_status(429)
             self.set_header("Retry-After", str(math.ceil(wait)))
-            html = await self._render(login_error=auth.lockout_message(wait), username=name)
+            html = await self._render(login_error=auth.lockout_message(wait, self.lang),
+                                      username=name)
             self.finish(html)
             return
         await super().post()
+
+    def _render(self, login_error: str | None = None, username: str | None = None) -> Any:
+        """NativeAuthenticator's sign-in page, its refusals in the page's language."""
+        if login_error:
+            login_error = jupyterhub_message(self.lang, login_error)
+        return super()._render(login_error=login_error, username=username)
 
     async def login_user(self, data: dict[str, Any] | None = None) -> Any:
         """JupyterHub's sign-in, with its outcome written to the audit trail."""
@@ -247,14 +277,15 @@ class _ActionHandler(_Page):
     """A state change on one sign-up: POST only (GET answers 405 and changes nothing)."""
 
     async def get(self, user_name: str) -> None:
-        raise _method_not_allowed()
+        raise _method_not_allowed(self.lang)
 
     head = get
 
     def _info(self, user_name: str) -> UserInfo:
         info = UserInfo.find(self.db, user_name)
         if info is None:
-            raise web.HTTPError(404, "Nobody signed up as %r.", user_name)
+            raise _error(404, gettext(self.lang, "Nobody signed up as %(name)s.",
+                                      name=repr(user_name)))
         return info
 
     def _back(self) -> None:
@@ -270,9 +301,9 @@ class AuthorizeHandler(_ActionHandler):
         info = self._info(user_name)
         action = self.get_body_argument("action", "")
         if action not in ("approve", "withdraw"):
-            raise web.HTTPError(400, "Say action=approve or action=withdraw.")
+            raise _error(400, gettext(self.lang, "Say action=approve or action=withdraw."))
         if action == "withdraw" and user_name == self.current_user.name:
-            raise web.HTTPError(409, "You cannot withdraw your own approval.")
+            raise _error(409, gettext(self.lang, "You cannot withdraw your own approval."))
         info.is_authorized = action == "approve"
         self.db.commit()
         self.log.info("%s: %s the sign-up of %s", self.current_user.name,
@@ -291,8 +322,8 @@ class DiscardHandler(_ActionHandler):
         self.require_admin()
         info = self._info(user_name)
         if info.is_authorized:
-            raise web.HTTPError(409, "Withdraw the approval of %r before discarding it.",
-                                user_name)
+            raise _error(409, gettext(self.lang, "Withdraw the approval of %(name)s before "
+                                                 "discarding it.", name=repr(user_name)))
         self.db.delete(info)
         self.db.commit()
         if self.users.get(user_name) is not None:
@@ -304,9 +335,14 @@ class DiscardHandler(_ActionHandler):
         self._back()
 
 
-def _method_not_allowed() -> web.HTTPError:
-    error = web.HTTPError(405, "This address changes state: use the forms on the "
-                               "authorisation page (POST).")
+def _error(status: int, message: str) -> web.HTTPError:
+    """An HTTP error whose page says *message* (already in the page's language) as it is."""
+    return web.HTTPError(status, "%s", message)
+
+
+def _method_not_allowed(lang: str = "en") -> web.HTTPError:
+    error = _error(405, gettext(lang, "This address changes state: use the forms on the "
+                                      "authorisation page (POST)."))
     error.headers = {"Allow": "POST"}  # type: ignore[attr-defined]
     return error
 
@@ -333,11 +369,11 @@ def claimed_name(name: str) -> str:
     return name if len(name) <= 64 else f"{name[:64]}... ({len(name)} characters)"
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, lang: str = "en") -> str:
     seconds = math.ceil(seconds)
     if seconds < 120:
-        return f"{seconds} s"
-    return f"{math.ceil(seconds / 60)} min"
+        return gettext(lang, "%(seconds)s s", seconds=seconds)
+    return gettext(lang, "%(minutes)s min", minutes=math.ceil(seconds / 60))
 
 
 def _refusal(handler: Any, why: str) -> None:
@@ -419,10 +455,10 @@ class OceandataAuthenticator(NativeAuthenticator):
                    for net in self.signup_limit_exempt_networks)
 
     # --- sign-in -----------------------------------------------------------------
-    def lockout_message(self, wait: float) -> str:
-        """The one line shown while a name is locked."""
-        return (f"Too many failed sign-ins for this user name: try again in "
-                f"{_duration(wait)}.")
+    def lockout_message(self, wait: float, lang: str = "en") -> str:
+        """The one line shown while a name is locked, in *lang*."""
+        return gettext(lang, "Too many failed sign-ins for this user name: try again in "
+                             "%(wait)s.", wait=_duration(wait, lang))
 
     async def authenticate(self, handler: Any, data: dict[str, Any]) -> str | None:
         """Check the password; count failures; refuse without checking while locked."""
@@ -444,6 +480,10 @@ class OceandataAuthenticator(NativeAuthenticator):
             why = "not approved yet"
         else:
             self.failed_logins.succeeded(name)
+            from .i18n import remember_saved_language
+
+            # the pages after the sign-in speak the user's saved language at once
+            await remember_saved_language(name)
             return name
         _refusal(handler, why)
         wait = self.failed_logins.failed(name)

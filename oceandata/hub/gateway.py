@@ -120,25 +120,69 @@ class AllocationView:
     core_hours_left: float
 
 
-def allocation_for(user_name: str) -> AllocationView | None:
-    """The user's approved allocation in force today, from the allocations database.
+def allocation_for(user_name: str, allocation_id: int | None = None, *,
+                   strict: bool = False) -> AllocationView | None:
+    """The project a cluster of *user_name* is charged to, from the allocations database.
 
-    None when the user has none, or when the database has no tables yet (the
-    allocations service creates them at its first start).
+    Parameters
+    ----------
+    user_name
+        The hub user.
+    allocation_id
+        The project the cluster option ``allocation`` names (one the user leads or
+        belongs to, approved, in force today); None: the user's only project in force,
+        else their default project (:func:`oceandata.alloc.projects.choose`).
+    strict
+        Refuse (``ValueError``, one line) a user in several projects who named none and
+        has no default, and a named project that is not theirs or not in force; False:
+        None for those (nothing silently picks one).
+
+    Returns
+    -------
+    AllocationView or None
+        None when the user is in no project in force, or when the database has no
+        tables yet (the allocations service creates them at its first start).
     """
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from ..alloc import core, db
+    from ..alloc import core, db, projects
+    from ..errors import OceandataError
 
     try:
         with db.session_scope() as session:
-            alloc = core.active_allocation(session, user_name)
+            try:
+                alloc = projects.choose(session, user_name, allocation_id, strict=strict)
+            except OceandataError as exc:  # not theirs, not in force, or several projects
+                if strict:
+                    raise ValueError(str(exc)) from None
+                return None
             if alloc is None:
                 return None
             left = alloc.core_hours - core.used_core_hours(session, alloc.id)
             return AllocationView(alloc.id, alloc.max_cores, alloc.memory_per_job_gb, left)
     except (OperationalError, ProgrammingError):
+        if allocation_id is not None and strict:
+            raise ValueError(f"allocation {allocation_id}: the allocations database is "
+                             "not ready; try again in a minute") from None
         return None
+
+
+def covering_allocation(session: Any, cluster: Any) -> Any:
+    """The allocation a running cluster is charged to: the project it started under
+    (cluster option ``allocation``, or the user's project chosen at its start) while the
+    user still belongs to it and it is in force; for a cluster started under none, the
+    user's project in force now (as before projects). None: nothing covers it."""
+    from ..alloc import core, projects
+    from ..alloc.models import Allocation
+
+    alloc_id = cluster.config.get(ALLOCATION_KEY)
+    if alloc_id is None:
+        return core.active_allocation(session, cluster.username)
+    alloc = session.get(Allocation, alloc_id)
+    if (alloc is None or not alloc.active_on(dt.date.today())
+            or not projects.is_member(session, alloc, cluster.username)):
+        return None
+    return alloc
 
 
 #: groups whose members need an approved allocation for any cluster
@@ -228,7 +272,7 @@ def cluster_options(table: dict[str, GroupLimits] | None = None) -> Options:
             raise ValueError(f"cluster_cores={options.cluster_cores} exceeds your limit of "
                              f"{lim.max_cores:g} cores for all your clusters together")
         cluster_cores = options.cluster_cores
-        alloc = allocation_for(user.name)
+        alloc = allocation_for(user.name, options.allocation or None, strict=True)
         if alloc is None and set(user.groups) & ALLOCATION_GROUPS:
             raise ValueError(f"{user.name} has no approved allocation in force today: "
                              "request one at /services/allocations/request")
@@ -259,6 +303,9 @@ def cluster_options(table: dict[str, GroupLimits] | None = None) -> Options:
                 label="Most cores of this cluster (scheduler included)"),
         Integer("idle_timeout", default=top_idle, min=MIN_IDLE_TIMEOUT, max=top_idle,
                 label="Stop after this many seconds idle (at most your group's limit)"),
+        Integer("allocation", default=0, min=0,
+                label="Project charged (allocation number; 0: your only project or your "
+                      "default one)"),
         handler=handler,
     )
 
@@ -356,8 +403,10 @@ class UserLimitsMixin(HasTraits):
     async def charge_running(self, seconds: float) -> None:
         """Charge ``cores in use x seconds`` of every running cluster to its user.
 
-        The charge goes to the user's allocation in force (or to no allocation); a
-        cluster whose allocation is exhausted or has expired is stopped.
+        The charge goes to the project the cluster started under
+        (:func:`covering_allocation`; or to no allocation); a cluster whose allocation is
+        exhausted, has expired or no longer has its user as a member is stopped (a
+        partner's) or charged to nothing.
         """
         from ..alloc import core, db
 
@@ -366,7 +415,7 @@ class UserLimitsMixin(HasTraits):
                 continue
             cores = self.cores_in_use(cluster)
             with db.session_scope() as session:
-                alloc = core.active_allocation(session, cluster.username)
+                alloc = covering_allocation(session, cluster)
                 core.charge(session, user=cluster.username,
                             allocation_id=alloc.id if alloc else None, source="gateway",
                             ref=cluster.name, cores=cores, seconds=seconds)
@@ -455,7 +504,10 @@ class UserLimitsMixin(HasTraits):
                 f"{_gib(lim.max_memory)}; stop a cluster or ask for smaller workers")
         config.cluster_max_cores = min(config.cluster_max_cores or math.inf, left_cores)
         config.cluster_max_memory = min(config.cluster_max_memory or math.inf, left_mem)
-        alloc = allocation_for(user.name)
+        try:  # the project the options' handler checked (named, only, or default)
+            alloc = allocation_for(user.name, options.get("allocation") or None, strict=True)
+        except ValueError as exc:
+            raise PublicException(str(exc)) from None
         await self.adjust_config(user, config, alloc)
         stored = {**config.to_dict(),
                   ALLOCATION_KEY: alloc.allocation_id if alloc is not None else None}
@@ -958,6 +1010,10 @@ try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
                              else None)
                     exhausted = alloc is not None and (
                         core.used_core_hours(session, alloc.id) >= alloc.core_hours)
+                    # still covered: in force, and its user still a member of it
+                    covered = alloc is not None and (
+                        cluster.config.get(ALLOCATION_KEY) is None
+                        or covering_allocation(session, cluster) is not None)
                 if not cluster.is_active():
                     # settled once sacct has every job final, some time after the stop
                     # (slurmctld sends records to slurmdbd asynchronously)
@@ -970,7 +1026,7 @@ try:  # dask-gateway's jobqueue backend needs dask-gateway-server[jobqueue]
                 if cluster.status != JobStatus.RUNNING:
                     continue
                 await self.stop_if_uncovered(cluster, exhausted=exhausted,
-                                             has_allocation=alloc_id is not None)
+                                             has_allocation=covered)
 
     def _charged_to(session: Any, cluster: Any, core: Any) -> int | None:
         """The allocation a cluster started without one is charged to.

@@ -41,6 +41,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
+from ..i18n import gettext
+
 #: The format of every user name (hub, services, ``oceandata-<name>`` Unix accounts).
 USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,21}$")
 #: The longest valid name: ``oceandata-`` + 22 characters = 32, Linux's limit.
@@ -77,11 +79,18 @@ def _show(text: str) -> str:
     return ascii(shown) if not shown.isascii() or not shown.isprintable() else repr(shown)
 
 
-def _describe(char: str) -> str:
-    """``'а' (U+0430 CYRILLIC SMALL LETTER A)`` for one character."""
-    name = unicodedata.name(char, "a control character")
+def _describe(char: str, lang: str = "en") -> str:
+    """``'а' (U+0430 CYRILLIC SMALL LETTER A)`` for one character (Unicode's names of
+    characters are English in every language)."""
+    name = unicodedata.name(char, "") or gettext(lang, "a control character")
     shown = f"'{char}'" if char.isprintable() else ascii(char)
     return f"{shown} (U+{ord(char):04X} {name})"
+
+
+def valid_names(lang: str = "en") -> str:
+    """:data:`VALID_NAMES` in *lang*."""
+    return gettext(lang, "A user name is 1 to 22 characters: lower-case letters a-z, "
+                         "digits, '-' and '_', starting with a letter.")
 
 
 def is_valid_username(name: str) -> bool:
@@ -133,13 +142,15 @@ def skeleton(name: str) -> str:
     return text
 
 
-def format_problem(name: str) -> str | None:
+def format_problem(name: str, lang: str = "en") -> str | None:
     """What is wrong with the format of *name*, in one clause; None if nothing is.
 
     Parameters
     ----------
     name : str
         The name exactly as submitted.
+    lang : str
+        The language of the clause (``"en"``, ``"zh"``).
 
     Returns
     -------
@@ -148,31 +159,38 @@ def format_problem(name: str) -> str | None:
         matches :data:`USERNAME_PATTERN`.
     """
     if name == "":
-        return "is empty"
+        return gettext(lang, "is empty")
     if len(name) > MAX_LENGTH:
-        return f"is {len(name)} characters long (at most {MAX_LENGTH})"
+        return gettext(lang, "is %(length)s characters long (at most %(max)s)",
+                       length=len(name), max=MAX_LENGTH)
     for char in name:
         if unicodedata.category(char) in _INVISIBLE:
-            return f"contains the invisible character {_describe(char)}"
+            return gettext(lang, "contains the invisible character %(char)s",
+                           char=_describe(char, lang))
     canonical = unicodedata.normalize("NFKC", name).casefold()
     if canonical != name and is_valid_username(canonical):
-        return f"is not in canonical form (did you mean '{canonical}'?)"
+        return gettext(lang, "is not in canonical form (did you mean '%(canonical)s'?)",
+                       canonical=canonical)
     for char in name:
         if not char.isascii():
             looks = LOOKALIKES.get(unicodedata.normalize("NFKC", char).casefold())
-            hint = f", which looks like '{looks}'" if looks else ""
-            return f"contains {_describe(char)}{hint}; only ASCII is allowed"
+            if looks:
+                return gettext(lang, "contains %(char)s, which looks like '%(looks)s'; only "
+                                     "ASCII is allowed", char=_describe(char, lang),
+                               looks=looks)
+            return gettext(lang, "contains %(char)s; only ASCII is allowed",
+                           char=_describe(char, lang))
     if not name[0].isalpha():
-        return f"starts with {name[0]!r}, not a letter"
+        return gettext(lang, "starts with %(char)s, not a letter", char=repr(name[0]))
     for char in name:
         if "A" <= char <= "Z":
-            return f"contains the upper-case letter {char!r}"
+            return gettext(lang, "contains the upper-case letter %(char)s", char=repr(char))
         if not (char.isalnum() or char in "-_"):
-            return f"contains {char!r}, which is not allowed"
+            return gettext(lang, "contains %(char)s, which is not allowed", char=repr(char))
     return None  # pragma: no cover - every way to miss the pattern is named above
 
 
-def check_username(name: str, existing: Iterable[str] = ()) -> str | None:
+def check_username(name: str, existing: Iterable[str] = (), lang: str = "en") -> str | None:
     """Check a name submitted at sign-up; say in one line why it is refused.
 
     Parameters
@@ -183,6 +201,8 @@ def check_username(name: str, existing: Iterable[str] = ()) -> str | None:
         The names already known to the hub (signed up, approved or not, and JupyterHub
         users). A name equal to one of them, or with the same :func:`skeleton`, is
         refused.
+    lang : str
+        The language of the line (``"en"``, ``"zh"``; :mod:`oceandata.i18n`).
 
     Returns
     -------
@@ -197,14 +217,17 @@ def check_username(name: str, existing: Iterable[str] = ()) -> str | None:
     >>> check_username("adm1n", ["admin"])[:54]
     "User name 'adm1n' looks like the existing name 'admin'"
     """
-    problem = format_problem(name)
+    problem = format_problem(name, lang)
     if problem is not None:
-        return f"User name {_show(name)} {problem}. {VALID_NAMES}"
+        return gettext(lang, "User name %(name)s %(problem)s. %(rule)s", name=_show(name),
+                       problem=problem, rule=valid_names(lang))
     mark = skeleton(name)
     for other in existing:
         if other == name:
-            return f"User name {_show(name)} is already taken; choose another."
+            return gettext(lang, "User name %(name)s is already taken; choose another.",
+                           name=_show(name))
         if skeleton(other) == mark:
-            return (f"User name {_show(name)} looks like the existing name {_show(other)} "
-                    "(0/o, 1/l/i, rn/m, vv/w and -/_ read the same); choose another.")
+            return gettext(lang, "User name %(name)s looks like the existing name %(other)s "
+                                 "(0/o, 1/l/i, rn/m, vv/w and -/_ read the same); choose "
+                                 "another.", name=_show(name), other=_show(other))
     return None

@@ -4,7 +4,8 @@
 - :mod:`.store` opens, logs, tags and verifies them;
 - :mod:`.chunks` plans chunk layouts and estimates a request's read cost;
 - :mod:`.checksums` digests files and arrays; :mod:`.compliance` runs the CF/ACDD checks;
-- :mod:`.register` writes catalog entries derived from the data.
+- :mod:`.register` writes catalog entries derived from the data;
+- :mod:`.projects` ingests into a project's workspace and catalog (``--project``).
 
 Names are imported on first use, so the command line starts without loading Icechunk.
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 _EXPORTS = {"IngestResult": "pipeline", "Source": "pipeline", "ingest": "pipeline",
             "rechunk": "pipeline", "log": "store", "open_store": "store", "tag": "store",
-            "verify": "store", "register_store": "register"}
+            "verify": "store", "register_store": "register",
+            "ingest_into_project": "projects"}
 
 __all__ = sorted(_EXPORTS)
 

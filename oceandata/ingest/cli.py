@@ -11,29 +11,31 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-store_app = typer.Typer(help="Versioned stores: log, tag, verify, rechunk.",
+from ..cli_i18n import _
+
+store_app = typer.Typer(help=_("Versioned stores: log, tag, verify, rechunk."),
                         no_args_is_help=True)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
-StoreArg = Annotated[Path, typer.Argument(help="Store made by `oceandata ingest`.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-VersionOpt = Annotated[str | None, typer.Option(help="Tag or snapshot id (default newest).")]
+StoreArg = Annotated[Path, typer.Argument(help=_("Store made by `oceandata ingest`."))]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print JSON."))]
+VersionOpt = Annotated[str | None, typer.Option(help=_("Tag or snapshot id (default newest)."))]
 WaitOpt = Annotated[float, typer.Option(
     "--wait", metavar="SECONDS", min=0,
-    help="Wait this long for another writer of the store to finish (default: refuse at once).")]
+    help=_("Wait this long for another writer of the store to finish (default: refuse at once)."))]
 
 
 GradeOpt = Annotated[str | None, typer.Option(
-    help="Grade of the registered entry: general, important or core (docs/governance.md).")]
+    help=_("Grade of the registered entry: general, important or core (docs/governance.md)."))]
 ReleaseOpt = Annotated[str | None, typer.Option(
-    help="Release: open, registered or restricted (default registered until reviewed).")]
+    help=_("Release: open, registered or restricted (default registered until reviewed)."))]
 CategoryOpt = Annotated[str | None, typer.Option(
-    help="Category: observation, survey, model, reanalysis, scientific or derived.")]
-OwnerOpt = Annotated[str | None, typer.Option(help="Person or unit answerable for the data.")]
-RationaleOpt = Annotated[str | None, typer.Option(help="Why this grade and release.")]
+    help=_("Category: observation, survey, model, reanalysis, scientific or derived."))]
+OwnerOpt = Annotated[str | None, typer.Option(help=_("Person or unit answerable for the data."))]
+RationaleOpt = Annotated[str | None, typer.Option(help=_("Why this grade and release."))]
 GroupOpt = Annotated[list[str] | None, typer.Option(
-    "--group", help="Hub group granted the entry when it is not open (repeat).")]
+    "--group", help=_("Hub group granted the entry when it is not open (repeat)."))]
 
 
 def _classification(grade: str | None, release: str | None, category: str | None,
@@ -60,33 +62,58 @@ def _command() -> str:
 
 
 def ingest_command(
-    sources: Annotated[list[str], typer.Argument(help="NetCDF files or globs.")],
-    store: Annotated[Path, typer.Option("--store", help="Store path (created if missing).")],
-    name: Annotated[str | None, typer.Option(help="Dataset name (default: store stem).")]
+    sources: Annotated[list[str], typer.Argument(
+        help=_("NetCDF files or globs; with --project also the project's upload names."))],
+    store: Annotated[Path | None, typer.Option(
+        "--store", help=_("Store path (created if missing); not with --project."))] = None,
+    name: Annotated[str | None, typer.Option(
+        help=_("Dataset name (default: store stem; with --project the first source's stem)."))]
     = None,
-    chunks: Annotated[str, typer.Option(help="auto, map, timeseries or DIM=N,...")] = "auto",
-    append: Annotated[bool, typer.Option(help="Add later time steps to the store.")] = False,
-    register: Annotated[Path | None, typer.Option(help="Catalog YAML to add the entry to.")]
+    project: Annotated[int | None, typer.Option(
+        "--project", metavar="ID", min=1,
+        help=_("Ingest into this project's workspace and register the entry in its catalog "
+             "(members see it as p<ID>.<name>); the quota is checked first."))] = None,
+    chunks: Annotated[str, typer.Option(help=_("auto, map, timeseries or DIM=N,..."))] = "auto",
+    append: Annotated[bool, typer.Option(help=_("Add later time steps to the store."))] = False,
+    register: Annotated[Path | None, typer.Option(help=_("Catalog YAML to add the entry to."))]
     = None,
-    strict: Annotated[bool, typer.Option(help="Refuse high-priority CF/ACDD failures.")]
+    strict: Annotated[bool, typer.Option(help=_("Refuse high-priority CF/ACDD failures."))]
     = False,
-    fmt: Annotated[str, typer.Option("--format", help="icechunk (versioned) or zarr.")]
+    fmt: Annotated[str, typer.Option("--format", help=_("icechunk (versioned) or zarr."))]
     = "icechunk",
-    check: Annotated[bool, typer.Option(help="Run the CF/ACDD compliance checks.")] = True,
+    check: Annotated[bool, typer.Option(help=_("Run the CF/ACDD compliance checks."))] = True,
     wait: WaitOpt = 0.0,
     grade: GradeOpt = None, release: ReleaseOpt = None, category: CategoryOpt = None,
     owner: OwnerOpt = None, rationale: RationaleOpt = None, group: GroupOpt = None,
 ) -> None:
-    """Ingest NetCDF files into a versioned store, in one transaction (one writer at a time).
-
-    With --register, the entry is classified by --grade, --release, --category, --owner,
-    --rationale and --group; without them it is graded general and released to registered
-    users until an operator reviews it (docs/governance.md).
-    """
+    from ..errors import UsageError
     from .chunks import parse_chunks_option
     from .pipeline import ingest
 
     layout = parse_chunks_option(chunks)
+    if project is not None:
+        if store is not None or register is not None:
+            raise UsageError("--project writes the project's own store and catalog: drop "
+                             "--store and --register")
+        if fmt != "icechunk":
+            raise UsageError("--project writes versioned (icechunk) stores: drop --format")
+        from .projects import ingest_into_project
+
+        done = ingest_into_project(
+            sources, project, name=name, append=append, chunks=layout, strict=strict,
+            check=check, progress=sys.stderr.isatty(), command=_command(), wait=wait,
+            defaults=_classification(grade, release, category, owner, rationale, group))
+        if done.report is not None:
+            out.print(f"compliance report: {done.report}", markup=False)
+        out.print(done.message + (f" (snapshot {done.snapshot})" if done.snapshot else ""),
+                  markup=False)
+        if done.skipped and done.changed:
+            out.print(f"skipped {done.skipped} files already in the store", markup=False)
+        out.print(f"registered {done.name!r} in project {done.project}'s catalog: members "
+                  f"open it as {done.qualified_name!r}", markup=False)
+        return
+    if store is None:
+        raise UsageError("give --store PATH (or --project ID to ingest into a project)")
     result = ingest(sources, store, name=name, chunks=layout, append=append, fmt=fmt,
                     strict=strict, check=check, progress=sys.stderr.isatty(),
                     command=_command(), wait=wait)
@@ -104,9 +131,9 @@ def ingest_command(
         out.print(f"registered {entry!r} in {register}", markup=False)
 
 
-@store_app.command("log")
+@store_app.command("log", help=_(
+        "List the versions of a store, newest first, with their tags and sources."))
 def store_log(store: StoreArg, as_json: JsonOpt = False) -> None:
-    """List the versions of a store, newest first, with their tags and sources."""
     from .store import log
 
     versions = log(store)
@@ -122,20 +149,20 @@ def store_log(store: StoreArg, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
-@store_app.command("tag")
+@store_app.command("tag", help=_(
+        "Name a version (the newest by default) so it can be read back exactly."))
 def store_tag(store: StoreArg, tag_name: Annotated[str, typer.Argument(metavar="TAG")],
               version: VersionOpt = None, wait: WaitOpt = 0.0) -> None:
-    """Name a version (the newest by default) so it can be read back exactly."""
     from .store import tag
 
     snapshot = tag(store, tag_name, version=version, command=_command(), wait=wait)
     out.print(f"tagged {snapshot} as {tag_name}", markup=False)
 
 
-@store_app.command("verify")
+@store_app.command("verify", help=_(
+        "Recompute every variable's checksum and report each mismatch (exit 1)."))
 def store_verify(store: StoreArg, version: VersionOpt = None, as_json: JsonOpt = False
                  ) -> None:
-    """Recompute every variable's checksum and report each mismatch (exit 1)."""
     from .store import verify
 
     problems = verify(store, version=version)
@@ -150,16 +177,16 @@ def store_verify(store: StoreArg, version: VersionOpt = None, as_json: JsonOpt =
         raise typer.Exit(1)
 
 
-@store_app.command("rechunk")
+@store_app.command("rechunk", help=_(
+        "Write a second chunk layout of a store (checksums must agree)."))
 def store_rechunk(
     store: StoreArg,
-    to: Annotated[Path, typer.Option("--to", help="New store path.")],
-    chunks: Annotated[str, typer.Option(help="auto, map, timeseries or DIM=N,...")]
+    to: Annotated[Path, typer.Option("--to", help=_("New store path."))],
+    chunks: Annotated[str, typer.Option(help=_("auto, map, timeseries or DIM=N,..."))]
     = "timeseries",
     version: VersionOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
-    """Write a second chunk layout of a store (checksums must agree)."""
     from .chunks import parse_chunks_option
     from .pipeline import rechunk
 
@@ -168,19 +195,20 @@ def store_rechunk(
     out.print(f"{result.message} (snapshot {result.snapshot})", markup=False)
 
 
-@store_app.command("register")
+@store_app.command("register", help=_(
+        "Add a catalog entry for a store, with its extents read from the data and the\n"
+        "classification given (default: general, released to registered users until reviewed)."))
 def store_register(
     store: StoreArg,
-    catalog: Annotated[Path, typer.Option("--catalog", help="Catalog YAML (created if missing).")],
-    name: Annotated[str, typer.Option(help="Entry name.")],
+    catalog: Annotated[Path, typer.Option(
+        "--catalog", help=_("Catalog YAML (created if missing)."))],
+    name: Annotated[str, typer.Option(help=_("Entry name."))],
     layout: Annotated[list[str] | None, typer.Option(
-        "--layout", help="Another chunk layout of the same data: NAME=PATH (repeat).")] = None,
-    version: Annotated[str | None, typer.Option(help="Pin a tag or snapshot id.")] = None,
+        "--layout", help=_("Another chunk layout of the same data: NAME=PATH (repeat)."))] = None,
+    version: Annotated[str | None, typer.Option(help=_("Pin a tag or snapshot id."))] = None,
     grade: GradeOpt = None, release: ReleaseOpt = None, category: CategoryOpt = None,
     owner: OwnerOpt = None, rationale: RationaleOpt = None, group: GroupOpt = None,
 ) -> None:
-    """Add a catalog entry for a store, with its extents read from the data and the
-    classification given (default: general, released to registered users until reviewed)."""
     from ..errors import UsageError
     from .register import register_store
 
@@ -197,13 +225,13 @@ def store_register(
     out.print(f"registered {name!r} in {catalog}{pinned}", markup=False)
 
 
-@store_app.command("build-samples")
+@store_app.command("build-samples", help=_(
+        "Ingest every gridded sample entry into a versioned store and catalog them."))
 def store_build_samples(
-    data_dir: Annotated[Path | None, typer.Option(help="Default: OCEANDATA_DATA_DIR.")] = None,
-    only: Annotated[list[str] | None, typer.Option("--only", help="Entry (repeat).")] = None,
-    check: Annotated[bool, typer.Option(help="Run the CF/ACDD compliance checks.")] = True,
+    data_dir: Annotated[Path | None, typer.Option(help=_("Default: OCEANDATA_DATA_DIR."))] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help=_("Entry (repeat)."))] = None,
+    check: Annotated[bool, typer.Option(help=_("Run the CF/ACDD compliance checks."))] = True,
 ) -> None:
-    """Ingest every gridded sample entry into a versioned store and catalog them."""
     from .samples import build_sample_stores
 
     root = build_sample_stores(data_dir, names=only, check=check,
@@ -213,5 +241,15 @@ def store_build_samples(
 
 def install(app: Any) -> None:
     """Add ``ingest`` and ``store`` to the main application."""
-    app.command("ingest")(ingest_command)
+    app.command("ingest", help=_(
+        "Ingest NetCDF files into a versioned store, in one transaction (one writer at a time).\n"
+        "\n"
+        "With --register, the entry is classified by --grade, --release, --category, --owner,\n"
+        "--rationale and --group; without them it is graded general and released to registered\n"
+        "users until an operator reviews it (docs/governance.md).\n"
+        "\n"
+        "With --project ID the sources may be the project's upload names; the store is\n"
+        "<workspace>/stores/<name>.icechunk and the entry is registered in the project's\n"
+        "catalog, seen by its members only (docs/projects.md)."),
+    )(ingest_command)
     app.add_typer(store_app, name="store")

@@ -75,7 +75,7 @@ from .store import (
     version_metadata,
 )
 
-__all__ = ["IngestResult", "Source", "ingest", "rechunk"]
+__all__ = ["IngestResult", "Source", "ingest", "rechunk", "write_new_store"]
 
 #: Encoding keys carried from the sources to the store.
 _KEEP_ENCODING = {"dtype", "_FillValue", "missing_value", "units", "calendar", "scale_factor",
@@ -304,6 +304,47 @@ def zarr_encoding(ds: xr.Dataset, plan: dict[str, dict[str, int]]
     for var in out.variables.values():
         var.encoding = {}
     return out, encoding
+
+
+def write_new_store(ds: xr.Dataset, target: Path, *, message: str,
+                    metadata: dict[str, Any]) -> str:
+    """Write *ds* as a new Icechunk store at *target* in one commit, under a temporary name
+    renamed when complete (removed on failure or signal); return the snapshot id.
+
+    The ingest layer's parts do the work: its chunk planner (``auto``), its Zarr encoding,
+    its repository opener and its chunk-independent digests, recorded with the plan in the
+    commit's metadata beside *metadata*, so ``oceandata store verify`` checks the store.
+    Used for derived copies: desensitised and published entries.
+
+    Parameters
+    ----------
+    ds
+        The dataset (lazy is fine: it is written with dask's threads).
+    target
+        The new store's path; it must not exist.
+    message, metadata
+        The commit's message and metadata.
+
+    Returns
+    -------
+    str
+        The snapshot id of the one commit.
+    """
+    from ..atomic import atomic_output
+    from .checksums import dataset_digests, open_raw
+
+    plan = plan_dataset(ds, "auto")
+    chunked, encoding = zarr_encoding(ds, plan)
+    with atomic_output(target, overwrite=False) as tmp:
+        repo = open_repository(tmp, create=True)
+        session = repo.writable_session(BRANCH)
+        with dask.config.set(scheduler="threads"):
+            chunked.to_zarr(session.store, mode="w", consolidated=False, zarr_format=3,
+                            encoding=encoding)
+        digests = dataset_digests(open_raw(session.store))
+        snapshot = session.commit(message, metadata={**metadata, "chunks": plan,
+                                                     "checksums": digests})
+    return str(snapshot)
 
 
 def _provenance(sources: Sequence[Source], *, command: str | None, layout: Any,

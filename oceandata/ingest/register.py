@@ -28,6 +28,14 @@ from .store import open_store
 __all__ = ["derive_metadata", "register_store"]
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """A safe dumper that never writes anchors or aliases (a value used twice is written
+    twice): project catalogs refuse them (:func:`oceandata.catalog.projects.check_plain_yaml`)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _bbox(ds: xr.Dataset, axes: _Axes) -> dict[str, float] | None:
     lat, lon = axes.get("latitude", ds), axes.get("longitude", ds)
     if lat is None:
@@ -181,13 +189,22 @@ def register_store(catalog: str | os.PathLike[str], name: str, store: str | os.P
              "description": description or f"{name}: versioned store ingested by oceandata",
              "args": args,
              "metadata": derive_metadata(ds, name=name, defaults=defaults)}
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise CatalogError(f"{path}{line}: malformed YAML; fix it or move it away before "
+                           "registering") from None
     doc = doc or {"metadata": {"version": 1, "title": "Ingested stores"}, "sources": {}}
-    doc.setdefault("sources", {})[name] = entry
+    if not isinstance(doc, dict) or not isinstance(doc.setdefault("sources", {}), dict):
+        raise CatalogError(f"{path}: not an intake catalog (a mapping with 'sources:' "
+                           "expected); fix it or move it away before registering")
+    doc["sources"][name] = entry
     from ..atomic import atomic_output
 
     with atomic_output(path) as tmp:  # removed on failure, SIGINT or SIGTERM
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True),
+        tmp.write_text(yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True),
                        encoding="utf-8")
         problems = validate_entry(open_catalog(tmp).entry(name))
         if problems:

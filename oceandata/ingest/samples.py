@@ -6,9 +6,13 @@ those files is left as it is), registers it under the same name in
 ``<data dir>/catalogs/stores.yaml`` with the sample entry's provider, licence and
 citation and with variables and extents read from the store, and writes a root catalog
 ``<data dir>/catalogs/ocean.yaml`` that nests the stores with the sample catalog's
-non-gridded sub-catalogs (site series, CF-DSG, tide gauge). ``make up`` points
+non-gridded sub-catalogs (site series, CF-DSG, tide gauge) and the published entries
+(``<data dir>/catalogs/published.yaml``, written by the allocations service when an
+administrator approves a publish request: :mod:`oceandata.alloc.publishing`; an empty
+one is made when missing, an existing one is never replaced). ``make up`` points
 ``OCEANDATA_CATALOG`` at that root, so the names a user sees are the familiar ones,
-served from versioned stores.
+served from versioned stores, and notebooks' ``open_catalog()`` and a (re)started data
+service see every published entry.
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ import yaml
 from ..catalog.core import Catalog, open_catalog
 from ..config import get_settings
 
-__all__ = ["build_sample_stores"]
+__all__ = ["PUBLISHED", "build_sample_stores", "ensure_published_catalog"]
+
+#: File name of the published entries' catalog in ``<data dir>/catalogs``
+#: (:func:`oceandata.alloc.publishing.published_catalog_path`)
+PUBLISHED = "published.yaml"
 
 #: Metadata that the sample entry knows and the data do not say.
 _CARRIED = ("title", "description", "provider", "license", "citation", "doi", "tags",
@@ -74,6 +82,7 @@ def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
             echo(f"{name}: {result.message}")
     if names is None or "argo_profiles" in names:
         _argo_store(stores_dir / "argo.icechunk", stores_catalog, echo)
+    ensure_published_catalog(catalogs_dir / PUBLISHED)
     root = catalogs_dir / "ocean.yaml"
     others = {child: sub for child, sub in sample.children.items() if sub is not gridded}
     doc = {"metadata": {"version": 1, "title": "oceandata: versioned stores and sample data"},
@@ -81,6 +90,9 @@ def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
                "stores": {"driver": "intake.catalog.local.YAMLFileCatalog",
                           "description": "Gridded data served from versioned stores",
                           "args": {"path": "{{ CATALOG_DIR }}/stores.yaml"}},
+               "published": {"driver": "intake.catalog.local.YAMLFileCatalog",
+                             "description": "Published entries of partner projects",
+                             "args": {"path": "{{ CATALOG_DIR }}/" + PUBLISHED}},
                **{child: {"driver": "intake.catalog.local.YAMLFileCatalog",
                           "description": sub.metadata.get("title", child),
                           "args": {"path": str(sub.path)}}
@@ -91,6 +103,30 @@ def build_sample_stores(data_dir: str | os.PathLike[str] | None = None, *,
         tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     open_catalog(root)  # fails loudly (file and line) if anything is inconsistent
     return root
+
+
+def ensure_published_catalog(path: Path) -> bool:
+    """Make an empty catalog of published entries at *path* unless one exists.
+
+    The file is written whole under a temporary name and linked into place, which never
+    replaces a file: a catalog the allocations service wrote (even at the same moment)
+    is kept as it is. Returns whether it was made.
+    """
+    import tempfile
+
+    doc = {"metadata": {"version": 1, "title": "Published entries"}, "sources": {}}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(yaml.safe_dump(doc, sort_keys=False))
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
 
 
 def _argo_store(store: Path, catalog: Path, echo: Callable[[str], None] | None) -> None:

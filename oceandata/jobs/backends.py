@@ -181,6 +181,33 @@ def transition(db_url: str, job_id: str, to: JobState, *,
     bool
         Whether this call made the change.
     """
+    changed = _transition(db_url, job_id, to, from_states, elapsed_s, workers, values)
+    if changed and to.finished:
+        measure_outputs(db_url, job_id)
+    return changed
+
+
+def measure_outputs(db_url: str, job_id: str) -> None:
+    """Measure the project a finished job was charged to (its folder, outputs included,
+    counts against the project's quota: :func:`oceandata.alloc.workspaces.project_bytes`)
+    and record it; a failure is logged, the next periodic scan measures it."""
+    from ..alloc import workspaces
+    from ..alloc.models import Allocation
+
+    try:
+        with session_scope(db_url) as session:
+            job = session.get(Job, job_id)
+            alloc = (session.get(Allocation, job.allocation_id)
+                     if job is not None and job.allocation_id is not None else None)
+            if alloc is not None:
+                workspaces.measure(session, alloc)
+    except Exception:  # the job's end is recorded; the periodic scan measures it later
+        log.exception("could not measure the storage of job %s's project", job_id)
+
+
+def _transition(db_url: str, job_id: str, to: JobState, from_states: Iterable[JobState],
+                elapsed_s: float | None, workers: Iterable[WorkerJob],
+                values: dict[str, Any]) -> bool:
     with session_scope(db_url) as session:
         result = session.execute(
             update(Job).where(Job.id == job_id, Job.state.in_(list(from_states)))
@@ -239,8 +266,10 @@ def job_account(owner: str, workdir: Path, env: dict[str, str]) -> dict[str, Any
     """``Popen`` arguments running a job as its owner's Unix account (per-user mode).
 
     Sets ``USER``, ``LOGNAME`` and ``HOME`` in *env* to the account's; returns ``user``,
-    ``group`` and no supplementary groups (none of the service's). Single-account mode:
-    nothing to change, an empty dict.
+    ``group`` and the account's own supplementary groups as the group database has them
+    now (``initgroups``, as ``sudo`` and ``login`` do: its projects' groups
+    ``oceandata-<id>``, which open their workspaces; none of the service's).
+    Single-account mode: nothing to change, an empty dict.
 
     Parameters
     ----------
@@ -255,7 +284,8 @@ def job_account(owner: str, workdir: Path, env: dict[str, str]) -> dict[str, Any
         return {}
     entry = job_owner_account(owner, workdir)
     env.update(USER=entry.pw_name, LOGNAME=entry.pw_name, HOME=entry.pw_dir)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    groups = [g for g in os.getgrouplist(entry.pw_name, entry.pw_gid) if g != entry.pw_gid]
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": groups}
 
 
 def job_command(job: Job, python: str = sys.executable) -> list[str]:

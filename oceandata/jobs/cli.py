@@ -31,20 +31,21 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand
 
+from ..cli_i18n import _, accept_language
 from ..errors import OceandataError, UsageError
 from .notebook import PARAMETER_OPTIONS, check_parameters, is_notebook
 from .spec import check_script, check_workers, parse_cores, parse_memory, parse_walltime
 
 DEFAULT_URL = "http://127.0.0.1:8000/services/allocations"
 
-jobs_app = typer.Typer(help="Batch jobs: list, show, logs, cancel, outputs.",
+jobs_app = typer.Typer(help=_("Batch jobs: list, show, logs, cancel, outputs."),
                        no_args_is_help=True)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
-JobArg = Annotated[str, typer.Argument(help="The job's id (from `oceandata jobs list`).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JobArg = Annotated[str, typer.Argument(help=_("The job's id (from `oceandata jobs list`)."))]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print JSON."))]
 
 
 class ApiError(OceandataError):
@@ -52,7 +53,8 @@ class ApiError(OceandataError):
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"oceandata: error: {' '.join(message.split())}", markup=False)
+    err.print(_("oceandata: error: %(message)s", message=" ".join(message.split())),
+              markup=False)
     return typer.Exit(2)
 
 
@@ -73,11 +75,12 @@ def _client() -> Any:
 
     token = os.environ.get("JUPYTERHUB_API_TOKEN") or os.environ.get("OCEANDATA_TOKEN")
     if not token:
-        raise UsageError("no token: set JUPYTERHUB_API_TOKEN (set in every platform server) "
-                         "or OCEANDATA_TOKEN to a JupyterHub API token")
+        raise UsageError(_("no token: set JUPYTERHUB_API_TOKEN (set in every platform "
+                           "server) or OCEANDATA_TOKEN to a JupyterHub API token"))
     base = os.environ.get("OCEANDATA_ALLOC_URL", DEFAULT_URL).rstrip("/")
     # the service serves its REST API, jobs included, under <prefix>api/
-    return httpx.Client(base_url=f"{base}/api", headers={"Authorization": f"token {token}"},
+    return httpx.Client(base_url=f"{base}/api", headers={"Authorization": f"token {token}",
+                                                         **accept_language()},
                         timeout=60.0)
 
 
@@ -90,8 +93,8 @@ def _request(method: str, path: str, **kwargs: Any) -> Any:
             response = client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         base = os.environ.get("OCEANDATA_ALLOC_URL", DEFAULT_URL)
-        raise ApiError(f"cannot reach the allocations service at {base} ({exc}); set "
-                       "OCEANDATA_ALLOC_URL") from None
+        raise ApiError(_("cannot reach the allocations service at %(url)s (%(reason)s); set "
+                         "OCEANDATA_ALLOC_URL", url=base, reason=exc)) from None
     if response.status_code >= 400:
         try:
             body = response.json()
@@ -150,8 +153,8 @@ def split_parameters(tokens: list[str], options: frozenset[str] = frozenset(),
                 values.append(value)
             if len(values) < 2:
                 given = " ".join(values)
-                raise UsageError(f"{token} {given}".rstrip() + ": give a NAME and a VALUE, "
-                                 "e.g. -p year 1997")
+                raise UsageError(_("%(option)s: give a NAME and a VALUE, e.g. -p year 1997",
+                                   option=f"{token} {given}".rstrip()))
             triples += [token, *values]
             i += 3
             continue
@@ -178,52 +181,52 @@ class SubmitCommand(TyperCommand):
 def submit_command(
     ctx: typer.Context,
     script: Annotated[Path, typer.Argument(
-        help="The script (Python, or an executable), or a notebook (.ipynb).")],
+        help=_("The script (Python, or an executable), or a notebook (.ipynb)."))],
     args: Annotated[list[str] | None, typer.Argument(
-        help="Arguments of the script (put `--` before ones starting with '-').")] = None,
+        help=_("Arguments of the script (put `--` before ones starting with '-')."))] = None,
     parameter: Annotated[list[str] | None, typer.Option(
         "-p", "--parameter", metavar="NAME VALUE",
-        help="A notebook's parameter (repeat it): a name its cell tagged `parameters` "
+        help=_("A notebook's parameter (repeat it): a name its cell tagged `parameters` "
              "sets, and a value typed as papermill's -p types it (1997 a whole number, "
-             "0.5 a decimal, True/False/None, otherwise text).")] = None,
-    cores: Annotated[str, typer.Option(help="Cores, 1 to the node's.")] = "1",
-    memory: Annotated[str, typer.Option(help="Memory with a unit: KB, MB, GB, KiB, MiB, GiB.")]
+             "0.5 a decimal, True/False/None, otherwise text)."))] = None,
+    cores: Annotated[str, typer.Option(help=_("Cores, 1 to the node's."))] = "1",
+    memory: Annotated[str, typer.Option(help=_("Memory with a unit: KB, MB, GB, KiB, MiB, GiB."))]
     = "2GB",
-    walltime: Annotated[str, typer.Option(help="Longest run: HH:MM:SS, MM:SS or D-HH:MM:SS.")]
+    walltime: Annotated[str, typer.Option(help=_("Longest run: HH:MM:SS, MM:SS or D-HH:MM:SS."))]
     = "1:00:00",
     allocation: Annotated[int | None, typer.Option(
-        help="Allocation to charge (default your active one).")] = None,
-    backend: Annotated[str, typer.Option(help="local or slurm.")] = "local",
+        help=_("Allocation to charge (default your active one)."))] = None,
+    backend: Annotated[str, typer.Option(help=_("local or slurm."))] = "local",
     workers: Annotated[str | None, typer.Option(
-        help="Dask workers of the job's cluster (oceandata.compute.cluster()): on slurm "
+        help=_("Dask workers of the job's cluster (oceandata.compute.cluster()): on slurm "
              "each a Slurm job of its own under your account and allocation, started and "
              "torn down with the job and charged to it; on local, inside the job's "
-             "--cores and --memory.")] = None,
+             "--cores and --memory."))] = None,
     worker_cores: Annotated[str | None, typer.Option(
-        help="Cores of each worker (default 1; needs --workers).")] = None,
+        help=_("Cores of each worker (default 1; needs --workers)."))] = None,
     worker_memory: Annotated[str | None, typer.Option(
-        help="Memory of each worker with a unit (default 2GB; needs --workers).")] = None,
+        help=_("Memory of each worker with a unit (default 2GB; needs --workers)."))] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a batch job or a notebook (checked against your allocation before it is
-    queued)."""
     path = check_script(script)
     triples = list(parameter or []) + list(ctx.meta.get(_PARAMETERS, []))
     if is_notebook(path):
         if args:
-            raise UsageError(f"{args[0]!r}: a notebook takes no arguments; give its "
-                             "parameters as -p NAME VALUE, e.g. -p year 1997")
+            raise UsageError(_("%(argument)r: a notebook takes no arguments; give its "
+                               "parameters as -p NAME VALUE, e.g. -p year 1997",
+                               argument=args[0]))
         args = check_parameters(path, triples)
     elif triples:
-        raise UsageError(f"{triples[0]} {triples[1]}: -p gives a notebook's parameters; "
-                         f"{path.name!r} is not a notebook (.ipynb): give a script's own "
-                         "arguments after `--`")
+        raise UsageError(_("%(parameter)s: -p gives a notebook's parameters; %(name)r is "
+                           "not a notebook (.ipynb): give a script's own arguments after `--`",
+                           parameter=f"{triples[0]} {triples[1]}", name=path.name))
     parse_cores(cores, None)
     parse_memory(memory)
     parse_walltime(walltime, None)
     check_workers(workers, worker_cores, worker_memory)
     if backend not in ("local", "slurm"):
-        raise UsageError(f"--backend {backend!r} is not a backend; give local or slurm")
+        raise UsageError(_("--backend %(backend)r is not a backend; give local or slurm",
+                           backend=backend))
     data = {"cores": cores, "memory": memory, "walltime": walltime, "backend": backend,
             "args": json.dumps(list(args or []))}
     for key, value in (("workers", workers), ("worker_cores", worker_cores),
@@ -238,14 +241,26 @@ def submit_command(
     if as_json:
         _print_json(job)
     else:
-        out.print(f"submitted job {job['id']} ({job['state']}); follow it with "
-                  f"`oceandata jobs show {job['id']}`", markup=False)
+        out.print(_("submitted job %(id)s (%(state)s); follow it with `oceandata jobs show "
+                    "%(id)s`", id=job["id"], state=job["state"]), markup=False)
+    if job.get("allocation_id") is not None:
+        _storage_warning(int(job["allocation_id"]))
 
 
-@jobs_app.command("list")
+def _storage_warning(alloc_id: int) -> None:
+    """Print the project's storage warning line (80%/100%) to stderr, if it has one: the
+    job's outputs will count against that storage. Best effort: the job is submitted."""
+    try:
+        status = _request("GET", f"/projects/{alloc_id}/storage").json()
+    except (OceandataError, ValueError):
+        return
+    if isinstance(status, dict) and status.get("message"):
+        sys.stderr.write(f"warning: {status['message']}\n")
+
+
+@jobs_app.command("list", help=_("Your jobs, newest first."))
 @_one_line_errors
 def list_command(as_json: JsonOpt = False) -> None:
-    """Your jobs, newest first."""
     jobs = _request("GET", "/jobs").json()
     if as_json:
         _print_json(jobs)
@@ -261,40 +276,37 @@ def list_command(as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
-@jobs_app.command("show")
+@jobs_app.command("show", help=_("One job: state, resources, times."))
 @_one_line_errors
 def show_command(job: JobArg, as_json: JsonOpt = False) -> None:
-    """One job: state, resources, times."""
     body = _request("GET", f"/jobs/{job}").json()
     _print_json(body) if as_json else _show(body)
 
 
-@jobs_app.command("logs")
+@jobs_app.command("logs", help=_("The job's output (stdout and stderr)."))
 @_one_line_errors
 def logs_command(job: JobArg, tail: Annotated[int | None, typer.Option(
-        help="Only the last N lines.")] = None) -> None:
-    """The job's output (stdout and stderr)."""
+        help=_("Only the last N lines."))] = None) -> None:
     params = {"tail": tail} if tail is not None else None
     sys.stdout.write(_request("GET", f"/jobs/{job}/logs", params=params).text)
 
 
-@jobs_app.command("cancel")
+@jobs_app.command("cancel", help=_("Cancel a queued or running job."))
 @_one_line_errors
 def cancel_command(job: JobArg) -> None:
-    """Cancel a queued or running job."""
     body = _request("POST", f"/jobs/{job}/cancel").json()
     out.print(f"job {body['id']}: {body['state']}", markup=False)
 
 
-@jobs_app.command("outputs")
+@jobs_app.command("outputs", help=_(
+        "List the job's output files, or fetch one with --get PATH [--to DIR]."))
 @_one_line_errors
 def outputs_command(
     job: JobArg,
-    get: Annotated[str | None, typer.Option("--get", help="Fetch this output file.")] = None,
-    to: Annotated[Path, typer.Option("--to", help="Folder to fetch into.")] = Path("."),
+    get: Annotated[str | None, typer.Option("--get", help=_("Fetch this output file."))] = None,
+    to: Annotated[Path, typer.Option("--to", help=_("Folder to fetch into."))] = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """List the job's output files, or fetch one with --get PATH [--to DIR]."""
     if get is None:
         files = _request("GET", f"/jobs/{job}/outputs").json()
         if as_json:
@@ -307,18 +319,23 @@ def outputs_command(
 
     parts = get.replace("\\", "/").split("/")
     if get.startswith(("/", "\\")) or ".." in parts:
-        raise UsageError(f"--get {get!r} contains '..' or is absolute; give a path inside the "
-                         "job's outputs, as `oceandata jobs outputs JOB` lists them")
+        raise UsageError(_("--get %(path)r contains '..' or is absolute; give a path inside "
+                           "the job's outputs, as `oceandata jobs outputs JOB` lists them",
+                           path=get))
     response = _request("GET", f"/jobs/{job}/outputs/{quote(get, safe='/')}")
     if to.exists() and not to.is_dir():
-        raise UsageError(f"--to {str(to)!r} is not a folder")
+        raise UsageError(_("--to %(path)r is not a folder", path=str(to)))
     to.mkdir(parents=True, exist_ok=True)
     target = to / Path(get).name
     target.write_bytes(response.content)
-    out.print(f"wrote {target} ({len(response.content)} bytes)", markup=False)
+    out.print(_("wrote %(path)s (%(size)s bytes)", path=target, size=len(response.content)),
+              markup=False)
 
 
 def install(app: Any) -> None:
     """Add ``submit`` and ``jobs`` to the main application."""
-    app.command("submit", cls=SubmitCommand)(submit_command)
+    app.command("submit", cls=SubmitCommand, help=_(
+        "Submit a batch job or a notebook (checked against your allocation before it is\n"
+        "queued)."),
+    )(submit_command)
     app.add_typer(jobs_app, name="jobs")

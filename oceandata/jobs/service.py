@@ -362,6 +362,7 @@ def _submit_within_quota(session: Session, user: str, spec: JobSpec,
             f"{cores} cores for {spec.hours:g} h may use {asked:g} core-hours; "
             f"allocation {grant.allocation_id} has {grant.core_hours_left:.3g} left, of which "
             f"{reserved:.3g} are reserved by your queued and running jobs")
+    check_workspace(session, grant.allocation_id, runtime.data_dir)
     job_id = uuid.uuid4().hex[:16]
     workdir = runtime.data_dir / "jobs" / _safe_user(user) / job_id
     (workdir / "outputs").mkdir(parents=True, mode=0o700)
@@ -385,6 +386,34 @@ def _submit_within_quota(session: Session, user: str, spec: JobSpec,
         remove_request(workdir)
         raise
     return job
+
+
+def check_workspace(session: Session, allocation_id: int, data_dir: Path) -> None:
+    """Refuse a job charged to a project whose storage is full.
+
+    A job's folder (its outputs, log and script) counts against the quota of the project
+    it is charged to (:func:`oceandata.alloc.workspaces.project_bytes`, measured now):
+    at or over the quota, no new job may add to it.
+
+    Raises
+    ------
+    oceandata.alloc.core.QuotaExceeded
+        One line with usage and quota.
+    """
+    from ..alloc import workspaces
+    from ..io.estimate import format_bytes
+
+    alloc = session.get(Allocation, allocation_id)
+    if alloc is None:
+        return
+    status = workspaces.storage_status(
+        alloc, workspaces.project_bytes(session, allocation_id, data_dir))
+    if status.level == "full":
+        raise core.QuotaExceeded(
+            f"project {allocation_id}'s storage is full ({format_bytes(status.used_bytes)} "
+            f"of its {format_bytes(status.quota_bytes)} quota, job outputs included): a "
+            "job's outputs would exceed it; free space in its workspace or old jobs' "
+            "outputs, or ask for more storage")
 
 
 def list_jobs(session: Session, user: str, is_admin: bool = False,

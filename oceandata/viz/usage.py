@@ -19,7 +19,8 @@ def usage_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     rows
         Dicts with ``allocation_id``, ``user`` and ``core_hours``, as
         :func:`oceandata.alloc.core.usage_summary` returns them; its download rows
-        (``source == "data"``: bytes, no core-hours) are left out.
+        (``source == "data"``: bytes, no core-hours) and storage rows (``source ==
+        "storage"``: GB-days of a project) are left out.
 
     Returns
     -------
@@ -27,7 +28,7 @@ def usage_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         Columns ``allocation`` (text; ``"unallocated"`` for usage charged to no
         allocation), ``user``, ``core_hours``, sorted.
     """
-    rows = [r for r in rows if r.get("source") != "data"]
+    rows = [r for r in rows if r.get("source") not in ("data", "storage")]
     frame = pd.DataFrame(rows)
     need = {"allocation_id", "user", "core_hours"}
     if frame.empty:
