@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from ..errors import DataError
@@ -235,7 +236,7 @@ def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
             return open_references(references.refs, args, chunks, token=references.token,
                                    attr_types=references.attr_types)
     if not fix_attrs:
-        return opener(paths, args, chunks)
+        return _one_fill_value(opener(paths, args, chunks))
     raw_args = dict(args)
     raw_args["xarray_kwargs"] = {**(args.get("xarray_kwargs") or {}), "decode_cf": False}
     ds = opener(paths, raw_args, chunks)
@@ -256,4 +257,31 @@ def open_source(driver: str, paths: Sequence[str], args: dict[str, Any], *,
         from xarray.coders import CFDatetimeCoder
 
         decode["decode_times"] = CFDatetimeCoder(use_cftime=decode.pop("use_cftime"))
-    return xr.decode_cf(ds, **decode)
+    return _one_fill_value(xr.decode_cf(ds, **decode))
+
+
+def _one_fill_value(ds: xr.Dataset) -> xr.Dataset:
+    """*ds* with one mask value per variable in its encoding, so it can be written again.
+
+    A store ingested from a source with ``missing_value`` and no ``_FillValue`` opens
+    with the Zarr array's fill value (NaN) as ``_FillValue`` beside the source's
+    ``missing_value`` (1e35...). Both were applied when decoding; xarray refuses to
+    encode them again ("conflicting _FillValue and missing_value"), which failed every
+    re-encoding: netCDF downloads, the Zarr view, a user's ``to_netcdf``. The source's
+    ``missing_value`` becomes ``_FillValue`` too (it is what its chunks hold); a list of
+    several missing values is dropped (decoded values are NaN there already). Changes
+    the encodings in place and returns *ds*.
+    """
+    for var in ds.variables.values():
+        enc = var.encoding
+        if "_FillValue" not in enc or "missing_value" not in enc:
+            continue
+        fill, missing = np.asarray(enc["_FillValue"]), np.asarray(enc["missing_value"])
+        if fill.size == missing.size and np.array_equal(
+                fill, missing, equal_nan=fill.dtype.kind in "fc" and missing.dtype.kind in "fc"):
+            continue
+        if missing.size == 1:
+            enc["_FillValue"] = enc["missing_value"]
+        else:
+            del enc["missing_value"]
+    return ds

@@ -173,7 +173,32 @@ def _write_netcdf4(ds: xr.Dataset, path: Path) -> None:
 
 def _write_netcdf3(ds: xr.Dataset, path: Path) -> None:
     """netCDF-3 64-bit offset, uncompressed (xarray casts int64/bool where they fit)."""
-    _to_netcdf(output_encoding(ds, compress=False), path, format="NETCDF3_64BIT")
+    _to_netcdf(_netcdf3_times(output_encoding(ds, compress=False)), path,
+               format="NETCDF3_64BIT")
+
+
+def _netcdf3_times(ds: xr.Dataset) -> xr.Dataset:
+    """*ds* with times netCDF-3 can hold: ``float64`` seconds since the same reference.
+
+    netCDF-3 has no 64-bit integers. Times encoded as ``int64`` (a store's ``nanoseconds
+    since ...``, or chunked times xarray must encode without seeing them) failed the
+    download with a 500 ("could not safely cast array from int64 to int32"). Seconds in
+    ``float64`` keep a microsecond over centuries. Changes the encodings in place.
+    """
+    for var in ds.variables.values():
+        if var.dtype.kind not in "Mm":
+            continue
+        enc = var.encoding
+        dtype = np.dtype(enc.get("dtype", "int64"))
+        if dtype.kind not in "iu" or dtype.itemsize < 8:
+            continue  # int32, float32 or float64 on file: netCDF-3 holds them
+        _, since, reference = str(enc.get("units", "")).partition(" since ")
+        if var.dtype.kind == "M":
+            enc["units"] = f"seconds since {reference.strip() if since else '1970-01-01'}"
+        else:
+            enc["units"] = "seconds"
+        enc["dtype"] = np.dtype("float64")
+    return ds
 
 
 def _write_csv_file(ds: xr.Dataset, path: Path) -> None:

@@ -219,7 +219,8 @@ _TIME_ENCODING = ("units", "calendar")
 
 
 def _is_text(var: xr.Variable) -> bool:
-    return var.dtype.kind in "SU" or (var.dtype.kind == "O" and var.size > 0 and isinstance(
+    # "T": numpy's variable-width StringDType, as Zarr v3 stores hold text
+    return var.dtype.kind in "SUT" or (var.dtype.kind == "O" and var.size > 0 and isinstance(
         var.values.flat[0], str | bytes))
 
 
@@ -257,6 +258,8 @@ def dap_compatible(ds: xr.Dataset) -> xr.Dataset:
         timelike = var.dtype.kind in "Mm" or (var.dtype.kind == "O" and not _is_text(var))
         if _is_text(var):
             values = var.values
+            if values.dtype.kind == "T":  # no cast to a fixed width: through objects
+                values = values.astype(object)
             if values.dtype.kind in "SO":
                 values = np.vectorize(lambda v: v.decode("utf-8", "replace")
                                       if isinstance(v, bytes) else str(v),

@@ -115,6 +115,11 @@ def _not_a_table(dataset_id: str) -> HTTPException:
                               "tabledap dataset: use griddap).")
 
 
+def _not_a_grid(dataset_id: str) -> HTTPException:
+    return HTTPException(404, f"Currently unknown datasetID={dataset_id} (it is not a "
+                              "griddap dataset: use tabledap).")
+
+
 def _server_entry(request: Request, dataset_id: str) -> tuple[Entry, str | None]:
     """The open table *dataset_id* of the server-wide root, or 404 (the guard's sentence)."""
     entry, version = resolve(request.app.state.catalog, dataset_id, ANONYMOUS,
@@ -146,13 +151,15 @@ class TableRoute(ErddapRoute):
     def matches(self, scope: Any) -> tuple[Match, Any]:
         """Starlette's match, refused for an ``erddap_id`` that is not a table here."""
         match, child = super().matches(scope)
-        if match != Match.FULL or "{erddap_id}" not in self.path:
+        griddap = self.path.endswith("/griddap/{target}")
+        if match != Match.FULL or ("{erddap_id}" not in self.path and not griddap):
             return match, child
         params = child.get("path_params", {})
         catalog = getattr(getattr(scope.get("app"), "state", None), "catalog", None)
         if catalog is None:
             return Match.NONE, {}
-        erddap_id = str(params.get("erddap_id", ""))
+        erddap_id = str(params["target"]).rpartition(".")[0] if griddap else \
+            str(params.get("erddap_id", ""))
         if "dataset_id" in params:  # per dataset: the guard checks the caller
             entry = catalog.entries.get(erddap_id.partition("@")[0])
             ok = erddap_id == params["dataset_id"] and entry is not None and is_table(entry)
@@ -184,7 +191,7 @@ def _units(var: xr.DataArray) -> str:
 def _erddap_type(var: xr.DataArray) -> str:
     if _is_time(var):
         return "double"
-    if var.dtype.kind in "SUO":
+    if var.dtype.kind in "SUOT":  # T: numpy's StringDType (text in Zarr v3 stores)
         return "String"
     return formats.erddap_type(var)
 
@@ -685,6 +692,14 @@ def dataset_tabledap(request: Request, dataset_id: str, target: str) -> Response
     erddap_id, ext = _target(target)
     entry, version = _dataset_entry(request, dataset_id, erddap_id)
     return _answer(request, entry, version, ext)
+
+
+@_route("/datasets/{dataset_id}/erddap/griddap/{target}")
+def dataset_griddap_of_a_table(request: Request, dataset_id: str, target: str) -> Response:
+    """griddap of this dataset's table: 404 as ERDDAP says it, and as the server-wide
+    root does (the plugin's griddap would serve the table's ragged arrays as a grid,
+    and failed with a 500 on ``.nc``)."""
+    raise _not_a_grid(target.rpartition(".")[0])
 
 
 @_route("/datasets/{dataset_id}/erddap/info/{erddap_id}/index.{ext}")
