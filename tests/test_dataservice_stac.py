@@ -336,6 +336,36 @@ def test_paging_follows_next_links(base: str, client: Any, catalog: Catalog) -> 
     assert body["numberReturned"] == body["numberMatched"]  # capped at 1000, not refused
 
 
+def test_collections_are_paged_and_pystac_client_follows_the_pages(base: str,
+                                                                    catalog: Catalog) -> None:
+    """``stac/collections`` a page at a time (``limit``, ``token`` as search has them), so
+    a catalog of thousands of entries is not one answer; pystac-client follows ``next``."""
+    everything = _public(catalog)
+    first = requests.get(f"{base}/stac/collections", params={"limit": 3}, timeout=30).json()
+    assert first["numberReturned"] == 3 and first["numberMatched"] == len(everything)
+    seen, page, pages = [], first, 0
+    while True:
+        pages += 1
+        seen += [c["id"] for c in page["collections"]]
+        nxt = [link["href"] for link in page["links"] if link["rel"] == "next"]
+        if not nxt:
+            break
+        assert "limit=3" in nxt[0]
+        page = requests.get(nxt[0], timeout=30).json()
+    assert pages == -(-len(everything) // 3) and len(seen) == len(set(seen))
+    assert set(seen) == everything
+    # pystac-client's own paging (what its get_collections runs), over pages of 2
+    from pystac_client.stac_api_io import StacApiIO
+
+    pages_seen = list(StacApiIO().get_pages(f"{base}/stac/collections",
+                                            parameters={"limit": 2}))
+    assert len(pages_seen) == -(-len(everything) // 2)
+    assert {c["id"] for p in pages_seen for c in p["collections"]} == everything
+    for bad in ({"limit": "0"}, {"limit": "many"}, {"token": "page-2"}):
+        resp = requests.get(f"{base}/stac/collections", params=bad, timeout=30)
+        assert resp.status_code == 400 and resp.json()["detail"].endswith("."), resp.text
+
+
 def test_restricted_entry_is_absent(base: str, client: Any) -> None:
     assert RESTRICTED not in {c.id for c in client.get_collections()}
     box = [112, -30, 113, -29]  # the restricted series' own box

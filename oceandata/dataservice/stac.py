@@ -4,7 +4,8 @@ Routes below ``stac/`` (the service prefix and ``auth/`` in front, as every rout
 
 - ``stac`` — landing page (a STAC Catalog with ``conformsTo``), ``stac/conformance``;
 - ``stac/collections``, ``stac/collections/{id}`` — one Collection per dataset the
-  caller may see, with the datacube extension (``cube:dimensions`` and
+  caller may see (a page of 100 at a time: ``limit`` and the ``next`` link's ``token``,
+  as search pages), with the datacube extension (``cube:dimensions`` and
   ``cube:variables`` from the catalog metadata) and an asset per access protocol
   (OPeNDAP, Zarr v3, netCDF subset download, EDR, the HTML page);
 - ``stac/collections/{id}/items[/{id}]`` — the one Item of each Collection: the whole
@@ -69,6 +70,8 @@ STAC_VERSION = pystac.get_stac_version()
 #: default and largest page size of a search
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
+#: collections in a page of ``stac/collections`` unless ``limit`` says
+COLLECTIONS_LIMIT = 100
 #: media types
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -501,18 +504,35 @@ async def conformance() -> dict[str, Any]:
 
 @router.get("/collections", summary="STAC Collections")
 async def collections(request: Request) -> dict[str, Any]:
-    """One Collection per dataset the caller may see, in catalog order."""
+    """One Collection per dataset the caller may see, in catalog order, a page at a time:
+    ``limit`` (1..1000, default :data:`COLLECTIONS_LIMIT`) and the ``token`` of the
+    ``next`` link, as item search pages (pystac-client follows them)."""
+    raw = request.query_params
+    limit = COLLECTIONS_LIMIT if raw.get("limit") in (None, "") else \
+        _parse_limit(raw["limit"])
+    offset = 0 if raw.get("token") in (None, "") else _parse_token(raw["token"])
     root = service_root(request)
     built = _built(request)
+    entries = list(visible_entries(request.app.state.catalog, _caller(request)).values())
     found = [_absolute(built.collection(entry), root)
-             for entry in visible_entries(request.app.state.catalog, _caller(request)).values()]
+             for entry in entries[offset:offset + limit]]
     stac = root + "stac"
-    return {
-        "collections": found, "numberMatched": len(found), "numberReturned": len(found),
-        "links": [{"rel": "self", "href": f"{stac}/collections", "type": JSON},
-                  {"rel": "root", "href": stac, "type": JSON},
-                  {"rel": "parent", "href": stac, "type": JSON}],
-    }
+
+    def paged(start: int) -> str:
+        query = {k: v for k, v in raw.items() if k != "token"}
+        if start:
+            query["token"] = f"next:{start}"
+        return f"{stac}/collections" + (f"?{urlencode(query)}" if query else "")
+
+    links = [{"rel": "self", "href": paged(offset), "type": JSON},
+             {"rel": "root", "href": stac, "type": JSON},
+             {"rel": "parent", "href": stac, "type": JSON}]
+    if offset + limit < len(entries):
+        links.append({"rel": "next", "href": paged(offset + limit), "type": JSON})
+    if offset > 0:
+        links.append({"rel": "prev", "href": paged(max(0, offset - limit)), "type": JSON})
+    return {"collections": found, "numberMatched": len(entries),
+            "numberReturned": len(found), "links": links}
 
 
 @router.get("/collections/{collection_id}", summary="A STAC Collection")
@@ -648,7 +668,7 @@ def _parse_limit(value: Any) -> int:
 def _parse_token(value: Any) -> int:
     text = str(value)
     if not text.startswith("next:") or not text[5:].isdigit():
-        raise _bad("token is not one this API gave: follow the 'next' link of a search.")
+        raise _bad("token is not one this API gave: follow the 'next' link of a page.")
     return int(text[5:])
 
 
