@@ -64,8 +64,9 @@ def make_catalog(folder: Path) -> Catalog:
 
 
 @contextlib.contextmanager
-def serving(app: Any, timeout: float = 60) -> Iterator[str]:
-    """Serve *app* on a free loopback port in a thread; yield ``http://127.0.0.1:<port>``."""
+def serving(app: Any, timeout: float = 60, ready_path: str = "/datasets") -> Iterator[str]:
+    """Serve *app* on a free loopback port in a thread; yield ``http://127.0.0.1:<port>``
+    once *ready_path* answers 2xx."""
     import uvicorn
 
     port = free_port()
@@ -84,7 +85,7 @@ def serving(app: Any, timeout: float = 60) -> Iterator[str]:
         if not server.started:
             raise RuntimeError("the data service did not start")
         base = f"http://127.0.0.1:{port}"
-        requests.get(f"{base}/datasets", timeout=30).raise_for_status()
+        requests.get(f"{base}{ready_path}", timeout=30).raise_for_status()
         yield base
     finally:
         server.should_exit = True

@@ -361,7 +361,8 @@ def test_collections_are_paged_and_pystac_client_follows_the_pages(base: str,
                                             parameters={"limit": 2}))
     assert len(pages_seen) == -(-len(everything) // 2)
     assert {c["id"] for p in pages_seen for c in p["collections"]} == everything
-    for bad in ({"limit": "0"}, {"limit": "many"}, {"token": "page-2"}):
+    for bad in ({"limit": "0"}, {"limit": "many"}, {"token": "page-2"},
+                {"token": "next:²"}):
         resp = requests.get(f"{base}/stac/collections", params=bad, timeout=30)
         assert resp.status_code == 400 and resp.json()["detail"].endswith("."), resp.text
 
@@ -392,7 +393,7 @@ def test_restricted_entry_is_absent(base: str, client: Any) -> None:
     {"bbox": "1,2,3"}, {"bbox": "a,b,c,d"}, {"bbox": "0,50,10,40"}, {"bbox": "0,0,400,1"},
     {"datetime": "yesterday"}, {"datetime": "2001-01-01T00:00:00Z/2000-01-01T00:00:00Z"},
     {"datetime": "2000/2001/2002"}, {"limit": "0"}, {"limit": "ten"}, {"limit": "-3"},
-    {"token": "page-2"},
+    {"token": "page-2"}, {"token": "next:²"}, {"token": "next:" + "9" * 40},
 ])
 def test_malformed_get_is_400(base: str, query: dict[str, str]) -> None:
     resp = requests.get(f"{base}/stac/search", params=query, timeout=30)
@@ -404,7 +405,7 @@ def test_malformed_get_is_400(base: str, query: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("body", [
     {"bbox": [1, 2, 3]}, {"bbox": "everywhere"}, {"datetime": 2000}, {"limit": "many"},
-    {"limit": True}, {"collections": 5},
+    {"limit": True}, {"collections": 5}, {"token": "next:²"},
     {"intersects": {"type": "Point", "coordinates": [0, 0]}}, [1, 2],
 ])
 def test_malformed_post_is_400(base: str, body: Any) -> None:

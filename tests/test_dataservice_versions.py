@@ -59,3 +59,9 @@ def test_an_unknown_version_is_a_404_in_one_sentence(served: tuple[str, list]) -
     assert r.status_code == 404, r.text
     detail = r.json()["detail"]
     assert "v2099" in detail and "\n" not in detail and "Traceback" not in detail
+    # the dataset's page too (it answered 200 with links for the missing version), while
+    # a tag's page is served
+    for path in ("datasets/cobe@v2099", "datasets/cobe@v2099?lang=zh"):
+        r = requests.get(f"{base}/{path}", timeout=30, headers={"Accept": "text/html"})
+        assert r.status_code == 404, (path, r.status_code)
+    assert requests.get(f"{base}/datasets/cobe@v1950", timeout=30).status_code == 200

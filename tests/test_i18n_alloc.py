@@ -251,6 +251,22 @@ def test_the_settings_page_saves_the_language_and_sets_the_cookie(scene: Scene) 
     assert user.api("GET", f"{SERVICE}/api/settings").json()["language"] is None
 
 
+def test_the_settings_form_refuses_numbers_int_cannot_read_or_hold(scene: Scene) -> None:
+    """"²" passed ``str.isdigit`` and made ``int`` fail; 25 digits overflowed SQLite's
+    integer: both were 500s (a prober's finding). Each is the page's one-line refusal."""
+    user = new_user(scene.hub, scene.admin, f"zhalloc{uuid.uuid4().hex[:8]}")
+    cookies = {"oceandata-alloc-auth": user.token or ""}
+    form = requests.get(f"{scene.base}/settings", cookies=cookies, timeout=60)
+    csrf = re.search(r'name="_csrf" value="([^"]+)"', form.text)[1]  # type: ignore[index]
+    for bad in ("²", "٣", "9" * 25, "11111111111111111110", "-1", "1e3"):
+        r = requests.post(f"{scene.base}/settings", cookies=cookies, timeout=60,
+                          data={"_csrf": csrf, "default_allocation": bad},
+                          allow_redirects=False)
+        assert r.status_code in (400, 404), (bad, r.status_code, r.text[-300:])
+        assert "Traceback" not in r.text and "failed on this request" not in r.text
+    assert user.api("GET", f"{SERVICE}/api/settings").json()["default_allocation"] is None
+
+
 def test_settings_rest_round_trip_and_a_bad_language(scene: Scene) -> None:
     user = new_user(scene.hub, scene.admin, f"zhalloc{uuid.uuid4().hex[:8]}")
     project = approved_project(user, scene.admin, 1, title="Settings")

@@ -117,6 +117,11 @@ def test_a_chinese_user_signs_up_signs_in_and_uses_the_hub_in_chinese(
         _login(page, hub, name, PASSWORD)
         text = _chinese_page(page, "home")
         assert "启动我的服务器" in text and "退出登录" in text
+        # the Services menu names the platform's services, not their internal names
+        services = page.eval_on_selector_all(
+            ".dropdown-menu a.dropdown-item", "links => links.map(a => a.textContent.trim())")
+        assert {"资源分配与项目", "开放数据"} <= set(services), services
+        assert not {"allocations", "data"} & set(services), services
 
         assert page.goto(f"{hub.url}/hub/token").status == 200
         _chinese_page(page, "token")

@@ -158,6 +158,9 @@ def test_a_member_ingests_an_upload_into_the_project_store(world: dict,
 
     entry = yaml.safe_load(catalog.read_text())["sources"]["sst"]
     assert entry["driver"] == "icechunk" and entry["args"]["urlpath"] == str(store)
+    # described by the data (ACDD summary, else title), not by a placeholder: it becomes
+    # the abstract of a publication
+    assert entry["description"] == "created 12/2013 from data provided by JRA"
     # written for the project group, others nothing; the store sealed after the write
     # (remote_measure): root's, files read by the group, folders group-writable
     group = os.stat(workspace).st_gid

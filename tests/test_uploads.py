@@ -611,3 +611,45 @@ def test_two_starts_at_once_cannot_both_have_the_last_free_space(
         assert uploads_api.reserved_bytes(s, alloc_id) == 900_000_000
     partial = tmp_path / "var" / "projects" / str(alloc_id) / "uploads" / uploads_api.PARTIAL
     assert len(os.listdir(partial)) == 1  # the refused start wrote nothing
+
+
+def test_a_removed_members_open_upload_no_longer_holds_the_quota(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prober's finding: a member starts a 990 MB upload against a 1 GB quota and is
+    removed; nobody could abort it (it is theirs, and they are no longer in the project),
+    so every upload of the project was refused for the 7 days until it expired. A removed
+    member's open uploads are abandoned (partial file removed) at the project's next
+    start or measurement."""
+    from oceandata.alloc import core, db, projects, uploads_api
+    from oceandata.alloc.models import Upload, UploadState
+
+    (tmp_path / "var").mkdir()
+    monkeypatch.setenv("OCEANDATA_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("OCEANDATA_ACCOUNTS", "single")
+    url = f"sqlite:///{tmp_path / 'alloc.sqlite'}"
+    db.upgrade(url)
+    with db.session_scope(url) as s:
+        alloc = core.request_allocation(s, "pu-lead", {
+            "project_title": "Removed", "pi": "Dr L", "institution": "NMDC",
+            "justification": "x", "core_hours": 1, "max_cores": 1, "memory_per_job_gb": 1,
+            "storage_gb": 1, "start_date": (TODAY - dt.timedelta(days=1)).isoformat(),
+            "end_date": (TODAY + dt.timedelta(days=9)).isoformat()})
+        core.decide(s, alloc.id, "pu-admin", True, approve=True)
+        alloc_id = alloc.id
+        projects.add_member(s, alloc_id, "pu-lead", False, "pu-gone")
+    with db.session_scope(url) as s:
+        held = uploads_api.start(s, alloc_id, "pu-gone",
+                                 {"filename": "huge.nc", "size": 990_000_000}).id
+    partial = tmp_path / "var" / "projects" / str(alloc_id) / "uploads" / uploads_api.PARTIAL
+    assert os.listdir(partial) == [held]
+    with db.session_scope(url) as s:  # the quota is held: the PI cannot upload
+        with pytest.raises(core.QuotaExceeded):
+            uploads_api.start(s, alloc_id, "pu-lead", {"filename": "a.nc", "size": 20_000_000})
+    with db.session_scope(url) as s:
+        projects.remove_member(s, alloc_id, "pu-lead", False, "pu-gone")
+    with db.session_scope(url) as s:
+        mine = uploads_api.start(s, alloc_id, "pu-lead",
+                                 {"filename": "a.nc", "size": 20_000_000}).id
+        assert s.get(Upload, held).state == UploadState.ABORTED
+        assert uploads_api.reserved_bytes(s, alloc_id) == 20_000_000
+    assert os.listdir(partial) == [mine]

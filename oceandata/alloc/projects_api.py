@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session
 from .. import i18n
 from ..errors import NotAuthorized, OceandataError, UsageError
 from ..hub.accounts import HUB_NAME
-from ..hub.security import MAX_INT64, HubUser
+from ..hub.security import MAX_INT64, HubUser, whole_number
 from . import core, projects
 from .auth import current_user, page_user, service_auth
 from .core import NotFound
@@ -496,7 +496,8 @@ async def settings_submit(request: Request, user: HubUser = Depends(_page_user))
     lang = page_lang(request)
     language: Any = KEEP
     try:
-        if raw and not raw.isdigit():
+        value = whole_number(raw) if raw else None
+        if raw and value is None:
             raise UsageError(i18n.gettext(lang, "default project %(value)s: choose one of "
                                           "your projects", value=repr(raw[:40])))
         if "language" in form:
@@ -506,7 +507,6 @@ async def settings_submit(request: Request, user: HubUser = Depends(_page_user))
                                               "中文 or the browser's language",
                                               value=repr(chosen[:20])))
             language = chosen or None
-        value = int(raw) if raw else None
         await in_session(request, put_settings, user, value, language)
     except (UsageError, NotFound, NotAuthorized) as exc:
         code = 404 if isinstance(exc, NotFound) else 400

@@ -61,10 +61,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import i18n
+from ..catalog.schema import CATEGORY_LABELS, GRADE_LABELS
 from ..errors import NotAuthorized, UsageError
 from ..governance import audit
 from ..hub.security import (
     CSRF_FIELD,
+    FAILURE_HEADERS,
     MAX_INT64,
     HubUser,
     ServiceAuth,
@@ -102,6 +104,9 @@ LABELS = {
     "memory_per_job_gb": _("Memory per job (GB)"), "storage_gb": _("Storage (GB)"),
     "start_date": _("Start date"), "end_date": _("End date"),
     "datasets": _("Datasets (catalog names, comma or space separated)"),
+    # fields of the audit log's changes that are not on the request form
+    "status": _("Status"), "reason": _("Note / reason"), "decided_at": _("Decided at"),
+    "decided_by": _("Decided by"),
 }
 #: what the form says of a field whose value :func:`oceandata.alloc.core.clean_request`
 #: refused, on a page in a language other than English (English shows the rule's own text)
@@ -127,7 +132,8 @@ WORDS = {"pending": _("pending"), "approved": _("approved"), "denied": _("denied
          "yes": _("yes"), "no": _("no"), "default": _("default"), "none": _("none"),
          "gateway": _("notebooks"), "batch": _("batch jobs"), "data": _("downloads"),
          "storage": _("storage"), "filed": _("filed"), "approve": _("approve"),
-         "deny": _("deny"), "request": _("request"), "status": _("status")}
+         "deny": _("deny"), "request": _("request"), "status": _("status"),
+         "pass": _("passed"), **CATEGORY_LABELS, **GRADE_LABELS}
 
 
 #: the status messages a page may show (``?message=<key>&id=<n>``); free text is never shown
@@ -367,13 +373,14 @@ def usage_chart(rows: list[dict[str, Any]], width: int = 640,
     ordered = sorted(totals.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0,
                                                      kv[0][1]))
     none = i18n.gettext(lang, "(none)")
-    bars = _bars([(f"#{a} {u}" if a is not None else f"{none} {u}", value)
+    bars = _bars([(f"#{a} {who(u, lang)}" if a is not None else f"{none} {who(u, lang)}",
+                   value)
                   for (a, u), value in ordered], room, bar_height, gap)
     height = max(len(bars) * (bar_height + gap), bar_height)
     # heaviest first: the users who download most are the ones to see
     heavy = sorted(downloaded.items(), key=lambda kv: (-kv[1], kv[0]))
-    byte_bars = _bars([(user, float(value)) for user, value in heavy], room, bar_height,
-                      gap)
+    byte_bars = _bars([(who(user, lang), float(value)) for user, value in heavy], room,
+                      bar_height, gap)
     for bar in byte_bars:
         bar["text"] = page_bytes(bar["value"], lang)
     storage_bars = _bars([(f"#{a}", value) for a, value in sorted(stored.items())], room,
@@ -524,6 +531,35 @@ def page_bytes(value: float | int | None, lang: str = "en") -> str:
         f"{page_number(n, lang)} {unit}"
 
 
+#: the names of usage rows that are no user: what a page calls them
+PSEUDO_USERS = {core.ANONYMOUS: _("(anonymous)"), core.PROJECT: _("(project)")}
+
+
+def who(value: Any, lang: str) -> str:
+    """A user column of a usage row in *lang*: the pseudo-users (anonymous downloads,
+    the project's storage) in words, a user's name as it is (never taken for a word)."""
+    text = "" if value is None else str(value)
+    return i18n.gettext(lang, PSEUDO_USERS[text]) if text in PSEUDO_USERS else text
+
+
+def change_value(value: Any, field: str, lang: str) -> str:
+    """A value of field *field* in an audit entry's changes, as a page in *lang* shows it:
+    a status as its word, a time (``..._at``) as people read it, a list joined; anything
+    else (a user name, a title) as it is, never taken for one of the fixed words."""
+    if value is None:
+        return ""
+    if field == "status":
+        return word(value, lang)
+    if field.endswith("_at") and isinstance(value, str):
+        try:
+            return format_when(dt.datetime.fromisoformat(value), lang)
+        except ValueError:
+            return value
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
 def word(value: Any, lang: str) -> str:
     """One of the fixed words a page shows of a record (a status, a role, a usage
     source: :data:`WORDS`) in *lang*; anything else, and every word in English (the
@@ -537,8 +573,9 @@ def page_environment(lang: str) -> jinja2.Environment:
     """The Jinja2 environment of the pages in *lang*: ``{% trans %}`` and ``_()`` from the
     platform's catalogs (:func:`oceandata.i18n.translations`), the filters ``number``,
     ``size`` and ``when`` of :mod:`oceandata.i18n` (``when`` says "never" for no time),
-    ``bytes`` (:func:`page_bytes`), ``sig`` (:func:`page_number`) and ``word``
-    (:func:`word`), and the globals ``lang``, ``html_lang``, ``other_lang`` and
+    ``bytes`` (:func:`page_bytes`), ``sig`` (:func:`page_number`), ``word``
+    (:func:`word`), ``change`` (:func:`change_value`) and ``who`` (:func:`who`), and the
+    globals ``lang``, ``html_lang``, ``other_lang`` and
     ``other_lang_name``."""
     # as oceandata.i18n.environment makes them, with the whitespace of the templates kept
     # (a <textarea>'s lines, <pre>)
@@ -553,7 +590,9 @@ def page_environment(lang: str) -> jinja2.Environment:
         when=lambda value, with_time=True: (format_when(value, lang) if with_time
                                             else i18n.format_datetime(value, lang, False)),
         sig=lambda value, significant=3: page_number(value, lang, significant),
-        word=lambda value: word(value, lang))
+        word=lambda value: word(value, lang),
+        change=lambda value, field: change_value(value, field, lang),
+        who=lambda value: who(value, lang))
     env.globals.update(lang=lang, html_lang=i18n.HTML_LANG[lang], other_lang=i18n.other(lang),
                        other_lang_name=i18n.NAMES[i18n.other(lang)])
     return env
@@ -687,8 +726,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(request, 500, "the service failed on this request; the administrators "
-                                    "can find it in the service log")
+        response = _error(request, 500, "the service failed on this request; the "
+                                        "administrators can find it in the service log")
+        response.headers.update(FAILURE_HEADERS)
+        return response
 
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)

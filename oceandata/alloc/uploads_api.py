@@ -66,7 +66,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import UsageError
 from ..governance import audit
-from ..hub.security import MAX_INT64, HubUser
+from ..hub.security import MAX_INT64, HubUser, whole_number
 from . import db, projects, workspaces
 from .auth import current_user, page_user
 from .core import NotFound, QuotaExceeded
@@ -349,15 +349,24 @@ def reserved_bytes(session: Session, alloc_id: int, but: str | None = None) -> i
 
 
 def _expire(session: Session, alloc: Allocation) -> None:
-    """Abandon the project's open uploads untouched for longer than the expiry."""
+    """Abandon the project's open uploads untouched for longer than the expiry, and those
+    of users no longer in the project: nobody else may abort an upload, and its
+    reservation would hold the quota until it expired (days). A chunk being received is
+    left to finish; its upload is abandoned at the next call."""
     cutoff = utcnow() - _expire_after()
     for row in session.scalars(select(Upload).where(Upload.allocation_id == alloc.id,
                                                     Upload.state == UploadState.OPEN)):
         updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(
             tzinfo=dt.UTC)
-        if updated < cutoff:
+        gone = row.id not in _RECEIVING and not projects.is_member(session, alloc, row.user)
+        if updated < cutoff or gone:
             _remove_partial(session, alloc, row.id)
             row.state, row.updated_at = UploadState.ABORTED, utcnow()
+            if gone:
+                audit.record_on_commit(session, "upload.abort", actor=None,
+                                       target=f"allocation:{alloc.id}",
+                                       detail={"upload": row.id, "user": row.user,
+                                               "reason": "no longer a member"})
 
 
 def _exists(folders: _Folders, name: str) -> bool:
@@ -721,7 +730,8 @@ async def _receive(upload_id: str, offset: int, request: Request,
     hasher = known[1] if known is not None and known[0] == offset else (
         hashlib.sha256() if offset == 0 else None)
     try:
-        if length is not None and length.isdigit() and int(length) > room:
+        declared = whole_number(length)
+        if declared is not None and declared > room:
             raise UsageError(f"the chunk of {length} bytes goes past the declared size "
                              f"(only {room} bytes remain)")
         pending: list[bytes] = []

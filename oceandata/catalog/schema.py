@@ -142,6 +142,22 @@ GRADES: tuple[str, ...] = ("general", "important", "core")
 RELEASES: tuple[str, ...] = ("open", "registered", "restricted")
 
 
+def _(message: str) -> str:
+    """Mark *message* for the message catalogs; a page translates it where it shows it."""
+    return message
+
+
+#: what the pages call each category and grade (English, translated through the catalogs)
+CATEGORY_LABELS = {"observation": _("observation"), "survey": _("survey"),
+                   "model": _("model output"), "reanalysis": _("reanalysis"),
+                   "scientific": _("research product"), "derived": _("derived")}
+GRADE_LABELS = {"general": _("general data"), "important": _("important data"),
+                "core": _("core data")}
+#: what the pages call each kind of grid
+GRID_LABELS = {"regular": _("regular grid"), "curvilinear": _("curvilinear grid"),
+               "dsg": _("discrete sampling geometry"), "unstructured": _("unstructured mesh")}
+
+
 class DerivedFrom(_Strict):
     """Where a desensitised copy comes from (``oceandata publish``)."""
 

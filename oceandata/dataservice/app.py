@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..catalog.core import Catalog, open_catalog
 from ..errors import DatasetNotFound, NotAuthorized, OceandataError
-from ..hub.security import install_security_layer
+from ..hub.security import FAILURE_HEADERS, install_security_layer
 from ..netutil import run_hub_service
 from . import asyncjobs, downloads, metrics, portal, sizing, stac, tabledap
 from .access import AuthPrefix, alloc_db_url, guard, login, logout, oauth_callback
@@ -101,7 +101,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.exception("unexpected error on %s", request.url.path)
         return error_response(request, 500, gettext(
             request_lang(request), "The service failed on this request; it has been logged. "
-                                   "Try a smaller request or report it."))
+                                   "Try a smaller request or report it."), FAILURE_HEADERS)
 
 
 def create_app(catalog: Catalog | str | os.PathLike[str] | None = None, *,

@@ -72,6 +72,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URL
 
 from ..errors import NotAuthorized, UsageError
+from ..hub.security import whole_number
 from ..io.estimate import format_bytes
 from . import downloads, metrics, policy, subset_job
 from .access import AUTH_PREFIX, COOKIE, Caller, request_token, resolve
@@ -612,7 +613,8 @@ async def job_download(
     lang = request_lang(request)
     bad = HTTPException(403, gettext(lang, "This download link is not valid: ask the job's "
                                            "status for a new one."))
-    if not expires or not sig or not expires.isdigit() or len(expires) > 12:
+    expiry = whole_number(expires)
+    if not sig or expiry is None or len(expires or "") > 12:
         raise bad
     db_url = getattr(request.app.state, "alloc_db_url", None)
     if not db_url:
@@ -626,10 +628,10 @@ async def job_download(
             options = _job_options(job)
             if options is None:
                 return None
-            expected = link_signature(job.id, job.owner, options.output, int(expires))
+            expected = link_signature(job.id, job.owner, options.output, expiry)
             if not hmac.compare_digest(expected, sig):
                 return None
-            if int(expires) < time.time():
+            if expiry < time.time():
                 raise HTTPException(403, gettext(
                     lang, "This download link expired; ask the job's status for a new one."))
             _check_quota(request, job.owner, lang)

@@ -156,18 +156,13 @@ def _access(entry: Entry) -> str:
 
 
 def _classification_labels(lang: str, entry: Entry) -> dict[str, str]:
-    """The entry's category and grade as the page's language names them."""
-    c = entry.metadata.classification
-    categories = {
-        "observation": gettext(lang, "observation"), "survey": gettext(lang, "survey"),
-        "model": gettext(lang, "model output"), "reanalysis": gettext(lang, "reanalysis"),
-        "scientific": gettext(lang, "research product"), "derived": gettext(lang, "derived"),
-    }
-    grades = {"general": gettext(lang, "general data"),
-              "important": gettext(lang, "important data"),
-              "core": gettext(lang, "core data")}
-    return {"category": categories.get(c.category, c.category),
-            "grade": grades.get(c.grade, c.grade)}
+    """The entry's category, grade and grid as the page's language names them."""
+    from ..catalog.schema import CATEGORY_LABELS, GRADE_LABELS, GRID_LABELS
+
+    c, grid = entry.metadata.classification, entry.metadata.grid
+    return {"category": gettext(lang, CATEGORY_LABELS.get(c.category, c.category)),
+            "grade": gettext(lang, GRADE_LABELS.get(c.grade, c.grade)),
+            "grid": gettext(lang, GRID_LABELS.get(grid, grid))}
 
 
 def _access_label(lang: str, level: str) -> str:
@@ -361,6 +356,8 @@ def dataset_page(request: Request, dataset_id: str) -> HTMLResponse:
     entry: Entry = request.state.entry
     version: str | None = request.state.version
     lang, _ = _page_lang(request)
+    if version is not None:  # a version that does not exist is a 404, as on every protocol
+        request.app.state.cache.get(entry, version)
     md = entry.metadata
     access = _snippets(request, entry, dataset_id)
     return _render(

@@ -58,6 +58,7 @@ from pystac.extensions.scientific import ScientificExtension
 from ..catalog.core import Entry
 from ..catalog.schema import BBox
 from ..errors import UsageError
+from ..hub.security import whole_number
 from ..times import period, time_parts
 from .access import Caller, resolve, visible_entries
 from .published import publication_of, refresh_published
@@ -667,9 +668,10 @@ def _parse_limit(value: Any) -> int:
 
 def _parse_token(value: Any) -> int:
     text = str(value)
-    if not text.startswith("next:") or not text[5:].isdigit():
+    offset = whole_number(text[5:]) if text.startswith("next:") else None
+    if offset is None:
         raise _bad("token is not one this API gave: follow the 'next' link of a page.")
-    return int(text[5:])
+    return offset
 
 
 def _names(value: Any, what: str) -> list[str]:

@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,11 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+#: headers of the answer to an unexpected failure (a 500). Starlette raises the exception
+#: again once that answer is sent, and uvicorn then drops the connection without having
+#: said so: configurable-http-proxy, keeping connections alive, sent the next request
+#: (another client's) on it and answered that one 503. Saying so makes it open a new one.
+FAILURE_HEADERS = {"Connection": "close"}
 
 
 class AuthError(Exception):
@@ -315,6 +321,21 @@ def json_depth(raw: bytes | str) -> int:
         elif ch in "]}":
             depth -= 1
     return deepest
+
+
+#: a whole number as a request may write it: ASCII digits, at most 18 (below 2**63)
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def whole_number(text: str | None) -> int | None:
+    """*text* (a query or form value) as an ``int``, or None when it is not 1 to 18
+    ASCII digits.
+
+    ``str.isdigit`` also takes "²" and other Unicode digits, which ``int`` then refuses,
+    and a number of 19 digits or more overflows a database integer: both were 500s where
+    the answer is a 400. Every numeric value read from a request goes through this.
+    """
+    return int(text) if text is not None and _WHOLE_NUMBER.fullmatch(text) else None
 
 
 def parse_json_object(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:

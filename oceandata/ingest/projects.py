@@ -198,7 +198,8 @@ def ingest_into_project(sources: Sequence[str | os.PathLike[str]], project: int,
         try:
             with store_lock(catalog, command=command, wait=max(wait, 30.0)):
                 register_store(catalog, name, store,
-                               description=f"{name}: versioned store of project {project}",
+                               description=_described(store) or
+                               f"{name}: versioned store of project {project}",
                                defaults=_defaults(project, defaults))
         except BaseException:
             if result.changed and before is None:  # a new store: leave none behind
@@ -217,6 +218,19 @@ def ingest_into_project(sources: Sequence[str | os.PathLike[str]], project: int,
         project, name), store=store, catalog=catalog, snapshot=result.snapshot,
         changed=result.changed, message=result.message, report=result.report,
         skipped=len(result.skipped), estimate_bytes=estimate, storage=storage)
+
+
+def _described(store: Path) -> str | None:
+    """What the data say of themselves (ACDD ``summary``, else ``title``), one line of at
+    most 1,000 characters: the entry's description, and a publication's abstract."""
+    from .store import open_store
+
+    attrs = open_store(store).attrs
+    for key in ("summary", "title"):
+        text = " ".join(str(attrs.get(key) or "").split())
+        if text:
+            return text[:1000]
+    return None
 
 
 def _defaults(project: int, given: dict[str, Any] | None) -> dict[str, Any]:
