@@ -175,6 +175,10 @@ def test_chinese_pages(service: str) -> None:
     assert 'href="/datasets/oisst_wa?lang=zh"' in chosen.text  # links keep the choice
     english = get(service + "?lang=en", **{"Accept-Language": "zh-CN"})
     assert 'lang="en"' in english.text and "Ocean open data" in english.text
+    # the kind of grid is named, not given as the catalog's key
+    assert "离散采样几何" in get(service + "datasets/oisst_wa?lang=zh").text  # a series
+    assert "规则网格" in get(service + "datasets/cobe_sst2?lang=zh").text
+    assert "regular grid" in get(service + "datasets/cobe_sst2?lang=en").text
 
 
 # -- browser ---------------------------------------------------------------------------

@@ -117,6 +117,13 @@ def test_griddap_of_a_table_is_erddaps_404_on_every_root(client: TestClient,
         r = client.get(path)
         assert r.status_code == 404, (path, r.status_code, r.text[:300])
         assert "Currently unknown datasetID=dsg_point" in r.text
+    # whatever id the plugin would make of a table (suffixed per dimension: it served
+    # dsg_profile_obs as a grid), and the table's own griddap index lists nothing
+    for ext in ("nc", "das"):
+        r = client.get(f"/datasets/dsg_profile/erddap/griddap/dsg_profile_obs.{ext}")
+        assert r.status_code == 404, r.text[:300]
+    r = client.get("/datasets/dsg_profile/erddap/griddap/index.json")
+    assert r.status_code == 200 and r.json()["table"]["rows"] == [], r.text[:300]
     # the table itself is served by tabledap, and a grid still by griddap
     assert client.get("/datasets/dsg_point/erddap/tabledap/dsg_point.csv").status_code == 200
     r = client.get("/datasets/foam_ocean/erddap/griddap/foam_ocean.das")
@@ -148,3 +155,28 @@ def test_text_of_a_zarr_v3_store_is_served_over_opendap(client: TestClient) -> N
     assert _dap_strings(r.content, len(expected)) == expected
     r = client.get("/datasets/argo_profiles/opendap.dds")
     assert "String direction[profile = 1028]" in r.text
+
+
+def test_netcdf3_holds_cftime_times_too(tmp_path: Path) -> None:
+    """Model times in a 360-day calendar (cftime objects) are encoded as int64 when
+    chunked or given in microseconds: the same 500 as the Argo store's times."""
+    import cftime
+
+    from oceandata.dataservice.downloads import _write_netcdf3
+
+    times = xr.date_range("2000-01-01", periods=6, freq="MS", calendar="360_day",
+                          use_cftime=True)
+    ds = xr.Dataset({"sst": ("time", np.arange(6.0)),
+                     "valid": ("time", np.asarray(times))},
+                    coords={"time": times}).chunk(time=2)
+    ds["time"].encoding.update(units="microseconds since 2000-01-01", dtype="int64",
+                               calendar="360_day")
+    path = tmp_path / "model.nc"
+    _write_netcdf3(ds, path)
+    with netCDF4.Dataset(path) as nc:
+        assert nc.file_format == "NETCDF3_64BIT_OFFSET"
+        for name in ("time", "valid"):
+            var = nc[name]
+            assert var.dtype == np.float64 and var.units.startswith("seconds since ")
+            got = cftime.num2date(var[:], var.units, calendar="360_day")
+            assert [str(t) for t in got] == [str(t) for t in times], name

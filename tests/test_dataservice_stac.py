@@ -361,6 +361,12 @@ def test_collections_are_paged_and_pystac_client_follows_the_pages(base: str,
                                             parameters={"limit": 2}))
     assert len(pages_seen) == -(-len(everything) // 2)
     assert {c["id"] for p in pages_seen for c in p["collections"]} == everything
+    # from past the end, "prev" leads back to the last page, not to another empty one
+    past = requests.get(f"{base}/stac/collections", params={"limit": 3, "token": "next:999"},
+                        timeout=30).json()
+    assert past["collections"] == [] and past["numberMatched"] == len(everything)
+    prev = next(link["href"] for link in past["links"] if link["rel"] == "prev")
+    assert requests.get(prev, timeout=30).json()["collections"]
     for bad in ({"limit": "0"}, {"limit": "many"}, {"token": "page-2"},
                 {"token": "next:²"}):
         resp = requests.get(f"{base}/stac/collections", params=bad, timeout=30)

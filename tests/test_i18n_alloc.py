@@ -295,3 +295,22 @@ def test_settings_rest_round_trip_and_a_bad_language(scene: Scene) -> None:
     # a page of that user now follows the browser again
     r = _get(scene, user, "", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     assert '<html lang="zh-Hans">' in r.text
+
+
+def test_record_words_are_translated_and_names_never_are() -> None:
+    """The filters of the pages (no platform needed): fixed words of a record translated,
+    user names as they are even when one is also a word (a user called "admin"), audit
+    times as people read them, the usage table's pseudo-users in words."""
+    from oceandata.alloc import core
+    from oceandata.alloc.service import change_value, who, word
+
+    assert word("admin", "zh") == "管理员" and word("general", "zh") != "general"
+    assert word("scientific", "zh") != "scientific" and word("pass", "zh") == "通过"
+    assert change_value("admin", "decided_by", "zh") == "admin"  # a name, not the role
+    assert change_value("approved", "status", "zh") == word("approved", "zh") != "approved"
+    when = change_value("2026-12-05T10:33:53.654715+00:00", "decided_at", "zh")
+    assert when == "2026年12月5日 10:33 UTC", when
+    assert change_value(["a", "b"], "datasets", "en") == "a, b"
+    assert change_value(None, "reason", "zh") == ""
+    assert who(core.ANONYMOUS, "zh") == "（匿名）" and who(core.PROJECT, "zh") == "（项目）"
+    assert who("admin", "zh") == "admin" and who(core.PROJECT, "en") == core.PROJECT

@@ -183,17 +183,23 @@ def _netcdf3_times(ds: xr.Dataset) -> xr.Dataset:
     netCDF-3 has no 64-bit integers. Times encoded as ``int64`` (a store's ``nanoseconds
     since ...``, or chunked times xarray must encode without seeing them) failed the
     download with a 500 ("could not safely cast array from int64 to int32"). Seconds in
-    ``float64`` keep a microsecond over centuries. Changes the encodings in place.
+    ``float64`` keep a microsecond over centuries. Model times (cftime, any calendar)
+    alike. Changes the encodings in place.
     """
+    from xarray.coding.times import contains_cftime_datetimes
+
     for var in ds.variables.values():
-        if var.dtype.kind not in "Mm":
+        # cftime objects: model times in other calendars
+        dates = var.dtype.kind == "M" or (var.dtype.kind == "O" and
+                                          contains_cftime_datetimes(var))
+        if not dates and var.dtype.kind != "m":
             continue
         enc = var.encoding
         dtype = np.dtype(enc.get("dtype", "int64"))
         if dtype.kind not in "iu" or dtype.itemsize < 8:
             continue  # int32, float32 or float64 on file: netCDF-3 holds them
         _, since, reference = str(enc.get("units", "")).partition(" since ")
-        if var.dtype.kind == "M":
+        if dates:
             enc["units"] = f"seconds since {reference.strip() if since else '1970-01-01'}"
         else:
             enc["units"] = "seconds"

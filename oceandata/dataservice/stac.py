@@ -530,8 +530,9 @@ async def collections(request: Request) -> dict[str, Any]:
              {"rel": "parent", "href": stac, "type": JSON}]
     if offset + limit < len(entries):
         links.append({"rel": "next", "href": paged(offset + limit), "type": JSON})
-    if offset > 0:
-        links.append({"rel": "prev", "href": paged(max(0, offset - limit)), "type": JSON})
+    if offset > 0:  # from past the end, back to the last page
+        links.append({"rel": "prev", "href": paged(max(0, min(offset, len(entries)) - limit)),
+                      "type": JSON})
     return {"collections": found, "numberMatched": len(entries),
             "numberReturned": len(found), "links": links}
 
@@ -779,8 +780,9 @@ def _answer(request: Request, params: _Search, self_url: str, *, method: str,
     links.append({"rel": "self", **paged(params.offset)})
     if params.offset + params.limit < len(found):
         links.append({"rel": "next", **paged(params.offset + params.limit)})
-    if params.offset > 0:
-        links.append({"rel": "prev", **paged(max(0, params.offset - params.limit))})
+    if params.offset > 0:  # from past the end, back to the last page
+        links.append({"rel": "prev",
+                      **paged(max(0, min(params.offset, len(found)) - params.limit))})
     body = {"type": "FeatureCollection", "features": features,
             "numberMatched": len(found), "numberReturned": len(features), "links": links}
     return JSONResponse(body, media_type=GEOJSON)

@@ -160,7 +160,13 @@ class TableRoute(ErddapRoute):
             return Match.NONE, {}
         erddap_id = str(params["target"]).rpartition(".")[0] if griddap else \
             str(params.get("erddap_id", ""))
-        if "dataset_id" in params:  # per dataset: the guard checks the caller
+        if griddap and "dataset_id" in params:
+            # a table's own root has no grids, whatever id the plugin would make of it
+            # (sanitised, or suffixed per dimension: dsg_profile_obs), and its griddap
+            # index is empty
+            entry = catalog.entries.get(str(params["dataset_id"]).partition("@")[0])
+            ok = entry is not None and is_table(entry)
+        elif "dataset_id" in params:  # per dataset: the guard checks the caller
             entry = catalog.entries.get(erddap_id.partition("@")[0])
             ok = erddap_id == params["dataset_id"] and entry is not None and is_table(entry)
         else:
@@ -696,10 +702,13 @@ def dataset_tabledap(request: Request, dataset_id: str, target: str) -> Response
 
 @_route("/datasets/{dataset_id}/erddap/griddap/{target}")
 def dataset_griddap_of_a_table(request: Request, dataset_id: str, target: str) -> Response:
-    """griddap of this dataset's table: 404 as ERDDAP says it, and as the server-wide
-    root does (the plugin's griddap would serve the table's ragged arrays as a grid,
-    and failed with a 500 on ``.nc``)."""
-    raise _not_a_grid(target.rpartition(".")[0])
+    """griddap of this dataset's table: an empty index, and 404 for any id as ERDDAP
+    says it and as the server-wide root does (the plugin's griddap served the table's
+    arrays as grids under ids of its own, and failed with a 500 on ``.nc``)."""
+    stem, _, ext = target.rpartition(".")
+    if stem == "index":
+        return _index(request, {}, _root(request, f"/griddap/{target}"), ext)
+    raise _not_a_grid(stem)
 
 
 @_route("/datasets/{dataset_id}/erddap/info/{erddap_id}/index.{ext}")
