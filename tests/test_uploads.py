@@ -556,14 +556,11 @@ def test_the_cli_resumes_a_chunk_cut_by_a_lost_connection(team: Team, tmp_path: 
     assert (team.workspace(team.p1) / "uploads" / "cut.nc").read_bytes() == local.read_bytes()
 
 
-def test_two_starts_at_once_cannot_both_have_the_last_free_space(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The review's race: two 0.9 GB uploads start against a 1 GB quota, both measured
-    before either reserves; only one may be accepted (in process, the service's code)."""
-    import threading
-
-    from oceandata.alloc import core, db, uploads_api, workspaces
-    from oceandata.alloc.core import QuotaExceeded
+def _project_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        owner: str) -> tuple[str, int]:
+    """An approved 1 GB project of *owner* in a SQLite database of its own, the
+    allocations service's code in this process (single-account mode): (URL, id)."""
+    from oceandata.alloc import core, db
 
     (tmp_path / "var").mkdir()
     monkeypatch.setenv("OCEANDATA_DATA_DIR", str(tmp_path / "var"))
@@ -571,13 +568,25 @@ def test_two_starts_at_once_cannot_both_have_the_last_free_space(
     url = f"sqlite:///{tmp_path / 'alloc.sqlite'}"
     db.upgrade(url)
     with db.session_scope(url) as s:
-        alloc = core.request_allocation(s, "pu-race", {
-            "project_title": "Race", "pi": "Dr R", "institution": "NMDC",
+        alloc = core.request_allocation(s, owner, {
+            "project_title": "In process", "pi": "Dr P", "institution": "NMDC",
             "justification": "x", "core_hours": 1, "max_cores": 1, "memory_per_job_gb": 1,
             "storage_gb": 1, "start_date": (TODAY - dt.timedelta(days=1)).isoformat(),
             "end_date": (TODAY + dt.timedelta(days=9)).isoformat()})
         core.decide(s, alloc.id, "pu-admin", True, approve=True)
-        alloc_id = alloc.id
+        return url, alloc.id
+
+
+def test_two_starts_at_once_cannot_both_have_the_last_free_space(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review's race: two 0.9 GB uploads start against a 1 GB quota, both measured
+    before either reserves; only one may be accepted (in process, the service's code)."""
+    import threading
+
+    from oceandata.alloc import db, uploads_api, workspaces
+    from oceandata.alloc.core import QuotaExceeded
+
+    url, alloc_id = _project_in_process(tmp_path, monkeypatch, "pu-race")
     both_measured = threading.Barrier(2, timeout=60)
     real = workspaces.project_bytes
 
@@ -623,19 +632,8 @@ def test_a_removed_members_open_upload_no_longer_holds_the_quota(
     from oceandata.alloc import core, db, projects, uploads_api
     from oceandata.alloc.models import Upload, UploadState
 
-    (tmp_path / "var").mkdir()
-    monkeypatch.setenv("OCEANDATA_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("OCEANDATA_ACCOUNTS", "single")
-    url = f"sqlite:///{tmp_path / 'alloc.sqlite'}"
-    db.upgrade(url)
+    url, alloc_id = _project_in_process(tmp_path, monkeypatch, "pu-lead")
     with db.session_scope(url) as s:
-        alloc = core.request_allocation(s, "pu-lead", {
-            "project_title": "Removed", "pi": "Dr L", "institution": "NMDC",
-            "justification": "x", "core_hours": 1, "max_cores": 1, "memory_per_job_gb": 1,
-            "storage_gb": 1, "start_date": (TODAY - dt.timedelta(days=1)).isoformat(),
-            "end_date": (TODAY + dt.timedelta(days=9)).isoformat()})
-        core.decide(s, alloc.id, "pu-admin", True, approve=True)
-        alloc_id = alloc.id
         projects.add_member(s, alloc_id, "pu-lead", False, "pu-gone")
     with db.session_scope(url) as s:
         held = uploads_api.start(s, alloc_id, "pu-gone",
