@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -197,10 +198,7 @@ def set_default(session: Session, user: str, alloc_id: int | None) -> None:
         if alloc.status != AllocationStatus.APPROVED:
             raise UsageError(f"allocation {alloc.id} is {alloc.status.value}: only an "
                              "approved project can be the default")
-    settings = _settings_row(session, user)
-    settings.default_allocation_id = alloc_id
-    settings.updated_at = utcnow()
-    session.flush()
+    _save_settings(session, user, default_allocation_id=alloc_id)
 
 
 def language_of(session: Session, user: str) -> str | None:
@@ -224,8 +222,14 @@ def set_language(session: Session, user: str, lang: str | None) -> None:
     if lang is not None and lang not in LANGUAGES:
         raise UsageError(f"language {str(lang)[:20]!r}: give one of {', '.join(LANGUAGES)} "
                          "or null")
+    _save_settings(session, user, language=lang)
+
+
+def _save_settings(session: Session, user: str, **values: Any) -> None:
+    """Set *values* on *user*'s settings row (made when missing), stamped now."""
     settings = _settings_row(session, user)
-    settings.language = lang
+    for name, value in values.items():
+        setattr(settings, name, value)
     settings.updated_at = utcnow()
     session.flush()
 

@@ -659,15 +659,24 @@ def list_requests(session: Session, is_admin: bool, status: PublishState | None 
     return list(session.scalars(query.order_by(PublishRequest.id).limit(limit).offset(offset)))
 
 
-def deny(session: Session, request_id: int, actor: str, is_admin: bool,
-         reason: Any) -> PublishRequest:
-    """Deny a pending request with a reason (audited ``publish.deny``)."""
+def _pending_for_review(session: Session, request_id: int, actor: str,
+                        is_admin: bool) -> PublishRequest:
+    """Request *request_id*, still pending, for an administrator's decision; else
+    :class:`NotAuthorized` (not an admin), :class:`NotFound` or :class:`UsageError`
+    (decided already)."""
     if not is_admin:
         raise NotAuthorized(f"{actor} is not an administrator: requests are reviewed by "
                             "administrators")
     req = get_request(session, request_id, actor, True)
     if req.status != PublishState.PENDING:
         raise UsageError(f"publish request {req.id} is {req.status.value} already")
+    return req
+
+
+def deny(session: Session, request_id: int, actor: str, is_admin: bool,
+         reason: Any) -> PublishRequest:
+    """Deny a pending request with a reason (audited ``publish.deny``)."""
+    req = _pending_for_review(session, request_id, actor, is_admin)
     reason = clean_field(reason or "", "reason", 2000)
     _claim(session, req)
     req.reason = reason
@@ -809,12 +818,7 @@ def approve(session: Session, request_id: int, actor: str, is_admin: bool,
     from ..ingest.register import register_store
     from ..ingest.store import open_repository, open_store, tag
 
-    if not is_admin:
-        raise NotAuthorized(f"{actor} is not an administrator: requests are reviewed by "
-                            "administrators")
-    req = get_request(session, request_id, actor, True)
-    if req.status != PublishState.PENDING:
-        raise UsageError(f"publish request {req.id} is {req.status.value} already")
+    req = _pending_for_review(session, request_id, actor, is_admin)
     changes = dict(changes or {})
     unknown = set(changes) - {"title", "licence", "license", "citation", "authors", "name"}
     if unknown:

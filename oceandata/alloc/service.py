@@ -376,6 +376,10 @@ def usage_chart(rows: list[dict[str, Any]], width: int = 640,
     bars = _bars([(f"#{a} {who(u, lang)}" if a is not None else f"{none} {who(u, lang)}",
                    value)
                   for (a, u), value in ordered], room, bar_height, gap)
+    for bar in bars:
+        bar["text"] = i18n.format_number(bar["value"], lang, 2)
+        bar["tip"] = i18n.gettext(lang, "%(label)s: %(value)s core-hours",
+                                  label=bar["label"], value=bar["text"])
     height = max(len(bars) * (bar_height + gap), bar_height)
     # heaviest first: the users who download most are the ones to see
     heavy = sorted(downloaded.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -383,11 +387,15 @@ def usage_chart(rows: list[dict[str, Any]], width: int = 640,
                       bar_height, gap)
     for bar in byte_bars:
         bar["text"] = page_bytes(bar["value"], lang)
+        bar["tip"] = i18n.gettext(lang, "%(label)s: %(size)s downloaded",
+                                  label=bar["label"], size=bar["text"])
     storage_bars = _bars([(f"#{a}", value) for a, value in sorted(stored.items())], room,
                          bar_height, gap)
     for bar in storage_bars:
         bar["text"] = i18n.gettext(lang, "%(value)s GB-days",
                                    value=page_number(bar["value"], lang, 3))
+        bar["tip"] = i18n.gettext(lang, "project %(label)s: %(value)s",
+                                  label=bar["label"], value=bar["text"])
     return {"width": width, "height": height, "label_width": label_width, "bars": bars,
             "downloads": {"height": max(len(byte_bars) * (bar_height + gap), bar_height),
                           "bars": byte_bars},
